@@ -1,0 +1,67 @@
+"""Results of full-mode experiments, written with their provenance.
+
+A full-mode run (``python -m companion <chapter> <experiment> --full``) saves a JSON file under
+``results/<chapter>/`` at the repository root; the notebooks show those committed files beside their live
+quick runs. Every file carries a ``provenance`` block: the command, the package version, the seed, the date
+and the machine, so a reader can tell where each number came from.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from .cache import atomic_write_json
+
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
+
+
+def provenance(*, seed: int | None, command: str | None = None) -> dict[str, Any]:
+    """Where a result came from: command line, package versions, seed, UTC date, machine."""
+    import torch
+
+    import companion
+
+    return {
+        "command": command if command is not None else " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "companion_version": companion.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "seed": seed,
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+    }
+
+
+def _check_names(chapter: str, name: str) -> None:
+    for label, value in (("chapter", chapter), ("name", name)):
+        if not isinstance(value, str) or not value or "/" in value or value.startswith("."):
+            raise ValueError(f"{label} must be a plain non-empty name without '/', got {value!r}")
+
+
+def save_results(chapter: str, name: str, payload: dict[str, Any], *, seed: int | None, command: str | None = None,
+                 folder: str | os.PathLike | None = None) -> Path:
+    """Write ``payload`` plus its provenance to ``<folder>/<chapter>/<name>.json`` (atomically)."""
+    _check_names(chapter, name)
+    if not isinstance(payload, dict):
+        raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
+    path = Path(folder or RESULTS_DIR) / chapter / f"{name}.json"
+    return atomic_write_json(path, {"provenance": provenance(seed=seed, command=command), **payload})
+
+
+def load_results(chapter: str, name: str, *, folder: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The committed results of ``<chapter>/<name>``, or ``None`` when no full run has been saved."""
+    _check_names(chapter, name)
+    path = Path(folder or RESULTS_DIR) / chapter / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
