@@ -276,3 +276,20 @@ def attention_maps(model, tokenizer, text: str, *, max_tokens: int = 64) -> tupl
     attn = torch.stack([a[0] for a in out.attentions]).float().cpu()
     tokens = tokenizer.convert_ids_to_tokens(ids[0].tolist())
     return attn, tokens
+
+
+def distinct_per_block(weight: torch.Tensor, block: int = 32) -> torch.Tensor:
+    """Number of distinct values in each run of ``block`` consecutive weights along the last dimension.
+
+    A GGUF Q4_1 tensor dequantizes to at most 16 distinct values per block of 32, so this tells which
+    tensors of the default model went through 4-bit quantization and which were stored more finely.
+
+    Args:
+        weight: a tensor whose last dimension is divisible by ``block``, shape ``[..., n]``.
+    Returns:
+        ``LongTensor[weight.numel() // block]``.
+    """
+    if block < 1 or weight.shape[-1] % block:
+        raise ValueError(f"the last dimension ({weight.shape[-1]}) must be divisible by block={block}")
+    rows = weight.detach().reshape(-1, block).sort(dim=1).values
+    return 1 + (rows[:, 1:] != rows[:, :-1]).sum(dim=1)
