@@ -47,11 +47,11 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def progress(iterable: Iterable[T], *, desc: str | None = None, total: int | None = None, **kwargs) -> Iterable[T]:
-    """A tqdm progress bar (text in terminals and notebooks alike, so built pages stay light).
+    """A tqdm progress bar (a text bar in terminals, a widget in notebooks).
 
     Set the environment variable ``COMPANION_PROGRESS=0`` to silence every bar.
     """
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     disable = os.environ.get("COMPANION_PROGRESS", "1") == "0"
     return tqdm(iterable, desc=desc, total=total, disable=disable, dynamic_ncols=True, **kwargs)
