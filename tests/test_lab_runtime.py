@@ -53,3 +53,11 @@ def test_results_reject_path_like_names(tmp_path, chapter, name):
 def test_results_reject_non_dict_payload(tmp_path):
     with pytest.raises(TypeError, match="payload must be a dict"):
         save_results("lab", "x", [1], seed=0, folder=tmp_path)
+
+
+def test_provenance_names_the_module_command(monkeypatch):
+    import companion
+    from companion.lab import provenance
+
+    monkeypatch.setattr("sys.argv", [companion.__file__.replace("__init__.py", "__main__.py"), "lab", "perplexity", "--full"])
+    assert provenance(seed=0)["command"] == "python -m companion lab perplexity --full"

@@ -52,7 +52,7 @@ def perplexity(
     device = next(model.parameters()).device
     total_nll, scored_until, count = 0.0, 1, 0  # tokens [0, scored_until) are done
     starts = range(0, ids.numel() - 1, stride)
-    for start in progress(starts, desc=desc, leave=False):
+    for start in progress(starts, desc=desc):
         end = min(start + context, ids.numel())
         if end <= scored_until:
             continue

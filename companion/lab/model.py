@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -147,8 +148,6 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
         replace_dir(build, folder)
     finally:
         if build.exists():
-            import shutil
-
             shutil.rmtree(build, ignore_errors=True)
 
 
@@ -167,18 +166,18 @@ def converted_model_path(gguf: Path | None = None, *, rebuild: bool = False) -> 
 # ----------------------------------------------------------------------------------------------------------
 # The public loader
 # ----------------------------------------------------------------------------------------------------------
-def _resolve(name: str | os.PathLike | None, rebuild: bool) -> tuple[str, dict]:
-    """Turn ``name`` into something ``from_pretrained`` can read, plus extra keyword arguments."""
+def _resolve(name: str | os.PathLike | None, rebuild: bool) -> tuple[str, str]:
+    """Turn ``name`` into ``(source for from_pretrained, kind)``; kind is "converted", "local" or "hub"."""
     if name is None or str(name).lower() in (DEFAULT_MODEL.lower(), "smollm2"):
-        return str(converted_model_path(rebuild=rebuild)), {}
+        return str(converted_model_path(rebuild=rebuild)), "converted"
     path = Path(name).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        return str(converted_model_path(path, rebuild=rebuild)), {}
+        return str(converted_model_path(path, rebuild=rebuild)), "converted"
     if path.is_dir():
-        return str(path), {}
+        return str(path), "local"
     if path.exists() or str(name).startswith((".", "/", "~")):
         raise ModelUnavailableError(f"{path} is neither a model folder nor a .gguf file.\n" + _options_text(str(name)))
-    return str(name), {"hub": True}
+    return str(name), "hub"
 
 
 def load_model(
@@ -212,7 +211,7 @@ def load_model(
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source, how = _resolve(name, rebuild)
+    source, kind = _resolve(name, rebuild)
     kwargs = {"dtype": dtype}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
@@ -230,7 +229,7 @@ def load_model(
                 hf_logging.enable_progress_bar()
         return model, tokenizer
 
-    if how.get("hub"):
+    if kind == "hub":
         try:
             model, tokenizer = _load(local_files_only=True)
         except OSError:
@@ -247,7 +246,7 @@ def load_model(
         try:
             model, tokenizer = _load()
         except (OSError, ValueError, RuntimeError) as err:
-            if name is not None and not str(name).endswith(".gguf"):
+            if kind != "converted":
                 raise
             warnings.warn(f"The cached model could not be read ({err}); rebuilding it.", stacklevel=2)
             source, _ = _resolve(name, rebuild=True)

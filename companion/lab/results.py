@@ -22,6 +22,13 @@ from .cache import atomic_write_json
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
 
 
+def _command_line() -> str:
+    """How this process was started, e.g. ``python -m companion lab perplexity --full``."""
+    script = Path(sys.argv[0])
+    prog = f"python -m {script.parent.name}" if script.name == "__main__.py" else script.name
+    return " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
+
+
 def provenance(*, seed: int | None, command: str | None = None) -> dict[str, Any]:
     """Where a result came from: command line, package versions, seed, UTC date, machine."""
     import torch
@@ -29,7 +36,7 @@ def provenance(*, seed: int | None, command: str | None = None) -> dict[str, Any
     import companion
 
     return {
-        "command": command if command is not None else " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command if command is not None else _command_line(),
         "companion_version": companion.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
