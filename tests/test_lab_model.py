@@ -104,3 +104,16 @@ def test_first_load_builds_cache_then_loads_identically_and_rebuilds_a_truncated
         rebuilt, _ = load_model(device="cpu")
     with torch.no_grad():
         assert torch.equal(rebuilt(ids).logits, reference)
+
+
+def test_attention_summary_on_uniform_causal_attention_by_hand():
+    T = 5
+    uniform = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1)[:, None]  # row i: 1/(i+1) on 0..i
+    attn = uniform.expand(2, 3, T, T)
+    sink, entropy = model_mod.attention_summary(attn)
+    # queries 1..4 put 1/2, 1/3, 1/4, 1/5 on token 0 and have entropy log2(2..5) bits
+    assert torch.allclose(sink, torch.full((2,), (1 / 2 + 1 / 3 + 1 / 4 + 1 / 5) / 4))
+    expected_h = torch.log2(torch.arange(2, T + 1).float()).mean()
+    assert torch.allclose(entropy, expected_h.expand(2))
+    with pytest.raises(ValueError, match="shape"):
+        model_mod.attention_summary(torch.ones(3, 3))

@@ -3,7 +3,8 @@
 - :func:`load_model` — the real model (SmolLM2-135M-Instruct by default), offline, cached as float32;
 - :func:`load_corpus`, :func:`corpus_tokens` — the Python standard library as a text corpus;
 - :func:`perplexity` — held-out perplexity of a causal LM;
-- :func:`attention_maps` — attention weights of every layer and head; :func:`distinct_per_block`;
+- :func:`attention_maps`, :func:`attention_summary` — attention weights of every layer and head, and per layer
+  the mass on the first token and the entropy of a row; :func:`distinct_per_block` — quantization levels;
 - :func:`seed_everything`, :func:`get_device`, :func:`progress` — seeds, devices, progress bars;
 - :func:`cache_dir`, :func:`save_results`, :func:`load_results` — the cache and results with provenance.
 
@@ -13,7 +14,15 @@ Chapter 0 of the book (``book/lab/``) walks through all of it.
 from .cache import cache_dir
 from .corpus import Corpus, corpus_tokens, load_corpus
 from .eval import perplexity
-from .model import DEFAULT_MODEL, ModelUnavailableError, attention_maps, distinct_per_block, eager_attention, load_model
+from .model import (
+    DEFAULT_MODEL,
+    ModelUnavailableError,
+    attention_maps,
+    attention_summary,
+    distinct_per_block,
+    eager_attention,
+    load_model,
+)
 from .results import load_results, provenance, save_results
 from .runtime import get_device, progress, seed_everything
 
@@ -22,6 +31,7 @@ __all__ = [
     "Corpus",
     "ModelUnavailableError",
     "attention_maps",
+    "attention_summary",
     "cache_dir",
     "corpus_tokens",
     "distinct_per_block",

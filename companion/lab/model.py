@@ -304,3 +304,25 @@ def distinct_per_block(weight: torch.Tensor, block: int = 32) -> torch.Tensor:
         raise ValueError(f"the last dimension ({weight.shape[-1]}) must be divisible by block={block}")
     rows = weight.detach().reshape(-1, block).sort(dim=1).values
     return 1 + (rows[:, 1:] != rows[:, :-1]).sum(dim=1)
+
+
+def attention_summary(attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per layer: the mean attention on the first token, and the mean entropy of an attention row.
+
+    Query 0 is left out (it can only attend to itself). With :math:`a_{\ell h i j}` the weights of
+    :func:`attention_maps`,
+
+    .. math:: \text{sink}_\ell = \operatorname{mean}_{h,\,i \ge 1} a_{\ell h i 0}, \qquad
+              H_\ell = \operatorname{mean}_{h,\,i \ge 1} \Big(-\sum_j a_{\ell h i j} \log_2 a_{\ell h i j}\Big).
+
+    Args:
+        attn: ``[num_layers, num_heads, T, T]`` attention weights, ``T >= 2``.
+    Returns:
+        ``(sink, entropy)``, each ``[num_layers]``; entropy in bits.
+    """
+    if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2] or attn.shape[-1] < 2:
+        raise ValueError(f"attn must have shape [layers, heads, T, T] with T >= 2, got {tuple(attn.shape)}")
+    rows = attn[:, :, 1:, :].float()
+    sink = rows[..., 0].mean(dim=(1, 2))
+    entropy = -(rows * rows.clamp_min(1e-12).log2()).sum(-1).mean(dim=(1, 2))
+    return sink, entropy
