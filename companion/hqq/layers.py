@@ -1,0 +1,96 @@
+"""HQQ for whole models: a drop-in ``nn.Linear`` replacement and a model-wide quantizer with a memory report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .quantize import QuantMeta, dequantize, quantize
+
+
+class HQQLinear(nn.Module):
+    """``nn.Linear`` whose weight is stored bit-packed (codes + per-group scale and zero) and dequantized on
+    every forward pass. Build it with :meth:`from_linear`."""
+
+    def __init__(self, W_q: torch.Tensor, meta: QuantMeta, bias: torch.Tensor | None):
+        super().__init__()
+        self.register_buffer("W_q", W_q)
+        self.register_buffer("scale", meta.scale.to(torch.float16))  # stored as fp16, like hqq
+        self.register_buffer("zero", meta.zero.to(torch.float16))
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.meta = meta
+        self.out_features, self.in_features = meta.shape
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **quant_kwargs) -> "HQQLinear":
+        """Quantize ``linear.weight`` with :func:`companion.hqq.quantize` (packed) and wrap it."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"expected an nn.Linear, got {type(linear).__name__}")
+        W_q, meta = quantize(linear.weight.detach(), bitpack=True, **quant_kwargs)
+        return cls(W_q, meta, linear.bias)
+
+    def weight_dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        self.meta.scale, self.meta.zero = self.scale.float(), self.zero.float()
+        return dequantize(self.W_q, self.meta, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight_dequantized(x.dtype), self.bias)
+
+    def storage_bytes(self) -> int:
+        """Bytes held: packed codes + fp16 scale and zero (+ bias)."""
+        n = self.W_q.numel() * self.W_q.element_size() + 2 * self.scale.numel() * 2
+        return n + (0 if self.bias is None else self.bias.numel() * self.bias.element_size())
+
+    def extra_repr(self) -> str:
+        m = self.meta
+        return f"in_features={self.in_features}, out_features={self.out_features}, nbits={m.nbits}, group_size={m.group_size}, axis={m.axis}"
+
+
+@dataclass
+class QuantReport:
+    """What :func:`quantize_model` did."""
+
+    layers: int
+    bytes_before: int  # the replaced nn.Linear weights (and biases) as they were
+    bytes_after: int  # the same layers as HQQLinear storage
+    seconds: float
+    bits_per_weight: float
+
+    def __str__(self) -> str:
+        return (f"{self.layers} linear layers quantized in {self.seconds:.1f} s: {self.bytes_before / 1e6:.1f} MB → "
+                f"{self.bytes_after / 1e6:.1f} MB ({self.bits_per_weight:.2f} bits per weight incl. fp16 meta-data)")
+
+
+def quantize_model(model: nn.Module, *, skip: tuple[str, ...] = ("lm_head",), progress: bool = True,
+                   **quant_kwargs) -> QuantReport:
+    """Replace every ``nn.Linear`` of ``model`` (in place) by an :class:`HQQLinear`.
+
+    Args:
+        model: e.g. a Hugging Face causal LM.
+        skip: module names containing any of these strings stay in full precision. The default keeps
+            ``lm_head`` (tied to the token embedding in SmolLM2; quantizing it would untie them).
+        quant_kwargs: passed to :func:`companion.hqq.quantize` (``nbits``, ``group_size``, ``axis``,
+            ``optimize``, ``faithful``, ``meta_nbits`` ...).
+    """
+    from companion.lab import progress as bar
+
+    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and not any(s in name for s in skip)]
+    if not targets:
+        raise ValueError("the model has no nn.Linear layers to quantize (outside `skip`)")
+    before = after = n_weights = 0
+    bits = 0.0
+    start = time.perf_counter()
+    for name, linear in (bar(targets, desc="quantizing") if progress else targets):
+        q = HQQLinear.from_linear(linear, **quant_kwargs)
+        before += linear.weight.numel() * linear.weight.element_size()
+        before += 0 if linear.bias is None else linear.bias.numel() * linear.bias.element_size()
+        after += q.storage_bytes()
+        bits += q.meta.bits_per_weight() * linear.weight.numel()
+        n_weights += linear.weight.numel()
+        parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        setattr(parent, name.rsplit(".", 1)[-1], q)
+    return QuantReport(len(targets), before, after, time.perf_counter() - start, bits / n_weights)

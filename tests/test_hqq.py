@@ -1,0 +1,218 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from companion import hqq as H
+from companion.hqq import packing
+
+from companion.hqq.quantize import _init_scale_zero
+
+
+def heavy(shape, seed=0, scale=0.02):
+    """Heavy-tailed weights: a Gaussian scale mixture (Gaussian / sqrt(uniform)), reproducible."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g) / torch.rand(shape, generator=g).clamp_min(0.05).sqrt() * scale
+
+
+# ------------------------------------------------------------------------------------------ the equations
+def test_shrink_lp_closed_form_and_threshold():
+    beta, p = 10.0, 0.7
+    t = H.shrink_threshold(beta, p)
+    assert t == pytest.approx(10 ** (-1 / 1.3))
+    x = torch.tensor([-1.0, -0.2, -t * 0.99, 0.0, t * 0.99, 0.2, 1.0])
+    out = H.shrink_lp(x, beta, p)
+    expected = torch.sign(x) * torch.relu(x.abs() - x.abs().pow(p - 1) / beta)
+    torch.testing.assert_close(out, torch.nan_to_num(expected, nan=0.0))
+    assert torch.all(out[2:5] == 0) and torch.all(out[[0, 1, 5, 6]] != 0)
+    # p = 1 is soft thresholding at 1/beta
+    torch.testing.assert_close(H.shrink_lp(torch.tensor([0.05, 0.3, -0.3]), 10.0, 1.0), torch.tensor([0.0, 0.2, -0.2]))
+
+
+def test_round_to_nearest_by_hand():
+    # one group of 4 values with 2 bits: range 3, sc = 3/3 = 1, z = 0 -> exact
+    W = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    W_q, meta = H.quantize(W, nbits=2, group_size=4, axis=0, optimize=False)
+    assert W_q.flatten().tolist() == [0, 1, 2, 3]
+    torch.testing.assert_close(H.dequantize(W_q, meta), W)
+    # 1 bit on [0, 0.4, 0.6, 1]: sc = 1, codes round(w) = 0, 0, 1, 1, reconstruction 0, 0, 1, 1
+    W = torch.tensor([0.0, 0.4, 0.6, 1.0])
+    W_q, meta = H.quantize(W, nbits=1, group_size=4, axis=1, optimize=False)
+    assert H.dequantize(W_q, meta).tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_zero_update_is_the_least_squares_solution():
+    W = heavy((64, 32), seed=1)
+    Wg = W.reshape(64, -1)
+    scale, zero = _init_scale_zero(Wg, 4, 0)
+    new_zero, _ = H.optimize_zero(Wg, scale, zero, nbits=4, axis=0, iters=1, early_stop=False, faithful=True)
+    W_q = torch.round(Wg * scale + zero).clamp(0, 15)
+    W_e = H.shrink_lp(Wg - (W_q - zero) / scale, 10.0, 0.7)
+    # z minimises sum_j (W_q - z - (W - W_e)·sc)^2: the derivative vanishes at the returned z
+    grad = (W_q - new_zero - (Wg - W_e) * scale).sum(0)
+    assert grad.abs().max() < 1e-3
+
+
+@settings(max_examples=25, deadline=None)
+@given(nbits=st.sampled_from([4, 3, 2]), g=st.sampled_from([16, 32, 64]), axis=st.integers(0, 1), seed=st.integers(0, 10**6),
+       magnitude=st.sampled_from([0.02, 1.0, 2.0]))
+def test_corrected_solver_never_does_worse_than_round_to_nearest(nbits, g, axis, seed, magnitude):
+    W = heavy((64, 64), seed=seed, scale=magnitude)
+    rtn = H.quantization_error(W, nbits=nbits, group_size=g, axis=axis, optimize=False)["mae"]
+    W_q, meta = H.quantize(W, nbits=nbits, group_size=g, axis=axis)
+    hqq = (W - H.dequantize(W_q, meta)).abs().mean().item()
+    assert hqq <= rtn * (1 + 1e-6)
+    assert hqq == pytest.approx(min(meta.trace.errors + [hqq]), rel=1e-5)  # the best step is returned
+
+
+def test_faithful_mode_ignores_kappa_and_returns_the_last_zero():
+    W = heavy((128, 128), seed=3, scale=1.0)  # large weights: the shrinkage is active, iterations differ
+    _, fa = H.quantize(W, nbits=2, group_size=16, faithful=True)
+    _, co = H.quantize(W, nbits=2, group_size=16)
+    assert len(set(fa.trace.betas)) == 1  # kappa ignored (hqq 0.2.7-0.2.8.post1)
+    assert co.trace.betas == pytest.approx([10.0 * 1.01**i for i in range(len(co.trace.betas))])
+    t = fa.trace
+    if len(t.errors) < 20:  # stopped early: the zero returned was computed after the non-improving step
+        assert t.returned_iter == len(t.errors) and t.best_iter == len(t.errors) - 2
+    assert co.trace.returned_iter == co.trace.best_iter or co.trace.returned_iter == 20
+
+
+def test_shrinkage_is_off_at_llm_weight_scale_and_on_at_100x():
+    W = heavy((256, 256), seed=4, scale=0.02)
+    _, small = H.quantize(W, nbits=4, group_size=64)
+    _, large = H.quantize(W * 100, nbits=4, group_size=64)
+    assert max(small.trace.active) == 0.0  # every |error| is below beta^(-1/(2-p)) ~ 0.17
+    assert max(large.trace.active) > 0.1
+
+
+def test_bits_per_weight():
+    W = heavy((128, 256), seed=5)
+    _, m4 = H.quantize(W, nbits=4, group_size=64)
+    assert m4.bits_per_weight() == 4 + 32 / 64
+    _, m2 = H.quantize(W, nbits=2, group_size=16, meta_nbits=8)
+    assert m2.bits_per_weight() == pytest.approx(2 + 2 * (8 + 32 / 128) / 16)
+    assert m2.meta_q["scale"][1].group_size == 128
+
+
+def test_meta_quantization_changes_scale_and_zero_only_slightly():
+    W = heavy((256, 256), seed=6)
+    W_q, m = H.quantize(W, nbits=2, group_size=16)
+    W_q8, m8 = H.quantize(W, nbits=2, group_size=16, meta_nbits=8)
+    assert torch.equal(W_q, W_q8)
+    rel = (m8.scale - m.scale).abs().max() / m.scale.abs().max()
+    assert 0 < rel < 0.01
+    e, e8 = [(W - H.dequantize(q, mm)).abs().mean().item() for q, mm in ((W_q, m), (W_q8, m8))]
+    assert e8 == pytest.approx(e, rel=0.05)
+
+
+# ------------------------------------------------------------------------------------------ packing
+@settings(max_examples=40, deadline=None)
+@given(nbits=st.sampled_from([8, 4, 3, 2, 1]), rows=st.integers(1, 37), cols=st.integers(1, 9), seed=st.integers(0, 999))
+def test_packing_round_trips_exactly(nbits, rows, cols, seed):
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 2**nbits, (rows, cols), generator=g, dtype=torch.uint8)
+    packed = H.pack(codes, nbits)
+    assert torch.equal(H.unpack(packed, nbits, rows), codes)
+    assert packed.numel() * packed.element_size() * 8 == H.packed_bits(rows, cols, nbits)
+
+
+def test_packed_dequantization_equals_unpacked():
+    W = heavy((96, 64), seed=7)
+    for nbits in (8, 4, 3, 2, 1):
+        q, m = H.quantize(W, nbits=nbits, group_size=32)
+        qp, mp = H.quantize(W, nbits=nbits, group_size=32, bitpack=True)
+        assert mp.packed and torch.equal(H.dequantize(qp, mp), H.dequantize(q, m))
+
+
+def test_packing_rejects_bad_codes():
+    with pytest.raises(ValueError, match="codes must lie"):
+        H.pack(torch.tensor([[16]], dtype=torch.uint8), 4)
+    with pytest.raises(ValueError, match="nbits must be one of"):
+        H.pack(torch.zeros(2, 2, dtype=torch.uint8), 5)
+    with pytest.raises(ValueError, match="packed data"):
+        H.unpack(torch.zeros(2, 2, dtype=torch.uint8), 3, 2)
+
+
+# ------------------------------------------------------------------------------------------ layers
+def test_hqq_linear_matches_dequantized_weight_and_saves_memory():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(128, 64)
+    q = H.HQQLinear.from_linear(lin, nbits=4, group_size=64)
+    x = torch.randn(5, 128)
+    W_hat = q.weight_dequantized()
+    torch.testing.assert_close(q(x), x @ W_hat.T + lin.bias)
+    assert (W_hat - lin.weight).abs().max() < (lin.weight.max() - lin.weight.min()) / 15
+    assert q.storage_bytes() < lin.weight.numel() * 4 / 6
+
+
+def test_quantize_model_replaces_linears_and_reports():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64))
+    x = torch.randn(3, 64)
+    ref = model(x)
+    report = H.quantize_model(model, nbits=8, group_size=64, progress=False)
+    assert report.layers == 2 and all(isinstance(model[i], H.HQQLinear) for i in (0, 2))
+    assert report.bytes_after < report.bytes_before / 3 and report.bits_per_weight == 8.5
+    torch.testing.assert_close(model(x), ref, atol=2e-2, rtol=0)
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        H.quantize_model(torch.nn.Sequential(torch.nn.ReLU()))
+
+
+def test_autograd_baseline_lowers_the_error():
+    W = heavy((64, 64), seed=8)
+    zero, history = H.optimize_zero_autograd(W, nbits=3, group_size=32, steps=60, lr=0.05)
+    assert min(history) < history[0]
+
+
+# ------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "W,kwargs,exc,match",
+    [
+        (torch.zeros(8, 8), {"nbits": 5}, ValueError, "nbits must be one of"),
+        (torch.zeros(8, 8), {"group_size": 10}, ValueError, "must be a positive int dividing"),
+        (torch.zeros(8, 8, dtype=torch.int32), {}, TypeError, "floating-point"),
+        (torch.zeros(0), {}, ValueError, "empty"),
+        (torch.tensor([1.0, float("nan")] * 32), {}, ValueError, "NaN or Inf"),
+        (torch.tensor([1.0, float("inf")] * 32), {}, ValueError, "NaN or Inf"),
+        (torch.zeros(8, 8), {"axis": 2, "group_size": 8}, ValueError, "axis"),
+        ([1.0] * 64, {}, TypeError, "torch.Tensor"),
+        (torch.zeros(64), {"meta_nbits": 6}, ValueError, "meta_nbits"),
+        (torch.ones(64), {"p": 1.5}, ValueError, "p must be in"),
+    ],
+)
+def test_bad_input_is_rejected_clearly(W, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        H.quantize(W, **kwargs)
+
+
+def test_constant_groups_reconstruct_exactly():
+    W = torch.full((64, 4), 0.5)
+    W_q, meta = H.quantize(W, nbits=4, group_size=64)
+    assert torch.all(meta.scale == 1.0)  # hqq sets sc = 1 where the range is <= 1e-4
+    torch.testing.assert_close(H.dequantize(W_q, meta), W)
+
+
+def test_dequantize_rejects_foreign_meta():
+    with pytest.raises(TypeError, match="QuantMeta"):
+        H.dequantize(torch.zeros(2, 2, dtype=torch.uint8), {"nbits": 4})
+
+
+# ------------------------------------------------------------------------------------------ the peer: PyPI hqq
+@pytest.mark.parametrize("nbits", [8, 4, 3, 2, 1])
+@pytest.mark.parametrize("group_size,axis", [(64, 0), (64, 1), (16, 0), (128, 1)])
+def test_faithful_mode_equals_pypi_hqq_bit_for_bit(smollm, nbits, group_size, axis):
+    hq = pytest.importorskip("hqq.core.quantize", reason="optional peer: DISABLE_CUDA=1 pip install hqq==0.2.8.post1")
+    model, _ = smollm
+    for W in (model.model.layers[5].self_attn.k_proj.weight.detach(), heavy((256, 512), seed=9, scale=1.0)):
+        ref_q, ref = hq.Quantizer.quantize(W, nbits=nbits, group_size=group_size, axis=axis, device="cpu", bitpack=False)
+        W_q, meta = H.quantize(W, nbits=nbits, group_size=group_size, axis=axis, faithful=True)
+        assert torch.equal(W_q.float(), ref_q.float())
+        assert torch.equal(meta.scale, ref["scale"]) and torch.equal(meta.zero, ref["zero"])
+
+
+@pytest.mark.parametrize("nbits", [8, 4, 3, 2, 1])
+def test_packing_layout_equals_pypi_hqq(nbits):
+    bp = pytest.importorskip("hqq.core.bitpack", reason="optional peer: DISABLE_CUDA=1 pip install hqq==0.2.8.post1")
+    codes = torch.randint(0, 2**nbits, (80, 7), dtype=torch.uint8)  # 80 rows: divisible by 1, 2, 4, 8 and 10
+    name = {8: "8bit_u8", 4: "4bit_u8", 3: "3bit_32", 2: "2bit_u8", 1: "1bit_u8"}[nbits]
+    ref = getattr(bp.BitPack, f"pack_{name}")(codes)
+    assert torch.equal(H.pack(codes, nbits), ref.to(H.pack(codes, nbits).dtype))
