@@ -216,3 +216,24 @@ def test_packing_layout_equals_pypi_hqq(nbits):
     name = {8: "8bit_u8", 4: "4bit_u8", 3: "3bit_32", 2: "2bit_u8", 1: "1bit_u8"}[nbits]
     ref = getattr(bp.BitPack, f"pack_{name}")(codes)
     assert torch.equal(H.pack(codes, nbits), ref.to(H.pack(codes, nbits).dtype))
+
+
+# ------------------------------------------------------------------------------------------ experiments helpers
+def test_heavy_tailed_is_reproducible_and_heavy():
+    from companion.hqq.experiments import heavy_tailed
+
+    a, b = heavy_tailed((200, 200), seed=3), heavy_tailed((200, 200), seed=3)
+    assert torch.equal(a, b)
+    z = (a - a.mean()) / a.std()
+    assert (z.pow(4).mean() - 3) > 1.0  # excess kurtosis of a t(3) sample is large; a Gaussian's is ~0
+    with pytest.raises(ValueError, match="df"):
+        heavy_tailed((2, 2), df=2.5)
+
+
+def test_error_table_rows_and_gain():
+    from companion.hqq.experiments import error_table
+
+    rows = error_table({"w": heavy((64, 128), seed=11)}, bits=(4, 2), groups=(32, 64), axes=(0,))
+    assert len(rows) == 4 and {r["nbits"] for r in rows} == {4, 2}
+    for r in rows:
+        assert r["gain"] == pytest.approx(1 - r["hqq"] / r["rtn"]) and r["hqq"] <= r["rtn"] * (1 + 1e-6)

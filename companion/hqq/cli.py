@@ -1,0 +1,48 @@
+"""``python -m companion hqq ...``: the chapter's larger runs."""
+
+from __future__ import annotations
+
+import argparse
+
+FULL_CONFIGS = [
+    {"label": "RTN 8-bit g128", "nbits": 8, "group_size": 128, "optimize": False},
+    {"label": "HQQ 8-bit g128", "nbits": 8, "group_size": 128},
+    {"label": "RTN 4-bit g64", "nbits": 4, "group_size": 64, "optimize": False},
+    {"label": "HQQ 4-bit g64", "nbits": 4, "group_size": 64},
+    {"label": "RTN 3-bit g64", "nbits": 3, "group_size": 64, "optimize": False},
+    {"label": "HQQ 3-bit g64", "nbits": 3, "group_size": 64},
+    {"label": "RTN 2-bit g16", "nbits": 2, "group_size": 16, "optimize": False},
+    {"label": "HQQ 2-bit g16", "nbits": 2, "group_size": 16},
+    {"label": "HQQ 2-bit g16, 8-bit meta", "nbits": 2, "group_size": 16, "meta_nbits": 8},
+]  # the blog's configurations (8-bit g128, 4-bit g64, 3-bit g64, 2-bit g16), axis 0
+
+
+def _perplexity(args: argparse.Namespace) -> int:
+    from companion.hqq.experiments import perplexity_table
+    from companion.lab import corpus_tokens, load_model, save_results, seed_everything
+
+    seed_everything(args.seed)
+    model, tokenizer = load_model()
+    ids = corpus_tokens(tokenizer, "validation")
+    tokens = args.tokens if args.full else min(args.tokens, 1024)
+    configs = FULL_CONFIGS if args.full else FULL_CONFIGS[2:4]
+    rows = perplexity_table(model, ids, [dict(c, axis=0) for c in configs], context=args.context, max_tokens=tokens)
+    for r in rows:
+        print(f"{r['label']:28s} perplexity {r['perplexity']:10.2f}  {r['bits_per_weight']:5.2f} bits/weight  "
+              f"quantized in {r['seconds_quantize']:.1f} s")
+    if args.full:
+        path = save_results("hqq", "perplexity", {"model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)",
+                                                  "split": "validation", "tokens": tokens, "context": args.context,
+                                                  "axis": 0, "rows": rows}, seed=args.seed)
+        print(f"wrote {path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    hqq = sub.add_parser("hqq", help="chapter 4: HQQ quantization").add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    ppl = hqq.add_parser("perplexity", help="held-out perplexity after quantizing every linear layer (RTN vs HQQ)")
+    ppl.add_argument("--full", action="store_true", help="all nine configurations on --tokens tokens; writes results/hqq/perplexity.json")
+    ppl.add_argument("--tokens", type=int, default=16384, help="validation tokens in a full run (default 16384)")
+    ppl.add_argument("--context", type=int, default=512)
+    ppl.add_argument("--seed", type=int, default=0)
+    ppl.set_defaults(run=_perplexity)

@@ -1,0 +1,87 @@
+"""The chapter's experiments, shared by its notebooks (quick) and ``python -m companion hqq ... --full``."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+
+import torch
+
+from .baseline import optimize_zero_autograd
+from .layers import quantize_model
+from .quantize import dequantize, quantize
+
+
+def heavy_tailed(shape: tuple[int, ...], *, seed: int = 0, scale: float = 0.02, df: int = 3) -> torch.Tensor:
+    """Synthetic weights with heavy tails: Student-t with ``df`` degrees of freedom, times ``scale``."""
+    if df < 1 or df != int(df):
+        raise ValueError(f"df must be a positive integer, got {df}")
+    g = torch.Generator().manual_seed(seed)
+    normal = torch.randn(shape, generator=g)
+    chi2 = torch.randn((int(df), *shape), generator=g).pow(2).sum(0)  # sum of df squared normals
+    return normal / (chi2 / df).sqrt() * scale  # t = N / sqrt(chi2_df / df)
+
+
+def error_table(weights: dict[str, torch.Tensor], *, bits=(8, 4, 3, 2), groups=(16, 32, 64, 128), axes=(0, 1),
+                **solver) -> list[dict]:
+    """Mean absolute reconstruction error of RTN and HQQ for every (weights, bits, group, axis).
+
+    Each row: ``name, nbits, group_size, axis, rtn, hqq, gain`` where ``gain = 1 − hqq/rtn`` (share of the
+    RTN error removed).
+    """
+    rows = []
+    for (name, W), nbits, g, axis in itertools.product(weights.items(), bits, groups, axes):
+        errs = {}
+        for method, optimize in (("rtn", False), ("hqq", True)):
+            W_q, meta = quantize(W, nbits=nbits, group_size=g, axis=axis, optimize=optimize, **solver)
+            errs[method] = (W.float() - dequantize(W_q, meta, dtype=torch.float32)).abs().mean().item()
+        rows.append({"name": name, "nbits": nbits, "group_size": g, "axis": axis, **errs,
+                     "gain": 1 - errs["hqq"] / errs["rtn"] if errs["rtn"] > 0 else 0.0})
+    return rows
+
+
+def perplexity_table(model, token_ids: torch.Tensor, configs: list[dict], *, context: int = 512,
+                     max_tokens: int | None = None) -> list[dict]:
+    """Held-out perplexity of ``model`` in full precision and after :func:`quantize_model` with each config.
+
+    Each config is a dict of :func:`companion.hqq.quantize` arguments plus a ``label``. The model is copied
+    for each config (the original is left untouched). Rows: ``label, perplexity, seconds_quantize,
+    bits_per_weight, mb_linear`` (``mb_linear``: storage of the quantized linear layers).
+    """
+    from companion.lab import perplexity
+
+    rows = [{"label": "full precision (fp32)", "perplexity": perplexity(model, token_ids, context=context, max_tokens=max_tokens, desc="fp32"),
+             "seconds_quantize": 0.0, "bits_per_weight": 32.0, "mb_linear": None}]
+    for cfg in configs:
+        cfg = dict(cfg)
+        label = cfg.pop("label")
+        q = copy.deepcopy(model)
+        report = quantize_model(q, progress=False, **cfg)
+        rows.append({"label": label, "perplexity": perplexity(q, token_ids, context=context, max_tokens=max_tokens, desc=label),
+                     "seconds_quantize": report.seconds, "bits_per_weight": report.bits_per_weight,
+                     "mb_linear": report.bytes_after / 1e6, "mb_linear_fp32": report.bytes_before / 1e6})
+        del q
+    return rows
+
+
+def solver_comparison(W: torch.Tensor, *, nbits: int = 4, group_size: int = 64, axis: int = 0,
+                      autograd_steps: int = 200, lr: float = 1e-3) -> dict:
+    """Time and mean absolute error of the half-quadratic solver vs Adam on the same zero-point problem.
+
+    The HQQ solver runs its defaults (p = 0.7, 20 iterations, early stop); Adam optimizes the L1 error for
+    ``autograd_steps`` steps, as the blog's baseline did.
+    """
+    start = time.perf_counter()
+    W_q, meta = quantize(W, nbits=nbits, group_size=group_size, axis=axis)
+    t_hqq = time.perf_counter() - start
+    e_hqq = (W - dequantize(W_q, meta)).abs().mean().item()
+    iterations = len(meta.trace.errors)
+    W_q, rtn = quantize(W, nbits=nbits, group_size=group_size, axis=axis, optimize=False)
+    e_rtn = (W - dequantize(W_q, rtn)).abs().mean().item()
+    start = time.perf_counter()
+    _, history = optimize_zero_autograd(W, nbits=nbits, group_size=group_size, axis=axis, steps=autograd_steps, lr=lr)
+    t_adam = time.perf_counter() - start
+    return {"rtn_error": e_rtn, "hqq_error": e_hqq, "hqq_seconds": t_hqq, "hqq_iterations": iterations,
+            "adam_error": history[-1], "adam_best_error": min(history), "adam_seconds": t_adam, "adam_steps": autograd_steps,
+            "speedup": t_adam / t_hqq}
