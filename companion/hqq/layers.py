@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -14,16 +15,31 @@ from .quantize import QuantMeta, dequantize, quantize
 
 class HQQLinear(nn.Module):
     """``nn.Linear`` whose weight is stored bit-packed (codes + per-group scale and zero) and dequantized on
-    every forward pass. Build it with :meth:`from_linear`."""
+    every forward pass. Build it with :meth:`from_linear`.
+
+    Scales and zeros are kept as fp16 (as hqq does), or, when quantized with ``meta_nbits``, as 8-bit (or
+    fewer) codes with their own fp16 scale and zero per group of 128.
+    """
 
     def __init__(self, W_q: torch.Tensor, meta: QuantMeta, bias: torch.Tensor | None):
         super().__init__()
         self.register_buffer("W_q", W_q)
-        self.register_buffer("scale", meta.scale.to(torch.float16))  # stored as fp16, like hqq
-        self.register_buffer("zero", meta.zero.to(torch.float16))
+        self._meta_layout = {}
+        for name in ("scale", "zero"):
+            value = getattr(meta, name)
+            if meta.meta_q is None:
+                self.register_buffer(name, value.to(torch.float16))
+            else:
+                q, m = meta.meta_q[name]
+                self.register_buffer(f"{name}_q", q)
+                self.register_buffer(f"{name}_scale", m.scale.to(torch.float16))
+                self.register_buffer(f"{name}_zero", m.zero.to(torch.float16))
+                self._meta_layout[name] = (dataclasses.replace(m, scale=None, zero=None, trace=None), value.shape)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.meta = meta
+        # keep only the layout of the weight; its scale and zero live in the buffers above
+        self.meta = dataclasses.replace(meta, scale=None, zero=None, trace=None, meta_q=None)
         self.out_features, self.in_features = meta.shape
+        self.bits_per_weight = meta.bits_per_weight()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, **quant_kwargs) -> "HQQLinear":
@@ -33,21 +49,30 @@ class HQQLinear(nn.Module):
         W_q, meta = quantize(linear.weight.detach(), bitpack=True, **quant_kwargs)
         return cls(W_q, meta, linear.bias)
 
+    def _meta_value(self, name: str) -> torch.Tensor:
+        if name not in self._meta_layout:
+            return getattr(self, name).float()
+        layout, shape = self._meta_layout[name]
+        m = dataclasses.replace(layout, scale=getattr(self, f"{name}_scale").float(), zero=getattr(self, f"{name}_zero").float())
+        return dequantize(getattr(self, f"{name}_q"), m, dtype=torch.float32).reshape(shape)
+
     def weight_dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        self.meta.scale, self.meta.zero = self.scale.float(), self.zero.float()
-        return dequantize(self.W_q, self.meta, dtype=dtype)
+        """Ŵ = (W_q − z)·s from the packed codes and the stored scale and zero, shape ``[out, in]``."""
+        meta = dataclasses.replace(self.meta, scale=self._meta_value("scale"), zero=self._meta_value("zero"))
+        return dequantize(self.W_q, meta, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_dequantized(x.dtype), self.bias)
 
     def storage_bytes(self) -> int:
-        """Bytes held: packed codes + fp16 scale and zero (+ bias)."""
-        n = self.W_q.numel() * self.W_q.element_size() + 2 * self.scale.numel() * 2
+        """Bytes actually held: packed codes, scale and zero storage, and the bias."""
+        n = sum(b.numel() * b.element_size() for b in self.buffers())
         return n + (0 if self.bias is None else self.bias.numel() * self.bias.element_size())
 
     def extra_repr(self) -> str:
         m = self.meta
-        return f"in_features={self.in_features}, out_features={self.out_features}, nbits={m.nbits}, group_size={m.group_size}, axis={m.axis}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, nbits={m.nbits}, "
+                f"group_size={m.group_size}, axis={m.axis}, meta_nbits={m.meta_nbits}")
 
 
 @dataclass
@@ -89,7 +114,7 @@ def quantize_model(model: nn.Module, *, skip: tuple[str, ...] = ("lm_head",), pr
         before += linear.weight.numel() * linear.weight.element_size()
         before += 0 if linear.bias is None else linear.bias.numel() * linear.bias.element_size()
         after += q.storage_bytes()
-        bits += q.meta.bits_per_weight() * linear.weight.numel()
+        bits += q.bits_per_weight * linear.weight.numel()
         n_weights += linear.weight.numel()
         parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
         setattr(parent, name.rsplit(".", 1)[-1], q)
