@@ -9,7 +9,10 @@ cache = Path(sys.argv[1] if len(sys.argv) > 1 else "_build/.jupyter_cache")
 if not cache.exists():
     sys.exit(f"no execution cache at {cache}: build the book first")
 root = Path.cwd()
-rows = sorted((Path(r.uri).resolve(), r.data.get("execution_seconds")) for r in get_cache(cache).list_cache_records())
+latest = {}  # the cache keeps a record per executed version of a notebook: show the newest
+for record in sorted(get_cache(cache).list_cache_records(), key=lambda r: r.created):
+    latest[Path(record.uri).resolve()] = record.data.get("execution_seconds")
+rows = sorted(latest.items())
 print(f"{'notebook':45s} {'seconds':>8s}")
 for uri, seconds in rows:
     name = uri.relative_to(root) if uri.is_relative_to(root) else uri

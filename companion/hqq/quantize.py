@@ -179,7 +179,7 @@ def optimize_zero(
         new_zero = torch.mean(W_q - (W - W_e) * scale, axis=axis, keepdim=True)
         error = torch.abs(W - W_r).mean().float()
         trace.errors.append(error.item())
-        trace.active.append((W_e != 0).float().mean().item())
+        trace.active.append(torch.count_nonzero(W_e).item() / W_e.numel())
         trace.betas.append(beta)
         if faithful:  # hqq 0.2.8: zero already updated; keep it whether or not this step improved
             zero, returned = new_zero, i + 1
