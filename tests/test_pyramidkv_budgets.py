@@ -1,0 +1,65 @@
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from companion.pyramidkv import layer_budgets, overspend, regime
+
+
+def test_official_schedule_matches_the_hand_computed_brief_example():
+    # L = 30, C = 128, w = 8, q = 4000: min = 120 // 20 = 6, max = 240 - 6 = 234, steps = 228 // 29 = 7
+    b = layer_budgets(128, window=8, num_layers=30, prompt_len=4000)
+    assert b[0] == 234 and b[-1] == 234 - 29 * 7 == 31
+    assert all(x - y == 7 for x, y in zip(b, b[1:]))
+    assert overspend(b, 128, 8) == pytest.approx(132.5 / 120 - 1)  # +10.4%
+    b64 = layer_budgets(64, window=8, num_layers=30, prompt_len=4000)  # min 2, max 110, steps 3
+    assert (b64[0], b64[-1]) == (110, 23) and overspend(b64, 64, 8) == pytest.approx(66.5 / 56 - 1)  # +18.75%
+
+
+def test_regimes():
+    assert regime(128, window=8, prompt_len=100) == "none"
+    assert layer_budgets(128, window=8, num_layers=4, prompt_len=100) == [92] * 4  # keep the whole prompt
+    assert regime(128, window=8, prompt_len=200) == "uniform"
+    assert layer_budgets(128, window=8, num_layers=4, prompt_len=200) == [120] * 4  # SnapKV
+    assert regime(128, window=8, prompt_len=240) == "pyramid"
+
+
+def test_short_prompts_cap_the_first_layer_at_the_prefix_length():
+    # q = 240: max would be 234 but only q - w = 232 prefix tokens exist -> max = 232, min = 240 - 232 = 8
+    b = layer_budgets(128, window=8, num_layers=30, prompt_len=240)
+    assert b[0] == 232 and b[-1] == 232 - 29 * ((232 - 8) // 29)
+
+
+@settings(max_examples=200, deadline=None)
+@given(capacity=st.integers(2, 4096), window=st.integers(1, 64), layers=st.integers(1, 80), extra=st.integers(0, 20000),
+       beta=st.sampled_from([2, 5, 20, 50]))
+def test_exact_schedule_hits_the_target_mean_and_official_never_underspends(capacity, window, layers, extra, beta):
+    if window >= capacity:
+        return
+    q = window + 1 + extra
+    official = layer_budgets(capacity, window=window, num_layers=layers, prompt_len=q, beta=beta)
+    exact = layer_budgets(capacity, window=window, num_layers=layers, prompt_len=q, beta=beta, schedule="exact")
+    assert len(official) == len(exact) == layers
+    assert all(0 <= x <= q - window for x in official + exact)
+    assert all(x >= y for x, y in zip(exact, exact[1:])) and all(x >= y for x, y in zip(official, official[1:]))
+    if regime(capacity, window=window, prompt_len=q) == "pyramid" and layers > 1:
+        assert sum(exact) == layers * (capacity - window)  # exactly the budget
+        assert sum(official) >= sum(exact)  # integer steps round the slope down: never under budget
+        assert exact[0] == official[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"capacity": 8, "window": 8, "num_layers": 4, "prompt_len": 100}, "smaller than capacity"),
+        ({"capacity": 64, "window": 100, "num_layers": 4, "prompt_len": 50}, "smaller than capacity"),
+        ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 8}, "shorter than the prompt"),
+        ({"capacity": 64, "window": 8, "num_layers": 0, "prompt_len": 100}, "num_layers"),
+        ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 100, "beta": 0}, "beta"),
+        ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 100, "schedule": "kvpress"}, "schedule"),
+        ({"capacity": 64.5, "window": 8, "num_layers": 4, "prompt_len": 100}, "capacity"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    capacity = kwargs.pop("capacity")
+    with pytest.raises(ValueError, match=match):
+        layer_budgets(capacity, **kwargs)
