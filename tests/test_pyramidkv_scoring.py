@@ -1,0 +1,130 @@
+import math
+
+import pytest
+import torch
+
+from companion.pyramidkv import cache_bytes, select_tokens, window_scores
+
+
+def test_single_query_scores_by_hand():
+    Q = torch.tensor([[[[0.0], [0.0], [1.0]]]])  # [1, 1, 3, 1]; only the last query is in the window
+    K = torch.tensor([[[[0.0], [math.log(2.0)], [0.0]]]])
+    s = window_scores(Q, K, window=1, pooling=None)
+    torch.testing.assert_close(s, torch.tensor([[[0.25, 0.5]]]))  # softmax of [0, ln 2, 0] on the prefix
+
+
+def test_causal_mask_inside_the_window():
+    q, w = 6, 2
+    Q, K = torch.zeros(1, 1, q, 4), torch.zeros(1, 1, q, 4)  # uniform attention over the visible keys
+    s = window_scores(Q, K, window=w, pooling=None)
+    # query q-2 sees q-1 keys, query q-1 sees q keys: each prefix token gets 1/(q-1) + 1/q
+    torch.testing.assert_close(s, torch.full((1, 1, q - w), 1 / (q - 1) + 1 / q))
+
+
+def test_pooling_keeps_length_and_pads_with_zeros():
+    # prefix scores [0, 1, 0, 0] (one-hot via a strong key), kernel 3
+    Q = torch.zeros(1, 1, 5, 1)
+    Q[0, 0, -1, 0] = 1.0
+    K = torch.full((1, 1, 5, 1), -50.0)
+    K[0, 0, 1, 0] = 50.0
+    raw = window_scores(Q, K, window=1, pooling=None)[0, 0]
+    torch.testing.assert_close(raw, torch.tensor([0.0, 1.0, 0.0, 0.0]), atol=1e-6, rtol=0)
+    avg = window_scores(Q, K, window=1, pooling="avgpool", kernel=3)[0, 0]
+    mx = window_scores(Q, K, window=1, pooling="maxpool", kernel=3)[0, 0]
+    torch.testing.assert_close(avg, torch.tensor([1 / 3, 1 / 3, 1 / 3, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(mx, torch.tensor([1.0, 1.0, 1.0, 0.0]), atol=1e-6, rtol=0)
+
+
+def test_kv_granularity_is_the_group_mean_of_query_scores():
+    torch.manual_seed(0)
+    Q, K = torch.randn(2, 9, 20, 8), torch.randn(2, 3, 20, 8)  # SmolLM2's 9 query / 3 KV heads
+    per_query = window_scores(Q, K, window=4)
+    per_kv = window_scores(Q, K, window=4, granularity="kv")
+    assert per_query.shape == (2, 9, 16) and per_kv.shape == (2, 3, 16)
+    torch.testing.assert_close(per_kv, per_query.reshape(2, 3, 3, 16).mean(2))
+    # head h uses KV head h // 3, as transformers' repeat_kv
+    alone = window_scores(Q[:, 4:5], K[:, 1:2], window=4)
+    torch.testing.assert_close(alone[:, 0], per_query[:, 4])
+
+
+def test_window_rows_are_distributions():
+    torch.manual_seed(1)
+    Q, K = torch.randn(1, 2, 12, 4), torch.randn(1, 2, 12, 4)
+    s = window_scores(Q, K, window=3, pooling=None)
+    # the window queries spread mass 3 over prefix + window; the prefix gets at most that
+    assert torch.all(s >= 0) and torch.all(s.sum(-1) <= 3 + 1e-5)
+
+
+def test_select_tokens_keeps_the_best_prefix_and_the_window():
+    b, Hkv, q, d, w = 1, 1, 6, 2, 2
+    keys = torch.arange(q, dtype=torch.float32).reshape(1, 1, q, 1).expand(b, Hkv, q, d).clone()
+    values = -keys
+    scores = torch.tensor([[[0.1, 0.9, 0.3, 0.5]]])
+    k, v = select_tokens(keys, values, scores, budget=2, window=w)
+    assert k[0, 0, :, 0].tolist() == [1.0, 3.0, 4.0, 5.0] and torch.equal(v, -k)
+    k_all, _ = select_tokens(keys, values, scores, budget=100, window=w)  # budget larger than the prefix
+    assert k_all.shape[2] == q
+
+
+def test_query_granularity_stores_the_cache_at_query_head_width():
+    torch.manual_seed(2)
+    Q, K, V = torch.randn(1, 9, 30, 8), torch.randn(1, 3, 30, 8), torch.randn(1, 3, 30, 8)
+    kq, _ = select_tokens(K, V, window_scores(Q, K, window=4), budget=10, window=4)
+    kk, _ = select_tokens(K, V, window_scores(Q, K, window=4, granularity="kv"), budget=10, window=4)
+    assert kq.shape == (1, 9, 14, 8) and kk.shape == (1, 3, 14, 8)
+    # the official GQA behaviour can use more memory than the uncompressed cache
+    assert cache_bytes([14], heads=9, head_dim=8) > cache_bytes([30], heads=3, head_dim=8)
+    assert cache_bytes([30, 10], heads=3, head_dim=64, bytes_per_value=2) == 2 * 3 * 64 * 2 * 40
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"window": 0}, "window must be in"),
+        ({"window": 10}, "window must be in"),
+        ({"window": 2, "pooling": "median"}, "pooling"),
+        ({"window": 2, "kernel": 4}, "odd"),
+        ({"window": 2, "granularity": "layer"}, "granularity"),
+    ],
+)
+def test_window_scores_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        window_scores(torch.zeros(1, 2, 10, 4), torch.zeros(1, 2, 10, 4), **kwargs)
+
+
+def test_shape_mismatches_are_named():
+    with pytest.raises(ValueError, match="multiple of num_kv_heads"):
+        window_scores(torch.zeros(1, 4, 10, 4), torch.zeros(1, 3, 10, 4), window=2)
+    with pytest.raises(ValueError, match="do not match"):
+        window_scores(torch.zeros(1, 3, 10, 4), torch.zeros(1, 3, 9, 4), window=2)
+    with pytest.raises(ValueError, match="scores must be"):
+        select_tokens(torch.zeros(1, 3, 10, 4), torch.zeros(1, 3, 10, 4), torch.zeros(1, 3, 9), budget=2, window=2)
+
+
+@pytest.mark.model
+def test_window_scores_from_recomputed_queries_equal_the_models_own_attention(smollm):
+    from companion.lab import attention_maps
+    from companion.pyramidkv import queries_keys
+
+    model, tokenizer = smollm
+    text = "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n"
+    attn, tokens = attention_maps(model, tokenizer, text)  # eager attention weights [L, H, T, T]
+    ids = tokenizer(text, return_tensors="pt").input_ids[:, : len(tokens)]
+    qk = queries_keys(model, ids)  # the model runs with SDPA here: no weights returned, recomputed instead
+    assert len(qk) == 30 and qk[0][0].shape[1] == 9 and qk[0][1].shape[1] == 3
+    w = 4
+    for layer in (0, 14, 29):
+        Q, K = qk[layer]
+        ours = window_scores(Q, K, window=w, pooling=None)[0]  # [9, T - w]
+        theirs = attn[layer, :, -w:, : len(tokens) - w].sum(1)
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_architectures_are_named():
+    from types import SimpleNamespace
+
+    from companion.pyramidkv import queries_keys
+
+    fake = SimpleNamespace(config=SimpleNamespace(model_type="gpt2"))
+    with pytest.raises(TypeError, match="SimpleNamespace .*gpt2.* not supported"):
+        queries_keys(fake, torch.zeros(1, 3, dtype=torch.long))
