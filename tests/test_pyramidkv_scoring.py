@@ -128,3 +128,35 @@ def test_unknown_architectures_are_named():
     fake = SimpleNamespace(config=SimpleNamespace(model_type="gpt2"))
     with pytest.raises(TypeError, match="SimpleNamespace .*gpt2.* not supported"):
         queries_keys(fake, torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_funnel_stats_by_hand():
+    from companion.pyramidkv import funnel_stats
+
+    uniform = torch.ones(2, 8)
+    h, n90, first, p = funnel_stats(uniform)
+    assert h == pytest.approx(3.0) and first == pytest.approx(1 / 8)
+    assert n90 == 8  # 7 tokens hold 87.5% < 90%
+    peaked = torch.tensor([[9.0, 0.5, 0.5, 0.0]])
+    h, n90, first, _ = funnel_stats(peaked)
+    assert n90 == 1 and first == pytest.approx(0.9)
+    assert h == pytest.approx(-(0.9 * math.log2(0.9) + 2 * 0.05 * math.log2(0.05)))
+    with pytest.raises(ValueError, match="mass"):
+        funnel_stats(uniform, mass=0)
+
+
+@pytest.mark.model
+def test_funnel_on_the_real_model(smollm):
+    from companion.lab import corpus_tokens
+    from companion.pyramidkv import funnel
+
+    model, tokenizer = smollm
+    ids = corpus_tokens(tokenizer, "validation", max_tokens=256)[None]
+    f = funnel(model, ids, window=8)
+    assert len(f.entropy) == len(f.tokens_90) == len(f.first_token) == 30
+    assert all(0 <= h <= math.log2(248) + 1e-4 for h in f.entropy)
+    assert all(1 <= n <= 248 for n in f.tokens_90)
+    for p in f.window_attention:
+        torch.testing.assert_close(p.sum(-1), torch.ones(9))
+    with pytest.raises(ValueError, match="one prompt"):
+        funnel(model, ids.expand(2, -1))
