@@ -8,6 +8,8 @@ exactly as the module does.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
@@ -24,13 +26,21 @@ def _layers(model):
     return layers
 
 
+def cache_kwargs(model, cache) -> dict:
+    """The keyword under which this transformers version takes a cache (``cache`` from 5.x, else
+    ``past_key_values``)."""
+    params = inspect.signature(model.model.forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
 @torch.no_grad()
-def queries_keys(model, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def queries_keys(model, input_ids: torch.Tensor, *, cache=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Run the prompt once and return, per layer, ``(Q, K)`` after RoPE.
 
     Args:
         model: a Llama-style ``*ForCausalLM`` (any attention implementation).
         input_ids: ``[batch, q_len]``.
+        cache: optional ``transformers.DynamicCache`` to fill during the same forward pass (a prefill).
     Returns:
         ``[(Q [batch, num_heads, q_len, head_dim], K [batch, num_kv_heads, q_len, head_dim]), ...]``, one per layer.
     """
@@ -47,7 +57,10 @@ def queries_keys(model, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, tor
 
     handles = [layer.self_attn.register_forward_pre_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
     try:
-        model(input_ids.to(model.device), use_cache=False)
+        if cache is None:
+            model(input_ids.to(model.device), use_cache=False)
+        else:
+            model(input_ids.to(model.device), use_cache=True, **cache_kwargs(model, cache))
     finally:
         for h in handles:
             h.remove()

@@ -1,0 +1,112 @@
+"""Prefill once, compress the KV cache many ways, decode: full cache, StreamingLLM, SnapKV, PyramidKV, H2O-style.
+
+All methods keep ``capacity`` tokens per layer on average (PyramidKV: per its schedule, see
+:func:`layer_budgets`), including the last ``window`` tokens, and select per KV head (``granularity="kv"``,
+as kvpress): the official query-head selection cannot be stored in a grouped-query cache without patching the
+attention, which we have not done.
+
+- ``streaming`` (StreamingLLM, Xiao et al. 2024): the first ``sink`` tokens plus the most recent ones;
+- ``snapkv``: every layer keeps ``capacity − window`` prefix tokens by pooled observation-window attention;
+- ``pyramidkv``: the same scores, budgets shrinking with depth;
+- ``h2o``: a one-shot prefill variant of H2O (as in the official code): prefix tokens ranked by the attention
+  they receive from *all* prompt queries (not only the window), plus the window.
+
+Decoding continues the positions of the *uncompressed* prompt (RoPE positions are not renumbered), and the
+compression happens on every call to :func:`compress` (a fresh copy each time; nothing is cached between
+calls — the stale-state bug of an earlier official release).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .budgets import layer_budgets
+from .capture import cache_kwargs, queries_keys
+from .scoring import select_tokens, window_scores
+
+METHODS = ("full", "streaming", "snapkv", "pyramidkv", "h2o")
+
+
+@dataclass
+class Prefill:
+    """A prompt run once: its cache, the logits of its last position, and every layer's queries and keys."""
+
+    cache: object  # transformers.DynamicCache
+    last_logits: torch.Tensor  # [vocab]
+    qk: list[tuple[torch.Tensor, torch.Tensor]]
+    prompt_len: int
+
+
+@torch.no_grad()
+def prefill(model, input_ids: torch.Tensor) -> Prefill:
+    """Run the prompt ``[1, q_len]`` once, keeping the cache and the per-layer queries and keys."""
+    from transformers import DynamicCache
+
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"input_ids must be one prompt, shape [1, q_len], got {tuple(input_ids.shape)}")
+    cache = DynamicCache(config=model.config)
+    logits_holder = {}
+    handle = model.lm_head.register_forward_hook(lambda mod, args, out: logits_holder.setdefault("x", out))
+    try:
+        qk = queries_keys(model, input_ids, cache=cache)
+    finally:
+        handle.remove()
+    return Prefill(cache, logits_holder["x"][0, -1].float(), qk, input_ids.shape[1])
+
+
+def _h2o_scores(Q: torch.Tensor, K: torch.Tensor, window: int) -> torch.Tensor:
+    """Attention received by each prefix token from every prompt query (causal), mean over each KV group."""
+    b, H, q, d = Q.shape
+    Hkv = K.shape[1]
+    k = K.repeat_interleave(H // Hkv, dim=1).float()
+    logits = Q.float() @ k.transpose(2, 3) / math.sqrt(d)
+    logits += torch.full((q, q), torch.finfo(torch.float32).min).triu(1)
+    received = logits.softmax(-1).sum(dim=2)[..., : q - window]  # [b, H, q - w]
+    return received.reshape(b, Hkv, H // Hkv, q - window).mean(2)
+
+
+def compress(pre: Prefill, method: str, *, capacity: int, window: int = 8, kernel: int = 7, pooling: str = "maxpool",
+             beta: float = 20, schedule: str = "official", sink: int = 4):
+    """A compressed copy of ``pre.cache`` (the original is untouched). Returns ``(cache, tokens_per_layer)``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    cache = copy.deepcopy(pre.cache)
+    q, layers = pre.prompt_len, len(cache.layers)
+    if method == "full" or q <= capacity:
+        return cache, [q] * layers
+    if method == "pyramidkv":
+        budgets = layer_budgets(capacity, window=window, num_layers=layers, prompt_len=q, beta=beta, schedule=schedule)
+    else:
+        budgets = [capacity - window] * layers
+    kept = []
+    for layer, ((Q, K), budget) in enumerate(zip(pre.qk, budgets)):
+        L = cache.layers[layer]
+        if method == "streaming":
+            n_sink = min(sink, capacity)
+            keep = torch.cat([torch.arange(n_sink), torch.arange(q - (capacity - n_sink), q)])
+            L.keys, L.values = L.keys[:, :, keep], L.values[:, :, keep]
+        else:
+            if method == "h2o":
+                scores = _h2o_scores(Q, K, window)
+            else:
+                scores = window_scores(Q, K, window=window, pooling=pooling, kernel=kernel, granularity="kv")
+            L.keys, L.values = select_tokens(L.keys, L.values, scores, budget=budget, window=window)
+        kept.append(L.keys.shape[2])
+    return cache, kept
+
+
+@torch.no_grad()
+def greedy_continue(model, pre: Prefill, cache, *, max_new_tokens: int = 8) -> list[int]:
+    """Greedy decoding from a (possibly compressed) prefill cache; positions continue from the prompt length."""
+    token = pre.last_logits.argmax().view(1, 1)
+    out = [token.item()]
+    for step in range(max_new_tokens - 1):
+        position = torch.tensor([[pre.prompt_len + step]], device=model.device)
+        logits = model(token.to(model.device), position_ids=position, use_cache=True, **cache_kwargs(model, cache)).logits
+        token = logits[0, -1].argmax().view(1, 1)
+        out.append(token.item())
+    return out
