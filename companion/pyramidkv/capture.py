@@ -60,7 +60,8 @@ def queries_keys(model, input_ids: torch.Tensor, *, cache=None) -> list[tuple[to
         if cache is None:
             model(input_ids.to(model.device), use_cache=False)
         else:
-            model(input_ids.to(model.device), use_cache=True, **cache_kwargs(model, cache))
+            extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+            model(input_ids.to(model.device), use_cache=True, **cache_kwargs(model, cache), **extra)
     finally:
         for h in handles:
             h.remove()
