@@ -6,13 +6,9 @@ from hypothesis import strategies as st
 from companion import hqq as H
 from companion.hqq import packing
 
+from companion.hqq.experiments import heavy_tailed
 from companion.hqq.quantize import _init_scale_zero
 
-
-def heavy(shape, seed=0, scale=0.02):
-    """Heavy-tailed weights: a Gaussian scale mixture (Gaussian / sqrt(uniform)), reproducible."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g) / torch.rand(shape, generator=g).clamp_min(0.05).sqrt() * scale
 
 
 # ------------------------------------------------------------------------------------------ the equations
@@ -42,7 +38,7 @@ def test_round_to_nearest_by_hand():
 
 
 def test_zero_update_is_the_least_squares_solution():
-    W = heavy((64, 32), seed=1)
+    W = heavy_tailed((64, 32), seed=1)
     Wg = W.reshape(64, -1)
     scale, zero = _init_scale_zero(Wg, 4, 0)
     new_zero, _ = H.optimize_zero(Wg, scale, zero, nbits=4, axis=0, iters=1, early_stop=False, faithful=True)
@@ -57,7 +53,7 @@ def test_zero_update_is_the_least_squares_solution():
 @given(nbits=st.sampled_from([4, 3, 2]), g=st.sampled_from([16, 32, 64]), axis=st.integers(0, 1), seed=st.integers(0, 10**6),
        magnitude=st.sampled_from([0.02, 1.0, 2.0]))
 def test_corrected_solver_never_does_worse_than_round_to_nearest(nbits, g, axis, seed, magnitude):
-    W = heavy((64, 64), seed=seed, scale=magnitude)
+    W = heavy_tailed((64, 64), seed=seed, scale=magnitude)
     rtn = H.quantization_error(W, nbits=nbits, group_size=g, axis=axis, optimize=False)["mae"]
     W_q, meta = H.quantize(W, nbits=nbits, group_size=g, axis=axis)
     hqq = (W - H.dequantize(W_q, meta)).abs().mean().item()
@@ -66,13 +62,13 @@ def test_corrected_solver_never_does_worse_than_round_to_nearest(nbits, g, axis,
 
 
 def test_faithful_mode_ignores_kappa_and_returns_the_last_zero():
-    W = heavy((128, 128), seed=3, scale=1.0)  # large weights: the shrinkage is active, iterations differ
+    W = heavy_tailed((128, 128), seed=3, scale=1.0)  # large weights: the shrinkage is active, iterations differ
     _, fa = H.quantize(W, nbits=2, group_size=16, faithful=True)
     _, co = H.quantize(W, nbits=2, group_size=16)
     assert len(set(fa.trace.betas)) == 1  # kappa ignored (hqq 0.2.7-0.2.8.post1)
     assert co.trace.betas == pytest.approx([10.0 * 1.01**i for i in range(len(co.trace.betas))])
     # small weights stop early; hqq then returns the zero computed after the first non-improving step
-    W = heavy((128, 128), seed=3, scale=0.02)
+    W = heavy_tailed((128, 128), seed=3, scale=0.02)
     _, fa = H.quantize(W, nbits=4, group_size=16, faithful=True)
     _, co = H.quantize(W, nbits=4, group_size=16)
     t = fa.trace
@@ -82,7 +78,7 @@ def test_faithful_mode_ignores_kappa_and_returns_the_last_zero():
 
 
 def test_shrinkage_is_off_at_llm_weight_scale_and_on_at_100x():
-    W = heavy((256, 256), seed=4, scale=0.02)
+    W = heavy_tailed((256, 256), seed=4, scale=0.02)
     _, small = H.quantize(W, nbits=4, group_size=64)
     _, large = H.quantize(W * 100, nbits=4, group_size=64)
     assert max(small.trace.active) == 0.0  # every |error| is below beta^(-1/(2-p)) ~ 0.17
@@ -90,7 +86,7 @@ def test_shrinkage_is_off_at_llm_weight_scale_and_on_at_100x():
 
 
 def test_bits_per_weight():
-    W = heavy((128, 256), seed=5)
+    W = heavy_tailed((128, 256), seed=5)
     _, m4 = H.quantize(W, nbits=4, group_size=64)
     assert m4.bits_per_weight() == 4 + 32 / 64
     _, m2 = H.quantize(W, nbits=2, group_size=16, meta_nbits=8)
@@ -99,7 +95,7 @@ def test_bits_per_weight():
 
 
 def test_meta_quantization_changes_scale_and_zero_only_slightly():
-    W = heavy((256, 256), seed=6)
+    W = heavy_tailed((256, 256), seed=6)
     W_q, m = H.quantize(W, nbits=2, group_size=16)
     W_q8, m8 = H.quantize(W, nbits=2, group_size=16, meta_nbits=8)
     assert torch.equal(W_q, W_q8)
@@ -121,7 +117,7 @@ def test_packing_round_trips_exactly(nbits, rows, cols, seed):
 
 
 def test_packed_dequantization_equals_unpacked():
-    W = heavy((96, 64), seed=7)
+    W = heavy_tailed((96, 64), seed=7)
     for nbits in (8, 4, 3, 2, 1):
         q, m = H.quantize(W, nbits=nbits, group_size=32)
         qp, mp = H.quantize(W, nbits=nbits, group_size=32, bitpack=True)
@@ -162,7 +158,7 @@ def test_quantize_model_replaces_linears_and_reports():
 
 
 def test_autograd_baseline_lowers_the_error():
-    W = heavy((64, 64), seed=8)
+    W = heavy_tailed((64, 64), seed=8)
     zero, history = H.optimize_zero_autograd(W, nbits=3, group_size=32, steps=60, lr=0.05)
     assert min(history) < history[0]
 
@@ -206,7 +202,7 @@ def test_dequantize_rejects_foreign_meta():
 def test_faithful_mode_equals_pypi_hqq_bit_for_bit(smollm, nbits, group_size, axis):
     hq = pytest.importorskip("hqq.core.quantize", reason="optional peer: DISABLE_CUDA=1 pip install hqq==0.2.8.post1")
     model, _ = smollm
-    for W in (model.model.layers[5].self_attn.k_proj.weight.detach(), heavy((256, 512), seed=9, scale=1.0)):
+    for W in (model.model.layers[5].self_attn.k_proj.weight.detach(), heavy_tailed((256, 512), seed=9, scale=1.0)):
         ref_q, ref = hq.Quantizer.quantize(W, nbits=nbits, group_size=group_size, axis=axis, device="cpu", bitpack=False)
         W_q, meta = H.quantize(W, nbits=nbits, group_size=group_size, axis=axis, faithful=True)
         assert torch.equal(W_q.float(), ref_q.float())
@@ -224,8 +220,6 @@ def test_packing_layout_equals_pypi_hqq(nbits):
 
 # ------------------------------------------------------------------------------------------ experiments helpers
 def test_heavy_tailed_is_reproducible_and_heavy():
-    from companion.hqq.experiments import heavy_tailed
-
     a, b = heavy_tailed((200, 200), seed=3), heavy_tailed((200, 200), seed=3)
     assert torch.equal(a, b)
     z = (a - a.mean()) / a.std()
@@ -237,7 +231,7 @@ def test_heavy_tailed_is_reproducible_and_heavy():
 def test_error_table_rows_and_gain():
     from companion.hqq.experiments import error_table
 
-    rows = error_table({"w": heavy((64, 128), seed=11)}, bits=(4, 2), groups=(32, 64), axes=(0,))
+    rows = error_table({"w": heavy_tailed((64, 128), seed=11)}, bits=(4, 2), groups=(32, 64), axes=(0,))
     assert len(rows) == 4 and {r["nbits"] for r in rows} == {4, 2}
     for r in rows:
         assert r["gain"] == pytest.approx(1 - r["hqq"] / r["rtn"]) and r["hqq"] <= r["rtn"] * (1 + 1e-6)

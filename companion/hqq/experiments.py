@@ -10,7 +10,7 @@ import torch
 
 from .baseline import optimize_zero_autograd
 from .layers import quantize_model
-from .quantize import dequantize, quantize
+from .quantize import dequantize, quantization_error, quantize
 
 
 def heavy_tailed(shape: tuple[int, ...], *, seed: int = 0, scale: float = 0.02, df: int = 3) -> torch.Tensor:
@@ -32,10 +32,8 @@ def error_table(weights: dict[str, torch.Tensor], *, bits=(8, 4, 3, 2), groups=(
     """
     rows = []
     for (name, W), nbits, g, axis in itertools.product(weights.items(), bits, groups, axes):
-        errs = {}
-        for method, optimize in (("rtn", False), ("hqq", True)):
-            W_q, meta = quantize(W, nbits=nbits, group_size=g, axis=axis, optimize=optimize, **solver)
-            errs[method] = (W.float() - dequantize(W_q, meta, dtype=torch.float32)).abs().mean().item()
+        errs = {method: quantization_error(W, nbits=nbits, group_size=g, axis=axis, optimize=optimize, **solver)["mae"]
+                for method, optimize in (("rtn", False), ("hqq", True))}
         rows.append({"name": name, "nbits": nbits, "group_size": g, "axis": axis, **errs,
                      "gain": 1 - errs["hqq"] / errs["rtn"] if errs["rtn"] > 0 else 0.0})
     return rows
@@ -77,8 +75,7 @@ def solver_comparison(W: torch.Tensor, *, nbits: int = 4, group_size: int = 64, 
     t_hqq = time.perf_counter() - start
     e_hqq = (W - dequantize(W_q, meta)).abs().mean().item()
     iterations = len(meta.trace.errors)
-    W_q, rtn = quantize(W, nbits=nbits, group_size=group_size, axis=axis, optimize=False)
-    e_rtn = (W - dequantize(W_q, rtn)).abs().mean().item()
+    e_rtn = quantization_error(W, nbits=nbits, group_size=group_size, axis=axis, optimize=False)["mae"]
     start = time.perf_counter()
     _, history = optimize_zero_autograd(W, nbits=nbits, group_size=group_size, axis=axis, steps=autograd_steps, lr=lr)
     t_adam = time.perf_counter() - start

@@ -276,7 +276,9 @@ def dequantize(W_q: torch.Tensor, meta: QuantMeta, *, dtype: torch.dtype | None 
 
 
 def quantization_error(W: torch.Tensor, **kwargs) -> dict[str, float]:
-    """Quantize and dequantize ``W`` and report the mean absolute, mean squared and max absolute error."""
+    """Quantize and dequantize ``W`` (``kwargs`` as :func:`quantize`) and report the mean absolute, mean squared
+    and max absolute error, and the solver's iterations (0 for round-to-nearest)."""
     W_q, meta = quantize(W, **kwargs)
     err = (W.float() - dequantize(W_q, meta, dtype=torch.float32)).abs()
-    return {"mae": err.mean().item(), "mse": err.pow(2).mean().item(), "max": err.max().item()}
+    return {"mae": err.mean().item(), "mse": err.pow(2).mean().item(), "max": err.max().item(),
+            "iterations": len(meta.trace.errors) if meta.trace else 0}
