@@ -19,14 +19,13 @@ calls — the stale-state bug of an earlier official release).
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
 
 from .budgets import layer_budgets
 from .capture import cache_kwargs, queries_keys
-from .scoring import select_tokens, window_scores
+from .scoring import last_queries_attention, select_tokens, window_scores
 
 METHODS = ("full", "streaming", "snapkv", "pyramidkv", "h2o")
 
@@ -60,12 +59,9 @@ def prefill(model, input_ids: torch.Tensor) -> Prefill:
 
 def _h2o_scores(Q: torch.Tensor, K: torch.Tensor, window: int) -> torch.Tensor:
     """Attention received by each prefix token from every prompt query (causal), mean over each KV group."""
-    b, H, q, d = Q.shape
+    b, H, q, _ = Q.shape
     Hkv = K.shape[1]
-    k = K.repeat_interleave(H // Hkv, dim=1).float()
-    logits = Q.float() @ k.transpose(2, 3) / math.sqrt(d)
-    logits += torch.full((q, q), torch.finfo(torch.float32).min).triu(1)
-    received = logits.softmax(-1).sum(dim=2)[..., : q - window]  # [b, H, q - w]
+    received = last_queries_attention(Q, K, q).sum(dim=2)[..., : q - window]  # [b, H, q - w]
     return received.reshape(b, Hkv, H // Hkv, q - window).mean(2)
 
 

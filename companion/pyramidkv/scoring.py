@@ -25,6 +25,17 @@ import torch.nn.functional as F
 POOLINGS = ("avgpool", "maxpool", None)
 
 
+def last_queries_attention(queries: torch.Tensor, keys: torch.Tensor, n: int) -> torch.Tensor:
+    """fp32 attention weights ``[batch, heads, n, q_len]`` of the last ``n`` queries over all keys, causal
+    among those n positions (the earlier keys are visible to all of them); KV heads are repeated to the query
+    heads as transformers' ``repeat_kv`` does (head h reads KV head h // group)."""
+    H, Hkv, d = queries.shape[1], keys.shape[1], queries.shape[-1]
+    k = keys.repeat_interleave(H // Hkv, dim=1)
+    logits = torch.matmul(queries[:, :, -n:].float(), k.float().transpose(2, 3)) / math.sqrt(d)
+    logits[:, :, :, -n:] += torch.full((n, n), torch.finfo(torch.float32).min, device=logits.device).triu(1)
+    return logits.softmax(dim=-1)
+
+
 def window_scores(queries: torch.Tensor, keys: torch.Tensor, *, window: int, pooling: str | None = "avgpool",
                   kernel: int = 5, granularity: Literal["query", "kv"] = "query") -> torch.Tensor:
     """Observation-window attention mass of every prefix token.
@@ -56,12 +67,7 @@ def window_scores(queries: torch.Tensor, keys: torch.Tensor, *, window: int, poo
         raise ValueError(f"kernel must be a positive odd int, got {kernel}")
     if granularity not in ("query", "kv"):
         raise ValueError(f"granularity must be 'query' or 'kv', got {granularity!r}")
-    k = keys.repeat_interleave(H // Hkv, dim=1)  # [b, H, q, d], as transformers' repeat_kv
-    logits = torch.matmul(queries[:, :, -window:].float(), k.float().transpose(2, 3)) / math.sqrt(d)
-    mask = torch.full((window, window), torch.finfo(torch.float32).min, device=logits.device).triu(1)
-    logits[:, :, :, -window:] += mask  # causal inside the window; the prefix is visible to every window query
-    attn = logits.softmax(dim=-1)
-    scores = attn[:, :, :, :-window].sum(dim=-2)  # [b, H, q - w]
+    scores = last_queries_attention(queries, keys, window)[:, :, :, :-window].sum(dim=-2)  # [b, H, q - w]
     if pooling is not None:
         flat = scores.reshape(b * H, 1, q - window)
         pool = F.avg_pool1d if pooling == "avgpool" else F.max_pool1d
