@@ -55,7 +55,7 @@ def test_exact_schedule_hits_the_target_mean_and_official_never_underspends(capa
         ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 8}, "shorter than the prompt"),
         ({"capacity": 64, "window": 8, "num_layers": 0, "prompt_len": 100}, "num_layers"),
         ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 100, "beta": 0}, "beta"),
-        ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 100, "schedule": "kvpress"}, "schedule"),
+        ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 100, "schedule": "kvcompose"}, "schedule"),
         ({"capacity": 64.5, "window": 8, "num_layers": 4, "prompt_len": 100}, "capacity"),
     ],
 )
@@ -63,3 +63,15 @@ def test_bad_input(kwargs, match):
     capacity = kwargs.pop("capacity")
     with pytest.raises(ValueError, match=match):
         layer_budgets(capacity, **kwargs)
+
+
+def test_kvpress_schedule_falls_back_to_uniform_below_beta_times_window():
+    # C = 128, w = 8, beta = 20: the smallest budget 128 / 20 = 6.4 < w -> uniform 120 prefix tokens per layer
+    assert layer_budgets(128, window=8, num_layers=30, prompt_len=1024, schedule="kvpress") == [120] * 30
+    # C = 256: low = 12.8 >= 8 -> a pyramid from round(499.2) - 8 down to round(12.8) - 8
+    b = layer_budgets(256, window=8, num_layers=30, prompt_len=1024, schedule="kvpress")
+    assert b[0] == 499 - 8 and b[-1] == 13 - 8 and sorted(b, reverse=True) == b
+    assert sum(x + 8 for x in b) / 30 == pytest.approx(256, abs=0.5)  # mean total (window included) = C
+    # kvpress's default window w = 64 needs C >= 1280 for a pyramid
+    assert len(set(layer_budgets(1024, window=64, num_layers=30, prompt_len=4000, schedule="kvpress"))) == 1
+    assert len(set(layer_budgets(1280, window=64, num_layers=30, prompt_len=4000, schedule="kvpress"))) > 1

@@ -14,6 +14,12 @@ The integer ``steps`` rounds the slope down, so the deepest layer keeps more tha
 ``schedule="exact"`` keeps the same end points and linear shape but spreads the tokens with float arithmetic
 and largest-remainder rounding, so the budgets sum to exactly ``L·(C - w)``.
 
+``schedule="kvpress"`` is NVIDIA kvpress's port (``PyramidKVPress``, v0.5.5): float arithmetic with the mean
+total (window included) equal to C, rounded per layer, no "no compression" regime, and a silent fallback to
+uniform SnapKV unless ``q ≥ max ≥ min ≥ w``: the deepest layer must keep at least the window. Away from the
+cap (long prompts) min = C/β, so a pyramid needs C ≥ β·w (160 tokens for w = 8; 1280 with kvpress's
+default w = 64).
+
 Budgets count prefix tokens only; the w window tokens are always kept on top.
 """
 
@@ -24,11 +30,11 @@ from typing import Literal
 
 import numpy as np
 
-SCHEDULES = ("official", "exact")
+SCHEDULES = ("official", "exact", "kvpress")
 
 
 def layer_budgets(capacity: int, *, window: int, num_layers: int, prompt_len: int, beta: float = 20,
-                  schedule: Literal["official", "exact"] = "official") -> list[int]:
+                  schedule: Literal["official", "exact", "kvpress"] = "official") -> list[int]:
     """Prefix tokens each layer keeps (window excluded), from layer 0 to ``num_layers - 1``.
 
     Args:
@@ -37,7 +43,8 @@ def layer_budgets(capacity: int, *, window: int, num_layers: int, prompt_len: in
         num_layers: L.
         prompt_len: q, the prompt length in tokens.
         beta: β, the ratio between the average and the smallest budget (20 in the paper and code).
-        schedule: ``"official"`` (integer steps, as KVCache-Factory) or ``"exact"`` (mean exactly C - w).
+        schedule: ``"official"`` (integer steps, as KVCache-Factory), ``"exact"`` (mean exactly C - w) or
+            ``"kvpress"`` (as kvpress 0.5.5's ``PyramidKVPress`` with ``compression_ratio = 1 - C / q``).
     Returns:
         ``list[int]`` of length L. In the no-compression regime each entry is ``prompt_len - window``.
     """
@@ -52,6 +59,8 @@ def layer_budgets(capacity: int, *, window: int, num_layers: int, prompt_len: in
         raise ValueError(f"beta must be > 0, got {beta!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "kvpress":
+        return _kvpress_budgets(capacity, window=window, num_layers=num_layers, prompt_len=prompt_len, beta=beta)
     target = capacity - window
     if prompt_len < capacity:
         return [prompt_len - window] * num_layers
@@ -71,6 +80,20 @@ def layer_budgets(capacity: int, *, window: int, num_layers: int, prompt_len: in
     order = np.argsort(-(ramp - floors), kind="stable")  # largest remainders get the leftover tokens
     floors[order[:missing]] += 1
     return floors.tolist()
+
+
+def _kvpress_budgets(capacity: int, *, window: int, num_layers: int, prompt_len: int, beta: float) -> list[int]:
+    """kvpress's ``PyramidKVPress.get_layer_budget`` (kept tokens, window included), minus the window."""
+    total = min(capacity, prompt_len)  # kvpress keeps q · (1 - compression_ratio) tokens on average
+    low = total / beta
+    high = 2 * total - low
+    if high >= prompt_len - window:
+        high = prompt_len - window
+        low = 2 * total - high
+    if not prompt_len >= high >= low >= window:  # kvpress's fallback: uniform, window included
+        return [total - window] * num_layers
+    steps = (high - low) / (num_layers - 1) if num_layers > 1 else 0.0
+    return [round(high - layer * steps) - window for layer in range(num_layers)]
 
 
 def regime(capacity: int, *, window: int, prompt_len: int) -> str:

@@ -8,6 +8,7 @@ exactly as the module does.
 
 from __future__ import annotations
 
+import copy
 import inspect
 
 import torch
@@ -37,6 +38,10 @@ def cache_kwargs(model, cache) -> dict:
 def queries_keys(model, input_ids: torch.Tensor, *, cache=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Run the prompt once and return, per layer, ``(Q, K)`` after RoPE.
 
+    The projections are not recomputed: forward hooks keep the outputs of each layer's ``q_proj`` and
+    ``k_proj`` from the forward pass itself, and a pre-hook on ``self_attn`` keeps the rotary embeddings
+    (cos, sin) it receives; RoPE is then applied as the module applies it.
+
     Args:
         model: a Llama-style ``*ForCausalLM`` (any attention implementation).
         input_ids: ``[batch, q_len]``.
@@ -47,15 +52,25 @@ def queries_keys(model, input_ids: torch.Tensor, *, cache=None) -> list[tuple[to
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     layers = _layers(model)
-    captured: list = [None] * len(layers)
+    rope: list = [None] * len(layers)
+    projected: list[dict] = [{} for _ in layers]
 
-    def hook(index):
+    def keep_rope(index):
         def record(module, args, kwargs):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            captured[index] = (module, hidden, kwargs["position_embeddings"])
+            rope[index] = kwargs["position_embeddings"]
         return record
 
-    handles = [layer.self_attn.register_forward_pre_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    def keep_output(index, name):
+        def record(module, args, output):
+            projected[index][name] = output
+        return record
+
+    handles = []
+    for i, layer in enumerate(layers):
+        attn = layer.self_attn
+        handles.append(attn.register_forward_pre_hook(keep_rope(i), with_kwargs=True))
+        handles.append(attn.q_proj.register_forward_hook(keep_output(i, "q")))
+        handles.append(attn.k_proj.register_forward_hook(keep_output(i, "k")))
     try:
         if cache is None:
             model(input_ids.to(model.device), use_cache=False)
@@ -66,9 +81,46 @@ def queries_keys(model, input_ids: torch.Tensor, *, cache=None) -> list[tuple[to
         for h in handles:
             h.remove()
     out = []
-    for attn, hidden, (cos, sin) in captured:
-        shape = (*hidden.shape[:-1], -1, attn.head_dim)
-        q = attn.q_proj(hidden).view(shape).transpose(1, 2)
-        k = attn.k_proj(hidden).view(shape).transpose(1, 2)
+    for layer, (cos, sin), proj in zip(layers, rope, projected):
+        shape = (*input_ids.shape, -1, layer.self_attn.head_dim)
+        q = proj["q"].view(shape).transpose(1, 2)
+        k = proj["k"].view(shape).transpose(1, 2)
         out.append(apply_rotary_pos_emb(q, k, cos, sin))
     return out
+
+
+def expand_kv_heads(model):
+    """The same model with its key/value projections repeated to every query head (no grouped-query attention).
+
+    Mathematically the same function (transformers' ``repeat_kv`` does this repetition at every call), but its
+    KV cache has ``num_attention_heads`` heads, so each query head can keep its own tokens: the official
+    PyramidKV/SnapKV behaviour, and a cache ``num_attention_heads / num_key_value_heads`` times larger per
+    token. All other weights are shared with ``model`` (no copy); the result is cached on ``model``.
+    """
+    cached = getattr(model, "_companion_expanded", None)
+    if cached is not None:
+        return cached
+    layers = _layers(model)
+    H, Hkv = model.config.num_attention_heads, model.config.num_key_value_heads
+    if H == Hkv:
+        return model
+    group = H // Hkv
+    shared = {id(p): p for name, p in model.named_parameters() if not name.endswith(("k_proj.weight", "v_proj.weight", "k_proj.bias", "v_proj.bias"))}
+    shared.update({id(b): b for b in model.buffers()})
+    wide = copy.deepcopy(model, memo=shared)
+    wide.config.num_key_value_heads = H
+    for layer in _layers(wide):
+        attn = layer.self_attn
+        d = attn.head_dim
+        for name in ("k_proj", "v_proj"):
+            proj = getattr(attn, name)
+            weight = proj.weight.detach().view(Hkv, d, -1).repeat_interleave(group, dim=0).reshape(H * d, -1)
+            proj.weight = torch.nn.Parameter(weight, requires_grad=False)
+            proj.out_features = H * d
+            if proj.bias is not None:
+                bias = proj.bias.detach().view(Hkv, d).repeat_interleave(group, dim=0).reshape(-1)
+                proj.bias = torch.nn.Parameter(bias, requires_grad=False)
+        attn.num_key_value_groups = 1
+    del layers
+    object.__setattr__(model, "_companion_expanded", wide)
+    return wide
