@@ -96,13 +96,31 @@ def compress(pre: Prefill, method: str, *, capacity: int, window: int = 8, kerne
 
 
 @torch.no_grad()
-def greedy_continue(model, pre: Prefill, cache, *, max_new_tokens: int = 8) -> list[int]:
-    """Greedy decoding from a (possibly compressed) prefill cache; positions continue from the prompt length."""
-    token = pre.last_logits.argmax().view(1, 1)
+def greedy_continue(model, pre: Prefill, cache, *, max_new_tokens: int = 8, suffix: torch.Tensor | None = None) -> list[int]:
+    """Greedy decoding from a (possibly compressed) prefill cache; positions continue from the prompt length.
+
+    ``suffix`` (``[1, n]`` token ids, optional) is fed through the model first, after the compression — the
+    question *after* the compressed context (query-agnostic compression, kvpress's default); without it the
+    prompt itself ended with the question (query-aware, KVCache-Factory's setting). ``cache`` is extended in
+    place.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    position = pre.prompt_len
+    if suffix is not None and suffix.numel():
+        if suffix.dim() != 2 or suffix.shape[0] != 1:
+            raise ValueError(f"suffix must be [1, n] token ids, got {tuple(suffix.shape)}")
+        n = suffix.shape[1]
+        positions = torch.arange(position, position + n, device=model.device)[None]
+        logits = model(suffix.to(model.device), position_ids=positions, use_cache=True, logits_to_keep=1,
+                       **cache_kwargs(model, cache)).logits
+        token, position = logits[0, -1].argmax().view(1, 1), position + n
+    else:
+        token = pre.last_logits.argmax().view(1, 1)
     out = [token.item()]
     for step in range(max_new_tokens - 1):
-        position = torch.tensor([[pre.prompt_len + step]], device=model.device)
-        logits = model(token.to(model.device), position_ids=position, use_cache=True, **cache_kwargs(model, cache)).logits
+        pos = torch.tensor([[position + step]], device=model.device)
+        logits = model(token.to(model.device), position_ids=pos, use_cache=True, **cache_kwargs(model, cache)).logits
         token = logits[0, -1].argmax().view(1, 1)
         out.append(token.item())
     return out

@@ -110,3 +110,8 @@ def select_tokens(keys: torch.Tensor, values: torch.Tensor, scores: torch.Tensor
 def cache_bytes(num_layers_tokens: list[int], *, heads: int, head_dim: int, bytes_per_value: int = 4) -> int:
     """Bytes of a KV cache holding ``tokens[l]`` tokens in layer l: 2 (K and V) · heads · head_dim · tokens."""
     return 2 * heads * head_dim * bytes_per_value * int(sum(num_layers_tokens))
+
+
+def stored_bytes(cache) -> int:
+    """Bytes the keys and values of a ``transformers`` cache occupy as stored (``Tensor.nbytes``, every layer)."""
+    return sum(L.keys.nbytes + L.values.nbytes for L in cache.layers)
