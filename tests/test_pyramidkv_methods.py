@@ -57,3 +57,56 @@ def test_unknown_method_and_batched_prompts_are_rejected(smollm, pre):
         compress(pre, "quest", capacity=32)
     with pytest.raises(ValueError, match="one prompt"):
         prefill(smollm[0], torch.zeros(2, 5, dtype=torch.long))
+
+
+def test_window_scores_from_captured_projections_equal_eager_attention_weights(smollm, ids):
+    from companion.lab import eager_attention
+    from companion.pyramidkv import queries_keys, window_scores
+
+    model = smollm[0]
+    short = ids[:, :120]
+    with eager_attention(model), torch.no_grad():
+        attentions = model(short, output_attentions=True).attentions
+    qk = queries_keys(model, short)
+    for layer in (0, 13, 29):
+        expected = attentions[layer][:, :, -8:, :-8].float().sum(-2)
+        got = window_scores(*qk[layer], window=8, pooling=None)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_expanded_kv_heads_compute_the_same_function_with_a_query_wide_cache(smollm, ids):
+    from companion.pyramidkv import expand_kv_heads, stored_bytes
+
+    model = smollm[0]
+    wide = expand_kv_heads(model)
+    assert wide is expand_kv_heads(model) and model.config.num_key_value_heads == 3
+    assert wide.model.embed_tokens.weight is model.model.embed_tokens.weight  # shared, not copied
+    with torch.no_grad():
+        torch.testing.assert_close(wide(ids[:, :64]).logits, model(ids[:, :64]).logits, rtol=1e-5, atol=1e-5)
+    pre_q = prefill(wide, ids)
+    cache, kept = compress(pre_q, "snapkv", capacity=48)
+    assert cache.layers[0].keys.shape[1] == 9 and kept == [48] * 30
+    kv_cache, _ = compress(prefill(model, ids), "snapkv", capacity=48)
+    assert stored_bytes(cache) == 3 * stored_bytes(kv_cache) == 3 * 2 * 30 * 3 * 64 * 48 * 4
+
+
+def test_question_after_the_compressed_context_equals_one_long_prompt_when_uncompressed(smollm, ids):
+    model = smollm[0]
+    context, question = ids[:, :250], ids[:, 250:]
+    pre = prefill(model, context)
+    cache, _ = compress(pre, "full", capacity=64)
+    after = greedy_continue(model, pre, cache, max_new_tokens=5, suffix=question)
+    whole = prefill(model, ids)
+    assert after == greedy_continue(model, whole, compress(whole, "full", capacity=64)[0], max_new_tokens=5)
+
+
+def test_scores_are_reused_across_capacities_but_not_across_settings(pre):
+    pre.scores.clear()
+    compress(pre, "snapkv", capacity=40)
+    compress(pre, "pyramidkv", capacity=100)
+    compress(pre, "snapkv", capacity=40, kernel=5, pooling="avgpool")
+    assert len(pre.scores) == 2
+    a, _ = compress(pre, "snapkv", capacity=40)
+    pre.scores.clear()
+    b, _ = compress(pre, "snapkv", capacity=40)
+    assert torch.equal(a.layers[3].keys, b.layers[3].keys)

@@ -1,9 +1,9 @@
 """Prefill once, compress the KV cache many ways, decode: full cache, StreamingLLM, SnapKV, PyramidKV, H2O-style.
 
 All methods keep ``capacity`` tokens per layer on average (PyramidKV: per its schedule, see
-:func:`layer_budgets`), including the last ``window`` tokens, and select per KV head (``granularity="kv"``,
-as kvpress): the official query-head selection cannot be stored in a grouped-query cache without patching the
-attention, which we have not done.
+:func:`layer_budgets`), including the last ``window`` tokens, and select per KV head of the cache: per KV
+head of a grouped-query model (scores averaged over each group, as kvpress), or per query head when the
+prefill ran on ``expand_kv_heads(model)`` (the official behaviour, with a cache as wide as the query heads).
 
 - ``streaming`` (StreamingLLM, Xiao et al. 2024): the first ``sink`` tokens plus the most recent ones;
 - ``snapkv``: every layer keeps ``capacity − window`` prefix tokens by pooled observation-window attention;
@@ -19,7 +19,7 @@ calls — the stale-state bug of an earlier official release).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -38,6 +38,7 @@ class Prefill:
     last_logits: torch.Tensor  # [vocab]
     qk: list[tuple[torch.Tensor, torch.Tensor]]
     prompt_len: int
+    scores: dict = field(default_factory=dict, repr=False)  # per-layer scores by scoring setting (memo)
 
 
 @torch.no_grad()
@@ -78,19 +79,24 @@ def compress(pre: Prefill, method: str, *, capacity: int, window: int = 8, kerne
         budgets = layer_budgets(capacity, window=window, num_layers=layers, prompt_len=q, beta=beta, schedule=schedule)
     else:
         budgets = [capacity - window] * layers
+    if method != "streaming":
+        # the scores do not depend on the budget: computed once per prefill and setting, then reused
+        setting = ("h2o", window) if method == "h2o" else ("window", window, pooling, kernel)
+        if setting not in pre.scores:
+            pre.scores[setting] = [
+                _h2o_scores(Q, K, window) if method == "h2o"
+                else window_scores(Q, K, window=window, pooling=pooling, kernel=kernel, granularity="kv")
+                for Q, K in pre.qk]
+        layer_scores = pre.scores[setting]
     kept = []
-    for layer, ((Q, K), budget) in enumerate(zip(pre.qk, budgets)):
+    for layer, budget in enumerate(budgets):
         L = cache.layers[layer]
         if method == "streaming":
             n_sink = min(sink, capacity)
             keep = torch.cat([torch.arange(n_sink), torch.arange(q - (capacity - n_sink), q)])
             L.keys, L.values = L.keys[:, :, keep], L.values[:, :, keep]
         else:
-            if method == "h2o":
-                scores = _h2o_scores(Q, K, window)
-            else:
-                scores = window_scores(Q, K, window=window, pooling=pooling, kernel=kernel, granularity="kv")
-            L.keys, L.values = select_tokens(L.keys, L.values, scores, budget=budget, window=window)
+            L.keys, L.values = select_tokens(L.keys, L.values, layer_scores[layer], budget=budget, window=window)
         kept.append(L.keys.shape[2])
     return cache, kept
 

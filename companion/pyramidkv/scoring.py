@@ -77,6 +77,13 @@ def window_scores(queries: torch.Tensor, keys: torch.Tensor, *, window: int, poo
     return scores
 
 
+def keep_positions(scores: torch.Tensor, *, budget: int) -> torch.Tensor:
+    """Positions ``[batch, heads, min(budget, prefix_len)]`` of the best-scored prefix tokens, best first."""
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    return scores.topk(min(budget, scores.shape[-1]), dim=-1).indices
+
+
 def select_tokens(keys: torch.Tensor, values: torch.Tensor, scores: torch.Tensor, *, budget: int,
                   window: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the ``budget`` best-scored prefix tokens per head plus the last ``window`` tokens.
@@ -96,12 +103,9 @@ def select_tokens(keys: torch.Tensor, values: torch.Tensor, scores: torch.Tensor
         raise ValueError(f"values {tuple(values.shape)} must have the shape of keys {tuple(keys.shape)}")
     if scores.shape != (b, H, q - window) or H % Hkv:
         raise ValueError(f"scores must be [batch, heads, q_len - window] = [{b}, k·{Hkv}, {q - window}], got {tuple(scores.shape)}")
-    if budget < 0:
-        raise ValueError(f"budget must be >= 0, got {budget}")
     if H != Hkv:
         keys, values = keys.repeat_interleave(H // Hkv, dim=1), values.repeat_interleave(H // Hkv, dim=1)
-    budget = min(budget, q - window)
-    idx = scores.topk(budget, dim=-1).indices[..., None].expand(-1, -1, -1, d)
+    idx = keep_positions(scores, budget=budget)[..., None].expand(-1, -1, -1, d)
     kept_k = torch.cat([keys[:, :, : q - window].gather(2, idx), keys[:, :, q - window:]], dim=2)
     kept_v = torch.cat([values[:, :, : q - window].gather(2, idx), values[:, :, q - window:]], dim=2)
     return kept_k, kept_v
