@@ -75,3 +75,8 @@ def test_kvpress_schedule_falls_back_to_uniform_below_beta_times_window():
     # kvpress's default window w = 64 needs C >= 1280 for a pyramid
     assert len(set(layer_budgets(1024, window=64, num_layers=30, prompt_len=4000, schedule="kvpress"))) == 1
     assert len(set(layer_budgets(1280, window=64, num_layers=30, prompt_len=4000, schedule="kvpress"))) > 1
+
+
+def test_a_single_layer_model_gets_the_uniform_budget():
+    for schedule in ("official", "exact", "kvpress"):
+        assert layer_budgets(64, window=8, num_layers=1, prompt_len=1000, schedule=schedule) == [56]

@@ -71,8 +71,15 @@ def compress(pre: Prefill, method: str, *, capacity: int, window: int = 8, kerne
     """A compressed copy of ``pre.cache`` (the original is untouched). Returns ``(cache, tokens_per_layer)``."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    q = pre.prompt_len
+    for name, value in (("capacity", capacity), ("window", window), ("sink", sink)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "sink" else 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if method not in ("full", "streaming") and q > capacity:
+        if capacity <= window:  # and so window < capacity < q
+            raise ValueError(f"capacity ({capacity}) must be larger than the window ({window}): it counts the window")
     cache = copy.deepcopy(pre.cache)
-    q, layers = pre.prompt_len, len(cache.layers)
+    layers = len(cache.layers)
     if method == "full" or q <= capacity:
         return cache, [q] * layers
     if method == "pyramidkv":

@@ -8,11 +8,15 @@ ICLR 2025, arXiv 2412.14711; official code: github.com/thu-ml/ReMoE, a Megatron-
 - :class:`LMConfig`, :class:`TinyLM` — a tiny Llama-style LM with dense / TopK / ReMoE FFN blocks;
 - :func:`load_tokenizer`, :func:`corpus_ids` — a 4096-token byte-level BPE of the standard-library corpus;
 - :func:`train`, :class:`Trainer`, :class:`History`, :func:`expert_counts`, :func:`text_expert_counts`,
-  :func:`experts_vs_frequency` — training and reading the routing afterwards;
-- :func:`logit_sweep` — the continuity demo (TopK jumps, ReLU does not).
+  :func:`experts_vs_frequency`, :func:`measure_routing`, :func:`routing_snapshot` — training (with routing
+  snapshots of a fixed text at chosen steps) and reading the routing afterwards;
+- :func:`logit_sweep`, :func:`gradient_check` — the continuity demo (TopK jumps, ReLU does not) and its
+  derivative: autograd against finite differences;
+- ``companion.remoe.experiments`` — the chapter's experiments (routers compared, α sweep, plain vs load-balanced
+  L1, number of experts), each returning JSON-ready dicts; ``python -m companion remoe ...`` runs them.
 """
 
-from .continuity import LogitSweep, logit_sweep
+from .continuity import LogitSweep, gradient_check, logit_sweep
 from .model import FFN_KINDS, LMConfig, RMSNorm, TinyLM, rope
 from .moe import MoE, SwiGLU, dispatch, swiglu
 from .regularization import LambdaController, expert_load, load_balanced_l1, routing_stats, sparsity
@@ -25,6 +29,8 @@ from .training import (
     expert_counts,
     experts_vs_frequency,
     lr_at,
+    measure_routing,
+    routing_snapshot,
     text_expert_counts,
     token_frequency,
     train,
@@ -50,12 +56,15 @@ __all__ = [
     "evaluate",
     "expert_counts",
     "expert_load",
+    "gradient_check",
     "experts_vs_frequency",
     "load_balanced_l1",
     "load_tokenizer",
     "logit_sweep",
     "lr_at",
+    "measure_routing",
     "rope",
+    "routing_snapshot",
     "routing_stats",
     "sparsity",
     "swiglu",

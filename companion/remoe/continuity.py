@@ -45,21 +45,8 @@ class LogitSweep:
         return {name: float((y[1:] - y[:-1]).norm(dim=-1).max()) for name, y in (("topk", self.topk), ("relu", self.relu))}
 
 
-@torch.no_grad()
-def logit_sweep(values: torch.Tensor | None = None, *, expert: int = 0, d_model: int = 16, d_ff: int = 32,
-                num_experts: int = 4, k: int = 1, logits: torch.Tensor | None = None, seed: int = 0) -> LogitSweep:
-    """Output of one MoE layer for a fixed token while one router logit is swept.
-
-    The same experts (a randomly initialised :class:`~companion.remoe.MoE` with ``seed``) serve both routers;
-    only the gates differ.
-
-    Args:
-        values: ``[n]`` logit values to sweep (default 401 points in [-1, 1]).
-        expert: index of the swept logit.
-        d_model, d_ff, num_experts, k: the layer's shape; TopK keeps k experts.
-        logits: ``[E]`` the token's other logits (default: seeded draws from N(0, 0.3²)).
-        seed: seeds the experts, the token and the default logits.
-    """
+def _setup(values, *, expert, d_model, d_ff, num_experts, k, logits, seed):
+    """The shared layer, TopK router, token and swept logits of :func:`logit_sweep` and :func:`gradient_check`."""
     check_experts(num_experts, k)
     if isinstance(expert, bool) or not isinstance(expert, int) or not 0 <= expert < num_experts:
         raise ValueError(f"expert must be an int in [0, {num_experts}), got {expert!r}")
@@ -80,6 +67,26 @@ def logit_sweep(values: torch.Tensor | None = None, *, expert: int = 0, d_model:
     x = torch.randn(1, d_model, generator=gen).expand(values.numel(), d_model).contiguous()
     swept = logits.repeat(values.numel(), 1)
     swept[:, expert] = values
+    return layer, topk_router, x, swept, values, logits
+
+
+@torch.no_grad()
+def logit_sweep(values: torch.Tensor | None = None, *, expert: int = 0, d_model: int = 16, d_ff: int = 32,
+                num_experts: int = 4, k: int = 1, logits: torch.Tensor | None = None, seed: int = 0) -> LogitSweep:
+    """Output of one MoE layer for a fixed token while one router logit is swept.
+
+    The same experts (a randomly initialised :class:`~companion.remoe.MoE` with ``seed``) serve both routers;
+    only the gates differ.
+
+    Args:
+        values: ``[n]`` logit values to sweep (default 401 points in [-1, 1]).
+        expert: index of the swept logit.
+        d_model, d_ff, num_experts, k: the layer's shape; TopK keeps k experts.
+        logits: ``[E]`` the token's other logits (default: seeded draws from N(0, 0.3²)).
+        seed: seeds the experts, the token and the default logits.
+    """
+    layer, topk_router, x, swept, values, logits = _setup(values, expert=expert, d_model=d_model, d_ff=d_ff,
+                                                          num_experts=num_experts, k=k, logits=logits, seed=seed)
     relu_routing = layer.router.route(swept)
     topk_routing = topk_router.route(swept)
     return LogitSweep(
@@ -88,3 +95,47 @@ def logit_sweep(values: torch.Tensor | None = None, *, expert: int = 0, d_model:
         relu=dispatch(x, relu_routing, layer.w_in, layer.w_out),
         topk_gates=topk_routing.gates, relu_gates=relu_routing.gates,
     )
+
+
+def gradient_check(values: torch.Tensor | None = None, *, expert: int = 0, eps: float = 1e-3, d_model: int = 16,
+                   d_ff: int = 32, num_experts: int = 4, k: int = 1, logits: torch.Tensor | None = None,
+                   seed: int = 0) -> dict[str, list[float]]:
+    """The derivative of the layer output along the sweep of :func:`logit_sweep`: autograd vs finite differences.
+
+    The output is read through a fixed random unit direction u, ``s(l) = u · y(l)``, so each router gives one
+    number per swept value ``l``: what backpropagation says, ``∂s/∂l``, and the central difference
+    ``(s(l + ε) − s(l − ε)) / 2ε``. For ReLU routing the two agree everywhere except within ε of the kink at
+    ``l = 0``; for TopK they agree between the flips of the ranking, and at a flip the difference blows up
+    (like ``jump / 2ε``) while autograd reports an ordinary number: the gradient never sees the expert that is
+    about to be picked.
+
+    Args:
+        values: ``[n]`` swept logit values (default 41 points in [-1, 1]).
+        eps: ε of the central difference (computed in float64).
+        Others: as in :func:`logit_sweep` (the same seed gives the same experts, token and logits).
+    Returns:
+        ``{"values", "relu_autograd", "relu_fd", "topk_autograd", "topk_fd"}``, lists of floats.
+    """
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        raise ValueError(f"eps must be a number > 0, got {eps!r}")
+    values = torch.linspace(-1, 1, 41) if values is None else values
+    layer, topk_router, x, swept, values, _ = _setup(values, expert=expert, d_model=d_model, d_ff=d_ff,
+                                                     num_experts=num_experts, k=k, logits=logits, seed=seed)
+    layer, topk_router = layer.double(), topk_router.double()
+    x, swept = x.double(), swept.double()
+    u = torch.randn(d_model, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    u = u / u.norm()
+    out: dict[str, list[float]] = {"values": values.tolist()}
+    for name, router in (("relu", layer.router), ("topk", topk_router)):
+        def score(l: torch.Tensor) -> torch.Tensor:  # s(l) = u · y(l), one per row
+            return dispatch(x, router.route(l), layer.w_in, layer.w_out) @ u
+
+        l = swept.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(score(l).sum(), l)
+        with torch.no_grad():
+            shift = torch.zeros_like(swept)
+            shift[:, expert] = eps
+            fd = (score(swept + shift) - score(swept - shift)) / (2 * eps)
+        out[f"{name}_autograd"] = grad[:, expert].tolist()
+        out[f"{name}_fd"] = fd.tolist()
+    return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -41,6 +41,8 @@ class History:
             ``aux_loss`` (TopK) or ``lam`` and ``reg_loss`` (ReMoE, the λ used in that step); ``val_loss``
             on evaluation steps.
         trace: every step's scalars: ``loss``, and for MoE ``sparsity`` and ``active_experts``, for ReMoE ``lam``.
+        snapshots: the routing of a fixed text at chosen steps (``snapshot_steps`` / ``snapshot_every`` of
+            :func:`train`), one :func:`routing_snapshot` dict per step, step 0 being the untrained model.
         model: the trained :class:`TinyLM` (left out of :meth:`to_dict`).
         seconds: wall-clock training time.
     """
@@ -48,6 +50,7 @@ class History:
     config: LMConfig
     records: list[dict[str, Any]] = field(default_factory=list)
     trace: dict[str, list[float]] = field(default_factory=dict)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
     model: TinyLM | None = field(default=None, repr=False)
     seconds: float = 0.0
 
@@ -61,10 +64,11 @@ class History:
         return vals[-1][1] if vals else None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: config, records, trace and seconds."""
+        """JSON-ready: config, records, trace, snapshots and seconds."""
         from dataclasses import asdict
 
-        return {"config": asdict(self.config), "records": self.records, "trace": self.trace, "seconds": self.seconds}
+        return {"config": asdict(self.config), "records": self.records, "trace": self.trace,
+                "snapshots": self.snapshots, "seconds": self.seconds}
 
 
 def _check_int(name: str, value, low: int = 1) -> None:
@@ -211,6 +215,9 @@ def train(
     val_ids: torch.Tensor | None = None,
     device: str | torch.device | None = None,
     show_progress: bool = True,
+    snapshot_every: int | None = None,
+    snapshot_steps: Iterable[int] | None = None,
+    snapshot_ids: torch.Tensor | None = None,
 ) -> History:
     """Train a :class:`TinyLM` from scratch and record its loss and routing.
 
@@ -229,8 +236,12 @@ def train(
         train_ids, val_ids: ``LongTensor[N]`` token ids (default: :func:`~companion.remoe.corpus_ids`).
         device: default CUDA when available, else CPU.
         show_progress: a tqdm bar (``companion.lab.progress``).
+        snapshot_every: take a :func:`routing_snapshot` of ``snapshot_ids`` at step 0 (before training), every
+            ``snapshot_every`` steps and at the last step (MoE models only).
+        snapshot_steps: or at exactly these steps (ints in ``[0, steps]``; 0 is the untrained model).
+        snapshot_ids: ``LongTensor[T]``, the fixed text the snapshots read (required with either option).
     Returns:
-        A :class:`History` with the trained model.
+        A :class:`History` with the trained model (and its :attr:`History.snapshots`).
     """
     if not isinstance(config, LMConfig):
         raise TypeError(f"config must be an LMConfig, got {type(config).__name__}")
@@ -244,6 +255,7 @@ def train(
         train_ids = corpus_ids("train", vocab_size=config.vocab_size) if train_ids is None else train_ids
         val_ids = corpus_ids("validation", vocab_size=config.vocab_size) if val_ids is None else val_ids
     _check_ids("val_ids", val_ids, seq_len)
+    snap_at = _snapshot_plan(config, steps, snapshot_every, snapshot_steps, snapshot_ids)
     trainer = Trainer(config, train_ids=train_ids, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
                       min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
                       seed=seed, device=device)
@@ -256,6 +268,8 @@ def train(
         trace["lam"] = []
     history.trace = trace
     start = time.perf_counter()
+    if 0 in snap_at:
+        history.snapshots.append({"step": 0, **routing_snapshot(trainer.model, snapshot_ids)})
     bar = progress(range(steps), desc=f"training {config.ffn}") if show_progress else range(steps)
     for step in bar:
         out = trainer.step()
@@ -281,9 +295,99 @@ def train(
                 if "lam" in out:
                     post["λ"] = f"{out['lam']:.1e}"
                 bar.set_postfix(post)
+        if done in snap_at:
+            history.snapshots.append({"step": done, **routing_snapshot(trainer.model, snapshot_ids)})
     history.seconds = time.perf_counter() - start
     trainer.model.eval()
     return history
+
+
+def _snapshot_plan(config: LMConfig, steps: int, every, at, ids) -> set[int]:
+    if every is None and at is None:
+        return set()
+    if every is not None and at is not None:
+        raise ValueError("pass snapshot_every or snapshot_steps, not both")
+    if config.ffn == "dense":
+        raise ValueError("snapshots read the routing, and a dense model has none (ffn='dense')")
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.numel() == 0 or ids.is_floating_point():
+        raise TypeError("snapshot_ids must be a non-empty 1-D integer torch.Tensor of token ids (the fixed text)")
+    if every is not None:
+        _check_int("snapshot_every", every)
+        return {0, steps, *range(every, steps, every)}
+    plan = set()
+    for s in at:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= steps:
+            raise ValueError(f"snapshot_steps must be ints in [0, steps = {steps}], got {s!r}")
+        plan.add(s)
+    return plan
+
+
+@torch.no_grad()
+def routing_snapshot(model: TinyLM, ids: torch.Tensor) -> dict[str, Any]:
+    """How a model routes one fixed text, as plain Python numbers (the expert-sparsity widget's frames).
+
+    Args:
+        model: an MoE :class:`TinyLM`.
+        ids: ``LongTensor[T]``, read as one sequence.
+    Returns:
+        ``{"activity": [n_layers][E] share of the T tokens that use each expert, "counts": [n_layers][T] active
+        experts of every token, "sparsity": S = 1 − #nonzero/(T·E) averaged over layers,
+        "dead_tokens": share of (token, layer) pairs with no expert}``.
+    """
+    if not isinstance(model, TinyLM) or model.config.ffn == "dense":
+        raise TypeError("model must be a TinyLM with MoE layers (ffn 'topk' or 'remoe')")
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.numel() == 0:
+        raise TypeError("ids must be a non-empty 1-D torch.Tensor of token ids")
+    was_training = model.training
+    model.eval()
+    try:
+        _, routings = model(ids.long()[None].to(next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+    counts = torch.stack([r.mask.sum(-1) for r in routings]).cpu()  # [L, T] active experts per token
+    activity = torch.stack([r.mask.double().mean(0) for r in routings]).cpu()  # [L, E] share of tokens
+    return {"activity": activity.tolist(), "counts": counts.tolist(),
+            "sparsity": float(1.0 - activity.mean()), "dead_tokens": float((counts == 0).double().mean())}
+
+
+@torch.no_grad()
+def measure_routing(model: TinyLM, ids: torch.Tensor, *, seq_len: int = 128, max_tokens: int = 16384,
+                    batch_size: int = 16) -> dict[str, Any]:
+    """:func:`~companion.remoe.routing_stats` of a trained model over held-out text (not one training batch).
+
+    Args:
+        model: an MoE :class:`TinyLM`.
+        ids: ``LongTensor[N]``, read in windows of ``seq_len`` (at most ``max_tokens`` ids).
+    Returns:
+        ``routing_stats`` over all the windows' tokens: ``sparsity``, ``layer_sparsity``, ``expert_load``
+        (``[n_layers][E]``, shares summing to 1 per layer), ``active_experts``, ``layer_active_experts``,
+        ``dead_tokens``.
+    """
+    from .routers import Routing
+
+    if not isinstance(model, TinyLM) or model.config.ffn == "dense":
+        raise TypeError("model must be a TinyLM with MoE layers (ffn 'topk' or 'remoe')")
+    _check_int("seq_len", seq_len)
+    ids = ids.long()[:max_tokens]
+    n = (ids.numel() // seq_len) * seq_len
+    if n == 0:
+        raise ValueError(f"need at least seq_len = {seq_len} ids, got {ids.numel()}")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    masks: list[list[torch.Tensor]] = [[] for _ in range(model.config.n_layers)]
+    try:
+        for chunk in ids[:n].view(-1, seq_len).split(batch_size):
+            _, routings = model(chunk.to(device))
+            for layer, r in enumerate(routings):
+                masks[layer].append(r.mask.cpu())
+    finally:
+        model.train(was_training)
+    merged = []
+    for m in masks:
+        mask = torch.cat(m)
+        merged.append(Routing(gates=mask.double(), mask=mask, logits=mask.double()))
+    return routing_stats(merged)
 
 
 @torch.no_grad()
