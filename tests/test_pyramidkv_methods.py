@@ -102,6 +102,15 @@ def test_question_after_the_compressed_context_equals_one_long_prompt_when_uncom
     assert after == greedy_continue(model, whole, compress(whole, "full", capacity=64)[0], max_new_tokens=5)
 
 
+def test_a_question_after_a_pyramid_cache_of_uneven_layers_decodes(smollm, ids):
+    model = smollm[0]
+    pre = prefill(model, ids[:, :250])
+    cache, kept = compress(pre, "pyramidkv", capacity=40)
+    assert len(set(kept)) > 1  # layers of different lengths
+    out = greedy_continue(model, pre, cache, max_new_tokens=3, suffix=ids[:, 250:])
+    assert len(out) == 3 and [L.keys.shape[2] for L in cache.layers] == [k + 50 + 2 for k in kept]
+
+
 def test_scores_are_reused_across_capacities_but_not_across_settings(pre):
     pre.scores.clear()
     compress(pre, "snapkv", capacity=40)

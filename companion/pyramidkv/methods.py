@@ -68,7 +68,20 @@ def _h2o_scores(Q: torch.Tensor, K: torch.Tensor, window: int) -> torch.Tensor:
 
 def compress(pre: Prefill, method: str, *, capacity: int, window: int = 8, kernel: int = 7, pooling: str = "maxpool",
              beta: float = 20, schedule: str = "official", sink: int = 4):
-    """A compressed copy of ``pre.cache`` (the original is untouched). Returns ``(cache, tokens_per_layer)``."""
+    """A compressed copy of ``pre.cache`` (the original is untouched).
+
+    Args:
+        pre: the prompt's :func:`prefill`.
+        method: one of :data:`METHODS`.
+        capacity: C, tokens kept per layer including the window (PyramidKV: on average, per ``schedule``).
+            A prompt of at most C tokens is kept whole.
+        window: w, the observation window (last prompt tokens, always kept). Official scripts: 8; classes: 32-64.
+        kernel, pooling: 1-D smoothing of the window scores (``"maxpool"``/``"avgpool"``/``None``).
+        beta, schedule: PyramidKV's β and budget schedule (see :func:`layer_budgets`).
+        sink: StreamingLLM's first tokens kept.
+    Returns:
+        ``(cache, kept)``: a ``DynamicCache`` whose layer l holds ``kept[l]`` tokens per head.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     q = pre.prompt_len
@@ -123,11 +136,13 @@ def greedy_continue(model, pre: Prefill, cache, *, max_new_tokens: int = 8, suff
     if suffix is not None and suffix.numel():
         if suffix.dim() != 2 or suffix.shape[0] != 1:
             raise ValueError(f"suffix must be [1, n] token ids, got {tuple(suffix.shape)}")
-        n = suffix.shape[1]
-        positions = torch.arange(position, position + n, device=model.device)[None]
-        logits = model(suffix.to(model.device), position_ids=positions, use_cache=True, logits_to_keep=1,
-                       **cache_kwargs(model, cache)).logits
-        token, position = logits[0, -1].argmax().view(1, 1), position + n
+        # one token at a time: PyramidKV's layers hold different numbers of tokens, and transformers builds one
+        # causal mask for all layers from the first layer's length, which fits a multi-token step in no other
+        for i, tok in enumerate(suffix[0].tolist()):
+            pos = torch.tensor([[position + i]], device=model.device)
+            logits = model(torch.tensor([[tok]], device=model.device), position_ids=pos, use_cache=True,
+                           **cache_kwargs(model, cache)).logits
+        token, position = logits[0, -1].argmax().view(1, 1), position + suffix.shape[1]
     else:
         token = pre.last_logits.argmax().view(1, 1)
     out = [token.item()]
