@@ -62,8 +62,8 @@ def _setup(values, *, expert, d_model, d_ff, num_experts, k, logits, seed):
     torch_state = torch.get_rng_state()
     torch.manual_seed(seed)
     layer = MoE(d_model, d_ff, num_experts=num_experts, k=k, router="relu", init_std=0.5)
+    topk_router = TopKRouter(d_model, num_experts, k=k)  # its weight is never used: the logits are given
     torch.set_rng_state(torch_state)
-    topk_router = TopKRouter(d_model, num_experts, k=k)
     x = torch.randn(1, d_model, generator=gen).expand(values.numel(), d_model).contiguous()
     swept = logits.repeat(values.numel(), 1)
     swept[:, expert] = values

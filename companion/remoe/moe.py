@@ -38,7 +38,7 @@ class SwiGLU(nn.Module):
     Args:
         d_model: hidden size.
         d_ff: inner size (the same as each expert's, for matched active compute).
-        init_std: standard deviation of the initial weights (0.02, Megatron-LM's default).
+        init_std: standard deviation of the initial weights (0.02, Megatron-LM's default; the paper's scripts use 0.01).
     """
 
     def __init__(self, d_model: int, d_ff: int, *, init_std: float = 0.02):

@@ -1,7 +1,10 @@
 """Training the tiny dense / TopK / ReMoE language models, and reading their routing afterwards.
 
-:func:`train` is the paper's recipe at CPU scale: AdamW, learning rate 5e-4 with linear warm-up and cosine decay
-to a tenth of it, gradient clipping at 1.0, next-token cross-entropy plus
+:func:`train` follows Llama/GPT-style defaults at CPU scale: AdamW (betas 0.9/0.95, weight decay 0.1), linear
+warm-up over 5% of the steps and cosine decay to a tenth of the learning rate, gradient clipping at 1.0, tied
+embeddings, RoPE base 10^4. (The paper's official scripts: lr 5e-4, 1% warm-up, betas 0.9/0.999, weight decay
+0.01, every weight initialised N(0, 0.01), untied embeddings, RoPE base 10^6; the router's N(0, 0.01) is the
+same here.) The loss is next-token cross-entropy plus
 
 - TopK: the Switch load-balancing loss of every MoE layer (coefficient 0.01), summed over layers;
 - ReMoE: ``λ · Σ_layers (1/T) Σ_t Σ_e f_e R_te`` (:func:`~companion.remoe.load_balanced_l1`), then, once per step,
@@ -280,7 +283,7 @@ def train(
             trace["active_experts"].append(config.num_experts * (1 - out["sparsity"]))
         if "lam" in out:
             trace["lam"].append(out["lam"])
-        if done % log_every == 0 or done in (1, steps):
+        if done % log_every == 0 or done % eval_every == 0 or done in (1, steps):
             record: dict[str, Any] = {"step": done, **{k: v for k, v in out.items() if k not in ("routings", "sparsity")}}
             if out["routings"]:
                 record.update(routing_stats(out["routings"]))
