@@ -121,3 +121,32 @@ def test_scores_are_reused_across_capacities_but_not_across_settings(pre):
     pre.scores.clear()
     b, _ = compress(pre, "snapkv", capacity=40)
     assert torch.equal(a.layers[3].keys, b.layers[3].keys)
+
+
+def test_passkey_prompt_places_the_needle_at_its_depth(smollm):
+    from companion.pyramidkv.experiments import NEEDLE, passkey_prompt
+
+    tok = smollm[1]
+    for depth in (0.0, 0.5, 1.0):
+        p = passkey_prompt(tok, context_tokens=300, depth=depth, seed=3)
+        start, end = p.needle_span
+        assert p.context.shape == (1, 300)
+        assert tok.decode(p.context[0, start:end]) == NEEDLE.format(key=p.key)
+        assert (start == 0) if depth == 0 else (end == 300) if depth == 1 else 0 < start < end < 300
+    assert passkey_prompt(tok, context_tokens=300, seed=3).key == p.key != passkey_prompt(tok, context_tokens=300, seed=4).key
+    with pytest.raises(ValueError, match="depth must be in"):
+        passkey_prompt(tok, depth=1.5)
+    with pytest.raises(ValueError, match="context_tokens must be at least"):
+        passkey_prompt(tok, context_tokens=20)
+
+
+def test_found_reads_the_first_number_of_the_answer(smollm):
+    from companion.pyramidkv.experiments import found, retrieval_sweep
+
+    tok = smollm[1]
+    ids = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
+    assert found(tok, ids(" 60494.\n"), "60494")
+    assert not found(tok, ids(" 604.\n"), "60494") and not found(tok, ids(" 604941"), "60494")
+    assert not found(tok, ids(" unknown"), "60494")
+    with pytest.raises(ValueError, match="question must be"):
+        retrieval_sweep(smollm[0], tok, capacities=[32], question="before")
