@@ -8,13 +8,7 @@ from hypothesis import strategies as st
 from companion.remoe import MoE, ReLURouter, Routing, SwiGLU, TopKRouter, dispatch, logit_sweep, swiglu, switch_aux_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest, and avoids thread contention on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def naive_moe(x, routing, w_in, w_out):

@@ -29,23 +29,12 @@ TINY = LMConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=2, d_ff=64, num_
 RUN = dict(batch_size=4, seq_len=32, lr=3e-3, show_progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest, and avoids thread contention on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COMPANION_CACHE", str(tmp_path_factory.mktemp("remoe-cache")))
-        tok = load_tokenizer(vocab_size=300, max_chars=100_000)
-        train_ids = corpus_ids("train", tokenizer=tok, max_chars=100_000)
-        val_ids = corpus_ids("validation", tokenizer=tok, max_chars=20_000)
-    return tok, train_ids, val_ids
+def data(remoe_data):
+    return remoe_data
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ Budgets count prefix tokens only; the w window tokens are always kept on top.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import numpy as np
