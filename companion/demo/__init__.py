@@ -1,0 +1,80 @@
+"""``companion.demo``: DeMo, Decoupled Momentum optimization (Peng, Quesnelle & Kingma, 2024, arXiv 2411.19870;
+official code: github.com/bloc97/DeMo, ``demo.py``). Workers keep their own momentum and exchange only its
+top-k DCT coefficients per chunk; the rest stays local (error feedback); the update is ``sign`` of the aggregate.
+
+- :func:`chunk_size`, :func:`tile_shape`, :func:`matrix_shape`, :func:`dct_matrix`, :func:`to_tiles`,
+  :func:`from_tiles`, :func:`encode`, :func:`decode`, :func:`decode_sparse` — the chunked orthonormal DCT-II,
+  batched over tiles;
+- :func:`topk_compress`, :func:`decompress`, :func:`aggregate`, :func:`index_dtype`, :func:`wire_bytes`,
+  :func:`model_wire_bytes`, :func:`allreduce_bytes`, :func:`allgather_received_bytes`,
+  :func:`topk_energy_share`, :func:`olmo_1b_shapes` — top-k, the mean-over-pickers aggregation, the wire
+  formats and their bytes;
+- :class:`DeMo` — the optimizer, single-process or over ``torch.distributed`` with one all-gather per step;
+  :func:`official_step` — the official per-parameter step, ported as the reference the tests compare against;
+- :func:`train`, :class:`TrainConfig`, :class:`ByteLM`, :func:`corpus_bytes` — N CPU workers (gloo) training a tiny
+  byte-level LM with DeMo, AdamW + all-reduce or signSGD-momentum + all-reduce
+  (``python -m companion demo train --workers N``).
+"""
+
+from .compress import (
+    WIRE_FORMATS,
+    aggregate,
+    allgather_received_bytes,
+    allreduce_bytes,
+    clip_topk,
+    decompress,
+    index_dtype,
+    model_wire_bytes,
+    olmo_1b_shapes,
+    topk_compress,
+    topk_energy_share,
+    wire_bytes,
+)
+from .dct import (
+    TILINGS,
+    chunk_size,
+    dct_matrix,
+    decode,
+    decode_sparse,
+    encode,
+    from_tiles,
+    matrix_shape,
+    tile_shape,
+    to_tiles,
+)
+from .optimizer import TRANSFORMS, DeMo
+from .reference import official_step
+from .training import OPTIMIZERS, ByteLM, TrainConfig, corpus_bytes, train
+
+__all__ = [
+    "TILINGS",
+    "TRANSFORMS",
+    "WIRE_FORMATS",
+    "OPTIMIZERS",
+    "ByteLM",
+    "DeMo",
+    "TrainConfig",
+    "aggregate",
+    "allgather_received_bytes",
+    "allreduce_bytes",
+    "chunk_size",
+    "clip_topk",
+    "dct_matrix",
+    "corpus_bytes",
+    "decode",
+    "decode_sparse",
+    "decompress",
+    "encode",
+    "from_tiles",
+    "index_dtype",
+    "matrix_shape",
+    "model_wire_bytes",
+    "official_step",
+    "olmo_1b_shapes",
+    "tile_shape",
+    "to_tiles",
+    "topk_compress",
+    "topk_energy_share",
+    "train",
+    "wire_bytes",
+]

@@ -1,0 +1,317 @@
+"""The DeMo optimizer (Peng, Quesnelle & Kingma, 2024, arXiv 2411.19870, Algorithm 1; official code:
+github.com/bloc97/DeMo, ``demo.py``).
+
+Per parameter ``p`` with gradient ``g``, learning rate ``η``, every step (as the official code does it):
+
+1. decoupled weight decay ``p ← p · (1 − η·wd)``;
+2. momentum ``δ ← β δ + η g`` (``β`` = ``compression_decay`` = 0.999; note ``η g``, not ``(1 − β) g``);
+3. encode ``δ`` with the chunked orthonormal DCT (:mod:`companion.demo.dct`) and keep the top-k coefficients of
+   every chunk (:func:`companion.demo.compress.topk_compress`);
+4. error feedback ``δ ← δ − IDCT(scatter(idx, val))``: the transmitted part leaves the local momentum;
+5. all-gather every worker's ``(idx, val)``;
+6. aggregate: mean over the workers that picked each coefficient, inverse DCT → ``Q``;
+7. ``p ← p − η · sign(Q)``.
+
+What differs from the official code (same numbers, different plumbing):
+
+- all tiles of all parameters with the same tile shape are encoded / decoded in one batched matmul, and all
+  parameters travel in **one** ``all_gather`` of a byte buffer per step (the official code issues two per
+  parameter); the first step adds a one-off handshake that checks every worker has the same layout;
+- the payload of one step is one uint8 buffer: the indices of every tile-shape group (in first-seen parameter
+  order, tiles row-major within a parameter, parameters concatenated), then their values; every worker
+  contributes the same number of bytes, so a plain ``all_gather`` of equal-sized tensors carries it;
+- indices go on the wire in the smallest integer dtype (``wire_format="compact"``, default) or as int64
+  (``"official"``); the update is identical, only the bytes differ;
+- it runs without a process group (one worker: the "gather" is the local payload);
+- parameters whose ``.grad`` is ``None`` are skipped (the official code crashes on them); ``p.grad`` is not
+  overwritten with the sign (the official code does, then calls ``SGD.step``);
+- ``k`` larger than a chunk is clipped with a warning (the official code clips silently); >= 3-D tensors are
+  viewed as ``[shape[0], prod(shape[1:])]`` (the official code fails on them).
+
+Ablations: ``error_feedback=False`` (δ keeps the transmitted part), ``transform="identity"`` (top-k in the raw
+basis of the same chunks), ``tiling="1d"`` (matrices are flattened into 1-D chunks of <= s² entries instead of
+s x s tiles).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from . import dct as _dct
+from .compress import WIRE_FORMATS, aggregate, clip_topk, index_dtype
+
+TRANSFORMS = ("dct", "identity")
+
+
+@dataclass
+class _Group:
+    """Parameters that share a tile shape and dtype, encoded together."""
+
+    tile: tuple[int, ...]
+    dtype: torch.dtype
+    k: int
+    index_dtype: torch.dtype
+    members: list  # [(param, matrix_shape, n_tiles)]
+
+    @property
+    def length(self) -> int:
+        return math.prod(self.tile)
+
+    @property
+    def n_tiles(self) -> int:
+        return sum(m[2] for m in self.members)
+
+    def nbytes(self) -> tuple[int, int]:
+        n = self.n_tiles * self.k
+        return (n * torch.empty((), dtype=self.index_dtype).element_size(),
+                n * torch.empty((), dtype=self.dtype).element_size())
+
+
+class DeMo(torch.optim.Optimizer):
+    """Decoupled Momentum optimization: exchange only the top-k DCT coefficients of each worker's momentum.
+
+    Args:
+        params: parameters or parameter groups (per-group ``lr`` and ``weight_decay`` are honoured).
+        lr: learning rate η (paper: 4e-4 with a cosine schedule for OLMo).
+        compression_decay: momentum decay β in [0, 1) (paper / official default 0.999).
+        compression_topk: coefficients kept per chunk k >= 1 (default 32; clipped to the chunk with a warning).
+        compression_chunk: target chunk size s >= 1 (default 64; the real size is the largest divisor <= s).
+        weight_decay: decoupled weight decay (default 0.0, as the official code).
+        error_feedback: subtract the transmitted part from δ (default True; False is an ablation).
+        transform: ``"dct"`` (default) or ``"identity"`` (ablation: top-k of raw momentum entries).
+        tiling: ``"2d"`` (default, s x s tiles) or ``"1d"`` (ablation).
+        wire_format: ``"compact"`` (default, smallest index dtype) or ``"official"`` (int64 indices).
+        process_group: the group to all-gather over; ``None`` uses the default group when ``torch.distributed``
+            is initialised, otherwise runs as a single worker.
+        world_size: if given, must equal the group's size (guards against a launcher / group mismatch).
+
+    Counters after each :meth:`step`: ``bytes_sent`` (this worker's payload), ``bytes_received`` (the payloads
+    of the W − 1 other workers; the official ``data_receive`` also counts its own, i.e. W · payload), and the
+    running totals ``total_bytes_sent`` / ``total_bytes_received``.
+    """
+
+    def __init__(self, params, lr: float, *, compression_decay: float = 0.999, compression_topk: int = 32,
+                 compression_chunk: int = 64, weight_decay: float = 0.0, error_feedback: bool = True,
+                 transform: str = "dct", tiling: str = "2d", wire_format: str = "compact",
+                 process_group=None, world_size: int | None = None):
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0:
+            raise ValueError(f"lr must be a float >= 0, got {lr!r}")
+        if isinstance(compression_decay, bool) or not isinstance(compression_decay, (int, float)) \
+                or not 0.0 <= compression_decay < 1.0:
+            raise ValueError(f"compression_decay must be in [0, 1), got {compression_decay!r}")
+        for name, v in (("compression_topk", compression_topk), ("compression_chunk", compression_chunk)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be a float >= 0, got {weight_decay!r}")
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+        if tiling not in _dct.TILINGS:
+            raise ValueError(f"tiling must be one of {_dct.TILINGS}, got {tiling!r}")
+        if wire_format not in WIRE_FORMATS:
+            raise ValueError(f"wire_format must be one of {WIRE_FORMATS}, got {wire_format!r}")
+        super().__init__(params, dict(lr=float(lr), weight_decay=float(weight_decay)))
+        self.compression_decay = float(compression_decay)
+        self.compression_topk = compression_topk
+        self.compression_chunk = compression_chunk
+        self.error_feedback = bool(error_feedback)
+        self.transform = transform
+        self.tiling = tiling
+        self.wire_format = wire_format
+        self.process_group = process_group
+        if process_group is not None or (dist.is_available() and dist.is_initialized()):
+            self.world_size = dist.get_world_size(process_group)
+            self.rank = dist.get_rank(process_group)
+            self._distributed = True
+        else:
+            self.world_size, self.rank, self._distributed = 1, 0, False
+        if world_size is not None and world_size != self.world_size:
+            raise ValueError(f"world_size = {world_size} was requested but the process group has "
+                             f"{self.world_size} worker(s)" + ("" if self._distributed else
+                                                               " (torch.distributed is not initialised)"))
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.total_bytes_sent = 0
+        self.total_bytes_received = 0
+        self._warned: set = set()
+        self._layout_key = None
+        self._groups: list[_Group] = []
+        self._checked_key = None
+
+    # ---------------------------------------------------------------- layout
+    def _layout(self, params: list[torch.Tensor]) -> list[_Group]:
+        key = tuple((id(p), tuple(p.shape), p.dtype) for p in params)
+        if key == self._layout_key:
+            return self._groups
+        groups: dict = {}
+        for p in params:
+            tile = _dct.tile_shape(p.shape, self.compression_chunk, tiling=self.tiling)
+            length = math.prod(tile)
+            if self.compression_topk > length and (tile, p.dtype) not in self._warned:
+                self._warned.add((tile, p.dtype))
+                warnings.warn(f"DeMo: compression_topk = {self.compression_topk} is larger than a chunk of {length} "
+                              f"coefficients (tile {tile}, e.g. a parameter of shape {tuple(p.shape)}); clipped "
+                              f"to {length}: the whole chunk is sent, plus its indices", stacklevel=4)
+            gk = (tile, p.dtype)
+            if gk not in groups:
+                groups[gk] = _Group(tile, p.dtype, clip_topk(self.compression_topk, length, warn=False),
+                                    index_dtype(length, wire_format=self.wire_format), [])
+            mshape = _dct.matrix_shape(p.shape)
+            groups[gk].members.append((p, mshape, math.prod(mshape) // length))
+        self._layout_key, self._groups = key, list(groups.values())
+        return self._groups
+
+    def _encode(self, tiles: torch.Tensor) -> torch.Tensor:
+        return _dct.encode(tiles) if self.transform == "dct" else tiles
+
+    def _decode(self, coeffs: torch.Tensor) -> torch.Tensor:
+        return _dct.decode(coeffs) if self.transform == "dct" else coeffs
+
+    # ---------------------------------------------------------------- comms
+    def _all_gather(self, buf: torch.Tensor) -> torch.Tensor:
+        """``[n] uint8 -> [W, n]``: one collective for all parameters."""
+        if not self._distributed:
+            return buf[None]
+        out = [torch.empty_like(buf) for _ in range(self.world_size)]
+        try:
+            dist.all_gather(out, buf, group=self.process_group)
+        except RuntimeError as e:  # DistBackendError, timeouts, closed connections
+            raise RuntimeError(f"DeMo: all_gather of the momentum coefficients failed on rank {self.rank} of "
+                               f"{self.world_size} — a worker probably died, hung or left the group "
+                               f"(the process group's timeout bounds the wait). Cause: {e}") from e
+        return torch.stack(out)
+
+    def _handshake(self, groups: list[_Group], nbytes: int, device: torch.device) -> None:
+        """First step (and after a layout change): check all workers send the same layout and settings."""
+        desc = repr(([(g.tile, str(g.dtype), g.k, str(g.index_dtype), g.n_tiles) for g in groups],
+                     self.compression_decay, self.error_feedback, self.transform, self.tiling, self.wire_format))
+        sig = torch.tensor([nbytes, zlib.crc32(desc.encode()), self.world_size], dtype=torch.int64, device=device)
+        try:
+            out = [torch.empty_like(sig) for _ in range(self.world_size)]
+            dist.all_gather(out, sig, group=self.process_group)
+        except RuntimeError as e:
+            raise RuntimeError(f"DeMo: the first-step handshake failed on rank {self.rank} — a worker probably "
+                               f"died or never joined. Cause: {e}") from e
+        got = torch.stack(out).tolist()
+        if any(r != got[self.rank] for r in got):
+            raise ValueError(f"DeMo: workers disagree on the parameters / settings to exchange: "
+                             f"[payload bytes, layout checksum, world size] per rank = {got}. Every worker "
+                             f"must build the same model and the same DeMo settings.")
+
+    # ---------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One DeMo step for every parameter with a gradient (see the module docstring for the 7 sub-steps)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        beta = self.compression_decay
+        params, lrs = [], {}
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise TypeError("DeMo does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["delta"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                state["step"] += 1
+                if wd != 0.0:
+                    p.mul_(1.0 - lr * wd)  # 1. decoupled weight decay
+                state["delta"].mul_(beta).add_(p.grad, alpha=lr)  # 2. δ ← β δ + η g
+                params.append(p)
+                lrs[id(p)] = lr
+        if not params:
+            self.bytes_sent = self.bytes_received = 0
+            return loss
+        groups = self._layout(params)
+        device = params[0].device
+
+        # 3.-4. encode, top-k, error feedback — batched per tile shape
+        idx_parts, val_parts = [], []
+        for g in groups:
+            tiles = torch.cat([_dct.to_tiles(self.state[p]["delta"], g.tile) for p, _, _ in g.members])
+            coeffs = self._encode(tiles).reshape(tiles.shape[0], -1)  # [T, L]
+            idx = torch.topk(coeffs.abs(), g.k, dim=-1, largest=True, sorted=False).indices  # [T, k]
+            val = coeffs.gather(-1, idx)
+            if self.error_feedback:  # δ ← δ − IDCT(scatter(idx, val))
+                sent = self._decode_sparse(idx, val, g, coeffs)
+                self._scatter_back(g, sent, lambda p, t: self.state[p]["delta"].sub_(t))
+            idx_parts.append(idx.to(g.index_dtype).reshape(-1).view(torch.uint8))
+            val_parts.append(val.contiguous().reshape(-1).view(torch.uint8))
+        buf = torch.cat(idx_parts + val_parts)
+        if self._distributed and self._checked_key != self._layout_key:
+            self._handshake(groups, buf.numel(), device)
+            self._checked_key = self._layout_key
+
+        # 5. one all-gather for everything
+        gathered = self._all_gather(buf)  # [W, nbytes]
+        self.bytes_sent = buf.numel()
+        self.bytes_received = (self.world_size - 1) * buf.numel()
+        self.total_bytes_sent += self.bytes_sent
+        self.total_bytes_received += self.bytes_received
+
+        # 6.-7. aggregate (mean over the workers that picked a coefficient), IDCT, sign update
+        W = gathered.shape[0]
+        offset = 0
+        idx_all = []
+        for g in groups:
+            nb = g.nbytes()[0]
+            idx_all.append(_take(gathered, offset, nb, g.index_dtype)
+                           .reshape(W, g.n_tiles, g.k))
+            offset += nb
+        for g, gidx in zip(groups, idx_all):
+            nb = g.nbytes()[1]
+            gval = _take(gathered, offset, nb, g.dtype).reshape(W, g.n_tiles, g.k)
+            offset += nb
+            gidx = gidx.long().permute(1, 0, 2).reshape(g.n_tiles, W * g.k)  # [T, W·k], rank order
+            gval = gval.permute(1, 0, 2).reshape(g.n_tiles, W * g.k)
+            if self.transform == "dct" and _sparse_pays(g, W * g.k):
+                # mean over the workers that picked a coefficient = Σ val / count(idx), decoded sparsely
+                count = torch.zeros(g.n_tiles, g.length, dtype=gval.dtype, device=gval.device)
+                count.scatter_add_(-1, gidx, torch.ones_like(gval))
+                q = _dct.decode_sparse(gidx, gval / count.gather(-1, gidx), g.tile)
+            else:
+                q = self._decode(aggregate(gidx, gval, g.length).reshape((g.n_tiles, *g.tile)))
+            self._scatter_back(g, q, lambda p, t: p.add_(torch.sign(t), alpha=-lrs[id(p)]))
+        return loss
+
+    def _decode_sparse(self, idx, val, g: _Group, coeffs) -> torch.Tensor:
+        if self.transform == "dct" and _sparse_pays(g, idx.shape[1]):
+            return _dct.decode_sparse(idx, val, g.tile)
+        dense = torch.zeros_like(coeffs).scatter_(-1, idx, val).reshape((g.n_tiles, *g.tile))
+        return self._decode(dense)
+
+    @staticmethod
+    def _scatter_back(g: _Group, tiles: torch.Tensor, fn) -> None:
+        start = 0
+        for p, _, n in g.members:
+            fn(p, _dct.from_tiles(tiles[start:start + n], p.shape))
+            start += n
+
+
+def _take(buf: torch.Tensor, offset: int, nbytes: int, dtype: torch.dtype) -> torch.Tensor:
+    """Bytes ``[W, offset:offset+nbytes]`` of the gathered buffer, copied to aligned memory and viewed as ``dtype``."""
+    out = torch.empty(buf.shape[0], nbytes, dtype=torch.uint8, device=buf.device)
+    out.copy_(buf[:, offset:offset + nbytes])
+    return out.view(dtype)
+
+
+def _sparse_pays(g: _Group, m: int) -> bool:
+    """Sparse IDCT costs ``2·L·m`` per tile, dense ``2·L·(n1 + n2)`` (2-D) or ``2·L·n`` (1-D); long 1-D chunks
+    (the ``tiling="1d"`` ablation) are decoded densely with an FFT, ``O(n log n)``."""
+    if len(g.tile) == 1 and g.tile[0] > _dct.FFT_MIN and g.dtype in (torch.float32, torch.float64):
+        return False
+    return m < sum(g.tile)

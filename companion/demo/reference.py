@@ -1,0 +1,76 @@
+"""The official DeMo step (github.com/bloc97/DeMo, ``demo.py``) ported line by line: per parameter, per worker,
+with the official einsum layouts, and W workers simulated in one process (the all-gather is a concatenation).
+
+It is slow on purpose (one Python iteration per parameter and worker) and supports only 1-D and 2-D tensors, like
+the original. The tests check :class:`companion.demo.DeMo` against it; the book can use it to show that the
+batched optimizer computes the same update.
+"""
+
+import torch
+
+from companion.demo import chunk_size, dct_matrix
+
+
+def _encode(x, s):
+    if x.dim() > 1:
+        n1, n2 = chunk_size(x.shape[0], s), chunk_size(x.shape[1], s)
+        f1, f2 = dct_matrix(n1, dtype=x.dtype).T, dct_matrix(n2, dtype=x.dtype).T
+        x = x.reshape(x.shape[0] // n1, n1, x.shape[1] // n2, n2)
+        return torch.einsum("...ijkl, jb, ld -> ...ikbd", x, f1, f2)
+    n1 = chunk_size(x.shape[0], s)
+    return torch.einsum("...ij, jb -> ...ib", x.reshape(-1, n1), dct_matrix(n1, dtype=x.dtype).T)
+
+
+def _decode(x):
+    if x.dim() > 2:
+        b1, b2 = dct_matrix(x.shape[2], dtype=x.dtype), dct_matrix(x.shape[3], dtype=x.dtype)
+        x = torch.einsum("...ijkl, kb, ld -> ...ibjd", x, b1, b2)
+        return x.reshape(x.shape[0] * x.shape[1], x.shape[2] * x.shape[3])
+    return torch.einsum("...ij, jb -> ...ib", x, dct_matrix(x.shape[1], dtype=x.dtype)).reshape(-1)
+
+
+def _compress(x, topk):
+    xshape = x.shape
+    if x.dim() > 2:
+        x = x.reshape(xshape[0], xshape[1], -1)
+    topk = max(1, min(topk, x.shape[-1]))
+    idx = torch.topk(x.abs(), k=topk, dim=-1, largest=True, sorted=False).indices
+    return idx, torch.gather(x, -1, idx), xshape
+
+
+def _decompress(idx, val, xshape, dtype):
+    x = torch.zeros(xshape, dtype=dtype)
+    if len(xshape) > 2:
+        x = x.reshape(xshape[0], xshape[1], -1)
+    x.scatter_reduce_(-1, idx, val, reduce="mean", include_self=False)
+    return x.reshape(xshape)
+
+
+def official_step(params: list[list[torch.Tensor]], grads: list[list[torch.Tensor]],
+                  deltas: list[list[torch.Tensor]], *, lr: float, beta: float = 0.999, topk: int = 32,
+                  chunk: int = 64, wd: float = 0.0) -> None:
+    """One DeMo step of W simulated workers.
+
+    Args:
+        params: ``params[w][j]``, parameter j of worker w (updated in place; the replicas start equal and stay so).
+        grads: ``grads[w][j]``, worker w's gradient of parameter j.
+        deltas: ``deltas[w][j]``, worker w's momentum δ (updated in place; start from zeros).
+        lr, beta, topk, chunk, wd: η, ``compression_decay``, ``compression_topk``, ``compression_chunk``,
+            ``weight_decay``.
+    """
+    W, n = len(params), len(params[0])
+    for j in range(n):
+        idxs, vals = [], []
+        for w in range(W):
+            p, d = params[w][j], deltas[w][j]
+            if wd:
+                p.mul_(1.0 - lr * wd)
+            d.mul_(beta).add_(grads[w][j], alpha=lr)
+            idx, val, xshape = _compress(_encode(d, chunk), topk)
+            d.sub_(_decode(_decompress(idx, val, xshape, d.dtype)).reshape(d.shape))
+            idxs.append(idx)
+            vals.append(val)
+        idx, val = torch.cat(idxs, -1), torch.cat(vals, -1)
+        q = _decode(_decompress(idx, val, xshape, params[0][j].dtype)).reshape(params[0][j].shape)
+        for w in range(W):
+            params[w][j].add_(q.sign(), alpha=-lr)

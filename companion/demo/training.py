@@ -1,0 +1,211 @@
+"""Data-parallel training of a tiny byte-level LM with N CPU workers (``torch.distributed``, gloo).
+
+Each worker holds a full replica and draws its own batches (seeded by ``(seed, rank)``). Three ways to keep the
+replicas in sync:
+
+- ``"demo"``: :class:`companion.demo.DeMo`, no gradient synchronisation at all (what DDP would do is switched off);
+  the optimizer all-gathers the top-k DCT coefficients of each worker's momentum;
+- ``"adamw"``: gradients averaged with an all-reduce, then AdamW (the paper's baseline; betas (0.9, 0.95));
+- ``"signsgd"``: gradients averaged with an all-reduce, then signSGD with momentum
+  (``m ← β m + g``, ``p ← p − η sign(m)``), DeMo's update without the compression.
+
+Bytes per step: DeMo's are measured by the optimizer (payload sent, payloads received from the W − 1 others); an
+all-reduce's are the ring formula ``2 (W − 1)/W · 4 P`` (gloo does not count them).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .compress import allreduce_bytes
+from .optimizer import DeMo
+
+OPTIMIZERS = ("demo", "adamw", "signsgd")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one run (all workers share them).
+
+    Attributes:
+        optimizer: ``"demo"``, ``"adamw"`` or ``"signsgd"``.
+        workers: number of worker processes W (1 runs in this process without a process group).
+        steps, batch_size, seq_len: training length, per-worker batch ``[batch_size, seq_len]`` of bytes.
+        d_model, n_layers, n_heads: the tiny transformer.
+        lr: learning rate (DeMo and signSGD use a sign update, so a smaller lr than AdamW).
+        demo: extra keyword arguments of :class:`DeMo` (``compression_topk``, ``error_feedback``, ...).
+        train_bytes: how many bytes of the standard-library corpus to train on.
+        seed: model init (same on all workers) and data (``seed + rank``).
+        timeout_s: process-group timeout: a dead or hung worker makes the others fail after at most this long.
+    """
+
+    optimizer: str = "demo"
+    workers: int = 2
+    steps: int = 100
+    batch_size: int = 8
+    seq_len: int = 64
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    demo: dict = field(default_factory=dict)
+    train_bytes: int = 1_000_000
+    seed: int = 0
+    timeout_s: float = 60.0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("workers", "steps", "batch_size", "seq_len", "d_model", "n_layers", "n_heads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+
+
+class ByteLM(nn.Module):
+    """A tiny causal transformer over bytes: ``[B, T] int64 -> [B, T, 256]`` logits."""
+
+    def __init__(self, *, d_model: int = 64, n_layers: int = 2, n_heads: int = 4, seq_len: int = 64):
+        super().__init__()
+        self.embed = nn.Embedding(256, d_model)
+        self.pos = nn.Parameter(torch.zeros(seq_len, d_model))
+        layer = nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout=0.0, batch_first=True,
+                                           norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, 256, bias=False)
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        mask = nn.Transformer.generate_square_subsequent_mask(t, device=x.device)
+        h = self.blocks(self.embed(x) + self.pos[:t], mask=mask, is_causal=True)
+        return self.head(self.norm(h))
+
+
+def corpus_bytes(n: int, split: str = "train") -> torch.Tensor:
+    """The first ``n`` bytes of the standard-library corpus (:func:`companion.lab.load_corpus`) as ``[n]`` int64."""
+    from companion.lab import load_corpus
+
+    data = load_corpus(split).text.encode("utf-8", errors="replace")[:n]
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
+
+
+class _SignSGD(torch.optim.Optimizer):
+    def __init__(self, params, lr: float, momentum: float = 0.9):
+        super().__init__(params, dict(lr=lr, momentum=momentum))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                m = self.state[p].setdefault("m", torch.zeros_like(p))
+                m.mul_(group["momentum"]).add_(p.grad)
+                p.add_(m.sign(), alpha=-group["lr"])
+
+
+def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int, out: str | None) -> dict:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    W = cfg.workers
+    if W > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=W,
+                                timeout=datetime.timedelta(seconds=cfg.timeout_s))
+    torch.manual_seed(cfg.seed)  # identical replicas
+    model = ByteLM(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seq_len=cfg.seq_len)
+    params = [p for p in model.parameters()]
+    n_params = sum(p.numel() for p in params)
+    if cfg.optimizer == "demo":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # k clipped on small tensors (norms, biases) is expected
+            opt = DeMo(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.demo)
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    else:
+        opt = _SignSGD(params, lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    hist = dict(loss=[], bytes_sent=[], bytes_received=[], step_s=[], opt_s=[])
+    for _ in range(cfg.steps):
+        t0 = time.perf_counter()
+        starts = torch.randint(0, data.numel() - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
+        batch = torch.stack([data[s:s + cfg.seq_len + 1] for s in starts.tolist()])
+        opt.zero_grad(set_to_none=True)
+        logits = model(batch[:, :-1])
+        loss = nn.functional.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1))
+        loss.backward()
+        t1 = time.perf_counter()
+        if cfg.optimizer == "demo":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                opt.step()
+            sent, recv = opt.bytes_sent, opt.bytes_received
+        else:
+            if W > 1:  # synchronous data parallelism: average the gradients
+                flat = torch.cat([p.grad.reshape(-1) for p in params])
+                dist.all_reduce(flat)
+                flat /= W
+                torch.nn.utils.vector_to_parameters(flat, [p.grad for p in params])
+            opt.step()
+            sent = recv = round(allreduce_bytes(n_params, W))
+        t2 = time.perf_counter()
+        lv = loss.detach()
+        if W > 1:
+            dist.all_reduce(lv)
+            lv /= W
+        hist["loss"].append(float(lv))
+        hist["bytes_sent"].append(sent)
+        hist["bytes_received"].append(recv)
+        hist["opt_s"].append(t2 - t1)
+        hist["step_s"].append(time.perf_counter() - t0)
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    identical = True
+    if W > 1:
+        allp = [torch.empty_like(flat) for _ in range(W)]
+        dist.all_gather(allp, flat)
+        identical = all(torch.equal(allp[0], a) for a in allp)
+        dist.destroy_process_group()
+    result = dict(config=asdict(cfg), n_params=n_params, replicas_identical=identical, **hist)
+    if out is not None and rank == 0:
+        torch.save(result, out)
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train(cfg: TrainConfig | None = None, **overrides) -> dict:
+    """Train with ``cfg.workers`` processes and return rank 0's history.
+
+    Returns:
+        ``{"config", "n_params", "replicas_identical", "loss", "bytes_sent", "bytes_received", "step_s",
+        "opt_s"}`` — per-step lists: mean loss over workers, bytes this worker sent / received, wall time of the
+        whole step and of the optimizer part (sync + update).
+    """
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    cfg = TrainConfig(**{**asdict(cfg or TrainConfig()), **overrides})
+    data = corpus_bytes(cfg.train_bytes)
+    if cfg.workers == 1:
+        return _worker(0, cfg, data, 0, None)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rank0.pt")
+        mp.start_processes(_worker, args=(cfg, data, _free_port(), out), nprocs=cfg.workers, join=True,
+                           start_method="spawn")
+        return torch.load(out, weights_only=False)
