@@ -1,0 +1,134 @@
+"""Playing repeated games: :func:`play` (one episode) and :func:`arena` (a grid of them).
+
+Seeding: ``seed`` makes an ``np.random.SeedSequence`` split into two independent streams, one for the agent and
+one for the partner (its per-episode draws, e.g. the switching step, and its per-round dice). So the partner
+behaves identically for every agent under the same seed, as long as the agent's actions are the same.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from .agents import Agent, make_agent, oracle_plan
+from .games import MatrixGame, get_game
+from .metrics import Episode
+from .partners import Partner, make_partner
+
+__all__ = ["arena", "play"]
+
+
+def _check_horizon(horizon) -> int:
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)):
+        raise TypeError(f"horizon must be an int (number of rounds T), got {type(horizon).__name__} {horizon!r}")
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1 round, got {horizon}")
+    return int(horizon)
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    return int(seed)
+
+
+def play(game: str | MatrixGame, agent: str | Agent, partner: str | Partner, *, horizon: int = 100,
+         seed: int = 0) -> Episode:
+    """Play ``horizon`` rounds of ``game`` between ``agent`` (row player) and ``partner``; return the
+    :class:`Episode` with literal accuracy, Δ_F/T, Δ_ToM/T and the regret curve.
+
+    The oracle's plan against this partner (its r*_t) is computed once per episode, after the partner's reset, so
+    it sees the same realised partner (e.g. the same switching step). T = 100 in the paper's main tables.
+    """
+    game = get_game(game)
+    horizon, seed = _check_horizon(horizon), _check_seed(seed)
+    agent, partner = make_agent(agent), make_partner(partner)
+    agent_ss, partner_ss = np.random.SeedSequence(seed).spawn(2)
+    prng = np.random.default_rng(partner_ss)
+    partner.reset(game, horizon=horizon, rng=prng)
+    _, value, oracle_rewards = oracle_plan(game, partner, horizon)
+    agent.reset(game, horizon=horizon, rng=np.random.default_rng(agent_ss), partner=partner)
+
+    n, m = game.n_actions, game.n_partner_actions
+    A, B = game.payoff, game.partner_payoff
+    acts = np.empty(horizon, dtype=np.int64)
+    pacts = np.empty(horizon, dtype=np.int64)
+    preds = np.full((horizon, m), np.nan)
+    pols = np.empty((horizon, m))
+    history: list[tuple[int, int]] = []
+    state = partner.initial_state()
+    for t in range(horizon):
+        a = agent.act(history, t)
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not 0 <= a < n:
+            raise ValueError(f"{agent!r}.act returned {a!r}; expected an action index in [0, {n})")
+        p_hat = agent.predict(history, t)
+        if p_hat is not None:
+            preds[t] = p_hat
+        pi = partner.policy(state, t)
+        pols[t] = pi
+        b = int(np.searchsorted(np.cumsum(pi), prng.random() * pi.sum(), side="right"))
+        b = min(b, m - 1)
+        while pi[b] == 0:  # guard against round-off landing on a zero-probability action
+            b -= 1
+        r = float(A[a, b])
+        agent.observe(int(a), b, r, t)
+        state = partner.next_state(state, int(a), b, t)
+        history.append((int(a), b))
+        acts[t], pacts[t] = a, b
+    rewards = A[acts, pacts]
+    expected = (pols * A[acts]).sum(1)
+    return Episode(game=game, agent=agent.name, partner=partner.name, horizon=horizon, seed=seed, actions=acts,
+                   partner_actions=pacts, rewards=rewards, partner_rewards=B[acts, pacts], expected_rewards=expected,
+                   oracle_rewards=oracle_rewards, predictions=preds, partner_policies=pols, oracle_value=value,
+                   invalid=int(getattr(agent, "invalid", 0)))
+
+
+def _factory(kind: str, spec, make) -> tuple[str, Callable]:
+    if isinstance(spec, str):
+        make(spec)  # validate the name now
+        return spec, lambda: make(spec)
+    if callable(spec) and not isinstance(spec, (Agent, Partner)):
+        return getattr(spec, "name", getattr(spec, "__name__", kind)), spec
+    if isinstance(spec, (Agent, Partner)):
+        return spec.name, lambda: spec
+    raise TypeError(f"{kind} must be a name, an instance or a zero-argument factory, got {type(spec).__name__}")
+
+
+def _items(kind: str, specs, make) -> list[tuple[str, Callable]]:
+    if isinstance(specs, Mapping):
+        return [(str(k), _factory(kind, v, make)[1]) for k, v in specs.items()]
+    if isinstance(specs, (str, Agent, Partner)):
+        specs = [specs]
+    return [_factory(kind, s, make) for s in specs]
+
+
+def arena(games: Iterable, agents: Iterable | Mapping, partners: Iterable | Mapping, *, horizon: int = 100,
+          seeds: Iterable[int] = (0,), episodes: bool = False) -> list[dict]:
+    """Play every game × agent × partner × seed and return one JSON-ready row per episode.
+
+    Agents and partners are given as names (``"rmax"``, ``"tft"``, ``"single-rock"``), instances (reset before each
+    episode) or zero-argument factories; a mapping ``{label: spec}`` sets the row labels. Each row holds
+    ``game, agent, partner, seed, horizon, regret (Δ_F/T), tom_regret (Δ_ToM/T), accuracy, return, oracle_value,
+    invalid, seconds``; with ``episodes=True`` also the :class:`Episode` under ``"episode"``.
+    """
+    horizon = _check_horizon(horizon)
+    games = [get_game(g) for g in ([games] if isinstance(games, (str, MatrixGame)) else games)]
+    agent_items, partner_items = _items("agent", agents, make_agent), _items("partner", partners, make_partner)
+    seeds = [_check_seed(s) for s in seeds]
+    rows = []
+    for g in games:
+        for a_label, a_make in agent_items:
+            for p_label, p_make in partner_items:
+                for s in seeds:
+                    t0 = time.perf_counter()
+                    ep = play(g, a_make(), p_make(), horizon=horizon, seed=s)
+                    row = ep.summary() | {"agent": a_label, "partner_label": p_label,
+                                          "seconds": time.perf_counter() - t0}
+                    if episodes:
+                        row["episode"] = ep
+                    rows.append(row)
+    return rows

@@ -1,0 +1,153 @@
+"""Repeated two-player matrix games (Riemer et al., 2024/2025, arXiv 2412.19726, §4 "Environments").
+
+Convention used throughout ``companion.tom``: **we** (the agent under test) are the row player and the partner
+is the column player. A game holds two payoff matrices of shape ``[n, m]`` (n of our actions, m partner actions):
+
+    A[a, b] = our reward,      B[a, b] = the partner's reward,      when we play a and the partner plays b.
+
+The paper's exact matrices are not recoverable, so the book states ours:
+
+- Rock-Paper-Scissors (zero-sum): win +1, tie 0, loss -1 (``B = -A``). Uniform play against a constant partner
+  earns 0 per step where the best response earns 1, hence regret 1.0/step.
+- Iterated Prisoner's Dilemma: (R, S, T, P) = (3, 0, 5, 1), the Axelrod library's default ``Game()``
+  (OpenSpiel's ``matrix_pd`` uses (5, 0, 10, 1) — a different scale).
+- Battle of the Sexes: (2, 1) / (0, 0) / (1, 2) — we prefer "opera", the partner prefers "football"
+  (OpenSpiel's ``matrix_bos`` uses (3, 2) / (0, 0) / (2, 3)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["GAMES", "MatrixGame", "get_game", "make_game"]
+
+
+@dataclass(frozen=True, eq=False)
+class MatrixGame:
+    """A two-player normal-form stage game, repeated by :func:`companion.tom.play`.
+
+    Attributes:
+        name: a short name (``"rps"``, ``"ipd"``, ``"bos"`` or the user's).
+        actions: our action words, length n.
+        partner_actions: the partner's action words, length m.
+        payoff: ``[n, m]`` float array A, our reward.
+        partner_payoff: ``[n, m]`` float array B, the partner's reward.
+    """
+
+    name: str
+    actions: tuple[str, ...]
+    partner_actions: tuple[str, ...]
+    payoff: np.ndarray = field(repr=False)
+    partner_payoff: np.ndarray = field(repr=False)
+
+    @property
+    def n_actions(self) -> int:
+        """n, the number of our actions."""
+        return len(self.actions)
+
+    @property
+    def n_partner_actions(self) -> int:
+        """m, the number of the partner's actions."""
+        return len(self.partner_actions)
+
+    @property
+    def r_max(self) -> float:
+        """The largest reward we can get in one round, ``max A`` (R-max's optimistic value)."""
+        return float(self.payoff.max())
+
+    def action_index(self, action: int | str, *, partner: bool = False) -> int:
+        """The index of ``action`` (a word, case-insensitive, or an int) in our (or the partner's) action list."""
+        names = self.partner_actions if partner else self.actions
+        who = "partner action" if partner else "action"
+        if isinstance(action, (bool, np.bool_)):
+            raise TypeError(f"{who} must be an int index or one of {list(names)}, got bool {action!r}")
+        if isinstance(action, (int, np.integer)):
+            if not 0 <= action < len(names):
+                raise ValueError(f"{who} index must be in [0, {len(names)}) for {self.name}, got {action}")
+            return int(action)
+        if isinstance(action, str):
+            low = [a.lower() for a in names]
+            if action.lower() not in low:
+                raise ValueError(f"unknown {who} {action!r} for {self.name}; expected one of {list(names)}")
+            return low.index(action.lower())
+        raise TypeError(f"{who} must be an int index or one of {list(names)}, got {type(action).__name__}")
+
+    def reward(self, a: int, b: int) -> tuple[float, float]:
+        """``(A[a, b], B[a, b])``: our reward and the partner's when we play a and the partner plays b."""
+        return float(self.payoff[a, b]), float(self.partner_payoff[a, b])
+
+    def expected_payoff(self, probs: np.ndarray) -> np.ndarray:
+        """``A p``: our expected reward of each action against a partner who plays ``b ~ p``, shape ``[n]``."""
+        probs = np.asarray(probs, dtype=float)
+        if probs.shape != (self.n_partner_actions,):
+            raise ValueError(f"expected a distribution of shape ({self.n_partner_actions},) over the partner's "
+                             f"actions {list(self.partner_actions)}, got shape {probs.shape}")
+        return self.payoff @ probs
+
+    def __repr__(self) -> str:
+        return f"MatrixGame({self.name!r}, actions={self.actions}, partner_actions={self.partner_actions})"
+
+
+def _matrix(name: str, value, shape: tuple[int, int] | None) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a 2-D array of numbers, got {type(value).__name__}") from err
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ValueError(f"{name} must be a non-empty 2-D matrix [n our actions, m partner actions], "
+                         f"got shape {arr.shape}")
+    if shape is not None and arr.shape != shape:
+        raise ValueError(f"{name} must have the same shape as the first matrix {shape}, got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must hold finite numbers, got {arr.tolist()}")
+    arr.setflags(write=False)
+    return arr
+
+
+def make_game(payoff, partner_payoff, *, name: str = "custom", actions=None, partner_actions=None) -> MatrixGame:
+    """A user-defined game from two matrices ``A`` (ours) and ``B`` (the partner's), both ``[n, m]``.
+
+    Action words default to ``"a0", "a1", ...`` (ours) and ``"b0", ...`` (the partner's); the LLM agent writes
+    them into its prompt, so give real words when it will play.
+    """
+    A = _matrix("payoff (A)", payoff, None)
+    B = _matrix("partner_payoff (B)", partner_payoff, A.shape)
+    n, m = A.shape
+    actions = tuple(actions) if actions is not None else tuple(f"a{i}" for i in range(n))
+    partner_actions = tuple(partner_actions) if partner_actions is not None else tuple(f"b{j}" for j in range(m))
+    for label, names, k in (("actions", actions, n), ("partner_actions", partner_actions, m)):
+        if len(names) != k or not all(isinstance(s, str) and s for s in names):
+            raise ValueError(f"{label} must be {k} non-empty strings (one per matrix {'row' if k == n else 'column'}),"
+                             f" got {list(names)}")
+        if len({s.lower() for s in names}) != k:
+            raise ValueError(f"{label} must be distinct (case-insensitive), got {list(names)}")
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty string, got {name!r}")
+    return MatrixGame(name, actions, partner_actions, A, B)
+
+
+_RPS = np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]])  # rows/cols: rock, paper, scissors; paper beats rock
+_IPD = np.array([[3, 0], [5, 1]])  # rows: cooperate, defect; (R, S, T, P) = (3, 0, 5, 1)
+
+GAMES: dict[str, MatrixGame] = {
+    "rps": make_game(_RPS, -_RPS, name="rps", actions=("rock", "paper", "scissors"),
+                     partner_actions=("rock", "paper", "scissors")),
+    "ipd": make_game(_IPD, _IPD.T, name="ipd", actions=("cooperate", "defect"),
+                     partner_actions=("cooperate", "defect")),
+    "bos": make_game([[2, 0], [0, 1]], [[1, 0], [0, 2]], name="bos", actions=("opera", "football"),
+                     partner_actions=("opera", "football")),
+}
+
+
+def get_game(name: str | MatrixGame) -> MatrixGame:
+    """The game called ``name``: ``"rps"``, ``"ipd"`` or ``"bos"`` (a :class:`MatrixGame` passes through)."""
+    if isinstance(name, MatrixGame):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"game must be a name {sorted(GAMES)} or a MatrixGame, got {type(name).__name__}")
+    key = name.lower()
+    if key not in GAMES:
+        raise ValueError(f"unknown game {name!r}; expected one of {sorted(GAMES)} or a MatrixGame from make_game")
+    return GAMES[key]

@@ -1,0 +1,378 @@
+"""An LLM agent that adapts (or not) in context, scored instead of sampled (Riemer et al., arXiv 2412.19726).
+
+The model is frozen; all it gets is the prompt: the rules, optionally the payoffs, and the history of the game.
+Instead of generating free text and parsing it, the agent **scores** each legal action word: the log-probability
+
+    log p(w | prompt) = Σ_i log p(w_i | prompt, w_<i)      (w tokenized with a leading space, w_i its tokens)
+
+of every action word after an action query, and plays the argmax (``temperature=0``, deterministic) or samples
+``softmax(log p / temperature)``. The same mechanism is the literal-ToM probe: the log-probabilities of each
+partner action word after a prediction query, normalised over the legal words. Scoring can never name an
+illegal action, so :attr:`LLMAgent.invalid` stays 0 for this backend.
+
+The prompt grows by one line per round. :class:`ScoringLM` keeps the KV cache of the prompt so far: each round
+encodes only the new line, and each query + option is run on top of the cache and then cropped away
+(``DynamicCache.crop``). ``reuse_cache=False`` re-encodes the whole prompt for every option instead; both paths
+see the same token ids (the prompt is the concatenation of its separately tokenized pieces), so their
+log-probabilities agree to float round-off.
+
+Prompt families (``prompt=``), after the paper's — all plain completion of a formatted history:
+
+- ``"lm"``: lines "Round k: you played a, the partner played b."; the action query is "Round t: you played",
+  the literal probe "Round t: you played a_t, the partner played".
+- ``"social"``: predict, then act. Lines "Round k: the partner played b, you played a."; the probe is
+  "Round t: the partner played", and the action query writes the model's own most likely prediction x in:
+  "Round t: the partner played x, you played".
+- ``"oracle"``: as social, but x is the partner's actual next move (its most likely one, if stochastic) — does the
+  model exploit the answer when it is handed it?
+- ``"no-history"``: the lm prompt without history lines; ``"no-payoffs"``: the lm prompt without the points.
+
+For larger models, :class:`HTTPAgent` asks any OpenAI-compatible chat endpoint (:class:`HTTPBackend`) the same
+questions and reads the first legal action word of the reply (:func:`parse_action`); replies that name none are
+counted (``invalid``, ``invalid_predictions``) and replaced by a uniformly random action / a uniform prediction.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import json
+import os
+import re
+import socket
+import urllib.error
+import urllib.request
+
+import numpy as np
+import torch
+
+from ..pyramidkv.capture import cache_kwargs
+from .agents import Agent
+from .games import MatrixGame
+
+__all__ = ["PROMPTS", "HTTPAgent", "HTTPBackend", "LLMAgent", "ScoringLM", "parse_action", "rules_text"]
+
+PROMPTS = ("lm", "social", "oracle", "no-history", "no-payoffs")
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def rules_text(game: MatrixGame, *, payoffs: bool = True) -> str:
+    """The prompt's header: the rules, and (unless ``payoffs=False``) every cell of both payoff matrices."""
+    lines = [
+        "You are playing a game repeatedly with a partner. In each round you both choose an action at the same time.",
+        f"Your actions: {', '.join(game.actions)}. The partner's actions: {', '.join(game.partner_actions)}.",
+    ]
+    if payoffs:
+        lines.append("Points:")
+        for a, wa in enumerate(game.actions):
+            for b, wb in enumerate(game.partner_actions):
+                r, s = game.reward(a, b)
+                lines.append(f"- you play {wa} and the partner plays {wb}: you get {_fmt(r)}, the partner gets "
+                             f"{_fmt(s)}.")
+    lines.append("Your goal is to get as many points as possible in total.")
+    return "\n".join(lines) + "\n\n"
+
+
+def _crop_to(cache, length: int) -> None:
+    """Cut ``cache`` back to its first ``length`` positions (a negative ``crop`` removes that many tokens, which
+    every transformers version since 4.38 reads the same way; a positive one changed meaning in 5.x)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+class ScoringLM:
+    """Log-probabilities of candidate words after a growing prompt, with the prompt's KV cache reused.
+
+    Args:
+        model, tokenizer: a Hugging Face causal LM and its tokenizer (e.g. :func:`companion.lab.load_model`).
+        reuse_cache: keep the prompt's ``DynamicCache`` between calls (default) or re-encode everything per option.
+    """
+
+    def __init__(self, model, tokenizer, *, reuse_cache: bool = True) -> None:
+        self.model, self.tokenizer, self.reuse_cache = model, tokenizer, reuse_cache
+        self.device = next(model.parameters()).device
+        self.reset("")
+        self.tokens_encoded = 0  # tokens run through the model, to compare the two paths
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @torch.no_grad()
+    def _forward(self, ids: list[int], cache=None) -> torch.Tensor:
+        self.tokens_encoded += len(ids)
+        x = torch.tensor([ids], device=self.device)
+        kw = cache_kwargs(self.model, cache) if cache is not None else {}
+        out = self.model(x, use_cache=cache is not None, **kw)
+        return torch.log_softmax(out.logits[0].float(), dim=-1)  # [len(ids), vocab]
+
+    def reset(self, text: str) -> None:
+        """Start a new prompt with ``text``."""
+        from transformers import DynamicCache
+
+        self.ids: list[int] = []
+        self.cache = DynamicCache(config=self.model.config) if self.reuse_cache else None
+        self._last: torch.Tensor | None = None  # log-probs of the next token after the prompt
+        if text:
+            self.extend(text)
+
+    def extend(self, text: str) -> None:
+        """Append ``text`` to the prompt (with the cache: encode only these tokens)."""
+        new = self._encode(text)
+        if not new:
+            return
+        self.ids += new
+        if self.reuse_cache:
+            self._last = self._forward(new, self.cache)[-1]
+
+    @torch.no_grad()
+    def score(self, query: str, options: Sequence[str]) -> np.ndarray:
+        """``[k]`` total log-probabilities ``log p(" " + option | prompt + query)``; the prompt is unchanged."""
+        q = self._encode(query)
+        opts = [self._encode(" " + o) for o in options]
+        if not self.ids and not q:
+            raise ValueError("score needs a non-empty prompt or query to condition on")
+        out = np.empty(len(opts))
+        if not self.reuse_cache:
+            for k, o in enumerate(opts):
+                ctx = self.ids + q
+                lp = self._forward(ctx + o[:-1])
+                out[k] = sum(float(lp[len(ctx) - 1 + i, tok]) for i, tok in enumerate(o))
+            return out
+        base = self.cache.get_seq_length()
+        last = self._forward(q, self.cache)[-1] if q else self._last
+        mid = self.cache.get_seq_length()
+        for k, o in enumerate(opts):
+            total = float(last[o[0]])
+            if len(o) > 1:
+                lp = self._forward(o[:-1], self.cache)
+                total += sum(float(lp[i, tok]) for i, tok in enumerate(o[1:]))
+                _crop_to(self.cache, mid)
+            out[k] = total
+        _crop_to(self.cache, base)
+        return out
+
+
+class LLMAgent(Agent):
+    """A frozen language model playing by scoring action words (see the module docstring).
+
+    Args:
+        model, tokenizer: default :func:`companion.lab.load_model` (SmolLM2-135M-Instruct), loaded on first use.
+        prompt: one of ``PROMPTS``.
+        reuse_cache: reuse the growing prompt's KV cache between rounds (default) or re-encode it every time.
+        temperature: 0 plays the highest-scoring action (ties: lowest index); > 0 samples with the agent's rng.
+    """
+
+    invalid = 0  # scoring always names a legal action
+
+    def __init__(self, model=None, tokenizer=None, *, prompt: str = "lm", reuse_cache: bool = True,
+                 temperature: float = 0.0) -> None:
+        if prompt not in PROMPTS:
+            raise ValueError(f"unknown prompt family {prompt!r}; expected one of {list(PROMPTS)}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
+            raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+        if (model is None) != (tokenizer is None):
+            raise TypeError("give both model and tokenizer, or neither (to load the book's model)")
+        self.model, self.tokenizer = model, tokenizer
+        self.prompt, self.reuse_cache, self.temperature = prompt, reuse_cache, float(temperature)
+        self.name = f"llm-{prompt}"
+        self.lm: ScoringLM | None = None
+
+    def reset(self, game, *, horizon, rng, partner=None):
+        super().reset(game, horizon=horizon, rng=rng)
+        if self.prompt == "oracle":
+            if partner is None:
+                raise ValueError("the 'oracle' prompt tells the model its partner's next move, so reset needs partner=")
+            self.partner, self._pstate = partner, partner.initial_state()
+        if self.model is None:
+            from ..lab import load_model
+
+            self.model, self.tokenizer = load_model()
+        if self.lm is None or self.lm.reuse_cache != self.reuse_cache:
+            self.lm = ScoringLM(self.model, self.tokenizer, reuse_cache=self.reuse_cache)
+        self.lm.reset(rules_text(self.game, payoffs=self.prompt != "no-payoffs"))
+        self.action_logprobs: list[np.ndarray] = []
+        self.prediction_logprobs: list[np.ndarray] = []
+
+    def _choose(self, lp: np.ndarray) -> int:
+        if self.temperature == 0:
+            return int(np.argmax(lp))
+        z = lp / self.temperature
+        p = np.exp(z - z.max())
+        return int(self.rng.choice(len(p), p=p / p.sum()))
+
+    def _partner_first(self) -> bool:
+        return self.prompt in ("social", "oracle")
+
+    def act(self, history, t):
+        g, r = self.game, t + 1
+        self._pred = None
+        if self._partner_first():  # history lines read "Round k: the partner played b, you played a."
+            self._pred = self.lm.score(f"Round {r}: the partner played", g.partner_actions)
+            if self.prompt == "social":  # act on its own prediction
+                told = g.partner_actions[int(np.argmax(self._pred))]
+            else:  # oracle: the partner's actual (most likely) next move is written in
+                told = g.partner_actions[int(np.argmax(self.partner.policy(self._pstate, t)))]
+            query = f"Round {r}: the partner played {told}, you played"
+        else:  # history lines read "Round k: you played a, the partner played b."
+            query = f"Round {r}: you played"
+        lp = self.lm.score(query, g.actions)
+        self.action_logprobs.append(lp)
+        self._a = self._choose(lp)
+        return self._a
+
+    def predict(self, history, t):
+        g = self.game
+        if self._pred is None:
+            self._pred = self.lm.score(f"Round {t + 1}: you played {g.actions[self._a]}, the partner played",
+                                       g.partner_actions)
+        self.prediction_logprobs.append(self._pred)
+        p = np.exp(self._pred - self._pred.max())
+        return p / p.sum()
+
+    def observe(self, a, b, r, t):
+        if self.prompt == "oracle":
+            self._pstate = self.partner.next_state(self._pstate, a, b, t)
+        if self.prompt != "no-history":
+            g = self.game
+            wa, wb = g.actions[a], g.partner_actions[b]
+            self.lm.extend(f"Round {t + 1}: the partner played {wb}, you played {wa}.\n" if self._partner_first()
+                           else f"Round {t + 1}: you played {wa}, the partner played {wb}.\n")
+
+
+# --------------------------------------------------------------------------------------------- HTTP backend
+def parse_action(text: str, words: Sequence[str]) -> int | None:
+    """The index of the legal word that appears first in ``text`` (whole words, case-insensitive), or None."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    best, where = None, len(text) + 1
+    for k, w in enumerate(words):
+        m = re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", text, flags=re.IGNORECASE)
+        if m and m.start() < where:
+            best, where = k, m.start()
+    return best
+
+
+class HTTPBackend:
+    """A client of an OpenAI-compatible ``POST {base_url}/chat/completions`` endpoint.
+
+    The API key is read from the environment variable ``api_key_env`` at each request (never stored, printed or
+    put in an error message); a missing variable sends no ``Authorization`` header (local servers). Each request
+    gives up after ``timeout`` seconds with a ``ConnectionError`` naming the URL.
+    """
+
+    def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 30.0,
+                 max_tokens: int = 16) -> None:
+        if not isinstance(base_url, str) or not re.match(r"^https?://", base_url):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"model must be a non-empty model name, got {model!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.api_key_env, self.timeout, self.max_tokens = model, api_key_env, float(timeout), max_tokens
+
+    def __repr__(self) -> str:
+        return f"HTTPBackend({self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+
+    def complete(self, prompt: str) -> str:
+        """The reply text to one user message (temperature 0)."""
+        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
+                           "max_tokens": self.max_tokens, "temperature": 0}).encode()
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                data = json.loads(resp.read().decode())
+        except urllib.error.HTTPError as err:
+            raise ConnectionError(f"the endpoint {self.url} answered HTTP {err.code} {err.reason}") from None
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as err:
+            reason = getattr(err, "reason", err)
+            raise ConnectionError(f"could not reach the OpenAI-compatible endpoint {self.url} within "
+                                  f"{self.timeout:g} s: {reason}") from None
+        except json.JSONDecodeError:
+            raise ConnectionError(f"the endpoint {self.url} did not answer with JSON") from None
+        try:
+            return str(data["choices"][0]["message"]["content"])
+        except (KeyError, IndexError, TypeError):
+            raise ConnectionError(f"the endpoint {self.url} answered without choices[0].message.content") from None
+
+
+class HTTPAgent(Agent):
+    """The LLM agent for a remote model: same prompts as :class:`LLMAgent`, answered as text and parsed.
+
+    Each round sends the rules, the history and a question; the action is the first legal action word in the
+    reply (:func:`parse_action`). A reply naming no legal action counts in ``invalid`` and is replaced by a
+    uniformly random action (from the agent's seeded rng); an unparsable prediction counts in
+    ``invalid_predictions`` and becomes a uniform prediction. Two requests per round (prediction, action); with
+    ``prompt="social"`` the prediction is written into the action question.
+    """
+
+    def __init__(self, backend: HTTPBackend, *, prompt: str = "lm") -> None:
+        if not isinstance(backend, HTTPBackend):
+            raise TypeError(f"backend must be an HTTPBackend, got {type(backend).__name__}")
+        if prompt not in PROMPTS:
+            raise ValueError(f"unknown prompt family {prompt!r}; expected one of {list(PROMPTS)}")
+        self.backend, self.prompt, self.name = backend, prompt, f"http-{prompt}"
+
+    def reset(self, game, *, horizon, rng, partner=None):
+        super().reset(game, horizon=horizon, rng=rng)
+        if self.prompt == "oracle":
+            if partner is None:
+                raise ValueError("the 'oracle' prompt tells the model its partner's next move, so reset needs partner=")
+            self.partner, self._pstate = partner, partner.initial_state()
+        self.text = rules_text(self.game, payoffs=self.prompt != "no-payoffs")
+        self.invalid = self.invalid_predictions = 0
+        self.replies: list[str] = []
+
+    def _ask(self, question: str) -> str:
+        reply = self.backend.complete(self.text + question)
+        self.replies.append(reply)
+        return reply
+
+    def act(self, history, t):
+        g, r = self.game, t + 1
+        self._pred = None
+        if self.prompt == "social":
+            self._predict_now(t)
+            told = g.partner_actions[int(np.argmax(self._pred))]
+            extra = f"You expect the partner to play {told}. "
+        elif self.prompt == "oracle":
+            told = g.partner_actions[int(np.argmax(self.partner.policy(self._pstate, t)))]
+            extra = f"The partner will play {told} in this round. "
+        else:
+            extra = ""
+        k = parse_action(self._ask(f"Round {r}. {extra}Which action do you play? Answer with one word: "
+                                   f"{', '.join(g.actions)}."), g.actions)
+        if k is None:
+            self.invalid += 1
+            k = int(self.rng.integers(g.n_actions))
+        return k
+
+    def _predict_now(self, t):
+        g = self.game
+        k = parse_action(self._ask(f"Round {t + 1}. Which action will the partner play? Answer with one word: "
+                                   f"{', '.join(g.partner_actions)}."), g.partner_actions)
+        if k is None:
+            self.invalid_predictions += 1
+            self._pred = np.full(g.n_partner_actions, 1.0 / g.n_partner_actions)
+        else:
+            self._pred = np.eye(g.n_partner_actions)[k]
+
+    def predict(self, history, t):
+        if self._pred is None:
+            self._predict_now(t)
+        return self._pred
+
+    def observe(self, a, b, r, t):
+        if self.prompt == "oracle":
+            self._pstate = self.partner.next_state(self._pstate, a, b, t)
+        if self.prompt != "no-history":
+            g = self.game
+            self.text += f"Round {t + 1}: you played {g.actions[a]}, the partner played {g.partner_actions[b]}.\n"

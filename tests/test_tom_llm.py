@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+
+from companion.tom import get_game, play
+from companion.tom.llm import PROMPTS, LLMAgent, ScoringLM, rules_text
+
+
+def test_rules_text_states_every_payoff_cell_unless_told_not_to():
+    text = rules_text(get_game("ipd"))
+    assert "you play defect and the partner plays cooperate: you get 5, the partner gets 0." in text
+    assert text.count("- you play") == 4
+    assert "Points" not in rules_text(get_game("ipd"), payoffs=False)
+
+
+def test_bad_llm_agent_input_is_rejected():
+    with pytest.raises(ValueError, match="unknown prompt family 'cot'"):
+        LLMAgent(prompt="cot")
+    with pytest.raises(ValueError, match="temperature must be"):
+        LLMAgent(temperature=-1)
+    with pytest.raises(TypeError, match="both model and tokenizer"):
+        LLMAgent(model=object())
+
+
+@pytest.mark.model
+def test_cached_scoring_gives_the_same_logprobs_as_re_encoding(smollm):
+    model, tok = smollm
+    runs = {}
+    for reuse in (True, False):
+        agent = LLMAgent(model, tok, reuse_cache=reuse)
+        ep = play("ipd", agent, "tft", horizon=2, seed=0)
+        runs[reuse] = (ep, np.array(agent.action_logprobs), np.array(agent.prediction_logprobs),
+                       agent.lm.tokens_encoded)
+    (ep_c, act_c, pred_c, tok_c), (ep_r, act_r, pred_r, tok_r) = runs[True], runs[False]
+    np.testing.assert_allclose(act_c, act_r, atol=1e-4)
+    np.testing.assert_allclose(pred_c, pred_r, atol=1e-4)
+    np.testing.assert_array_equal(ep_c.actions, ep_r.actions)
+    assert tok_c * 3 < tok_r  # the cache encodes each token once
+
+
+@pytest.mark.model
+def test_scoring_lm_leaves_the_prompt_unchanged(smollm):
+    model, tok = smollm
+    lm = ScoringLM(model, tok)
+    lm.reset("Round 1: you played rock, the partner played paper.\n")
+    first = lm.score("Round 2: you played", ["rock", "paper", "scissors"])
+    assert lm.cache.get_seq_length() == len(lm.ids)
+    np.testing.assert_allclose(lm.score("Round 2: you played", ["rock", "paper", "scissors"]), first, atol=1e-5)
+    assert (first < 0).all()
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_every_prompt_family_plays_legal_actions(smollm, prompt):
+    model, tok = smollm
+    ep = play("ipd", LLMAgent(model, tok, prompt=prompt), "tft", horizon=2, seed=0)
+    assert set(ep.actions.tolist()) <= {0, 1} and ep.invalid == 0
+    assert np.allclose(ep.predictions.sum(1), 1)
+
+
+# ------------------------------------------------------------------------------------------- HTTP backend
+import json  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from http.server import BaseHTTPRequestHandler, HTTPServer  # noqa: E402
+
+from companion.tom.llm import HTTPAgent, HTTPBackend, parse_action  # noqa: E402
+
+
+def test_parse_action_takes_the_first_legal_word():
+    words = ("rock", "paper", "scissors")
+    assert parse_action("I will play Paper, not rock.", words) == 1
+    assert parse_action("ROCK!", words) == 0
+    assert parse_action("rocks and papers", words) is None  # whole words only
+    assert parse_action("", words) is None
+    with pytest.raises(TypeError, match="text must be a string"):
+        parse_action(None, words)
+
+
+def _serve(replies):
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, body, self.headers.get("Authorization")))
+            out = json.dumps({"choices": [{"message": {"content": replies[(len(seen) - 1) % len(replies)]}}]})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(out.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+def test_http_agent_plays_through_an_openai_compatible_endpoint_and_counts_invalid_replies(monkeypatch):
+    # replies alternate: action, prediction (play() asks act() first); the second action names no legal move
+    server, seen = _serve(["Paper.", "rock", "I refuse to answer", "rock"])
+    try:
+        monkeypatch.setenv("TOM_TEST_KEY", "sk-secret")
+        backend = HTTPBackend(f"http://127.0.0.1:{server.server_port}/v1", "tiny", api_key_env="TOM_TEST_KEY",
+                              timeout=5)
+        assert "sk-secret" not in repr(backend)
+        agent = HTTPAgent(backend)
+        ep = play("rps", agent, "single-rock", horizon=2, seed=0)
+    finally:
+        server.shutdown()
+    assert seen[0][0] == "/v1/chat/completions" and seen[0][1]["model"] == "tiny"
+    assert seen[0][2] == "Bearer sk-secret"
+    assert ep.actions[0] == 1 and ep.invalid == 1 and agent.invalid_predictions == 0
+    assert ep.accuracy == 1.0
+    assert "Round 1: you played paper, the partner played rock." in seen[-1][1]["messages"][0]["content"]
+
+
+def test_unreachable_endpoint_fails_fast_with_the_url():
+    with socket_closed_port() as port:
+        backend = HTTPBackend(f"http://127.0.0.1:{port}/v1", "m", timeout=2)
+        t0 = time.perf_counter()
+        with pytest.raises(ConnectionError, match=rf"127.0.0.1:{port}/v1/chat/completions"):
+            play("rps", HTTPAgent(backend), "tft", horizon=3, seed=0)
+        assert time.perf_counter() - t0 < 10
+
+
+def socket_closed_port():
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def ctx():
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there any more
+        yield port
+
+    return ctx()
+
+
+def test_bad_http_input_is_rejected():
+    with pytest.raises(ValueError, match="base_url must start with http"):
+        HTTPBackend("localhost:8000", "m")
+    with pytest.raises(ValueError, match="timeout must be"):
+        HTTPBackend("http://x", "m", timeout=0)
+    with pytest.raises(TypeError, match="backend must be an HTTPBackend"):
+        HTTPAgent("http://x")

@@ -1,0 +1,107 @@
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from companion.tom import (
+    arena,
+    functional_regret,
+    get_game,
+    literal_accuracy,
+    play,
+    rationalized_regret,
+    regret_curve,
+)
+
+RPS = get_game("rps")
+ROCK = [1.0, 0.0, 0.0]
+
+
+def test_literal_accuracy_on_a_hand_made_episode():
+    preds = [ROCK, [0, 1, 0], [0.5, 0.5, 0], [np.nan] * 3]
+    # right, wrong, a tie between rock and paper (half right), no prediction (skipped)
+    assert literal_accuracy(preds, [0, 0, 0, 0]) == pytest.approx((1 + 0 + 0.5) / 3)
+    assert np.isnan(literal_accuracy([[np.nan] * 3], [0]))
+
+
+def test_functional_regret_and_curve_by_hand():
+    np.testing.assert_allclose(regret_curve([1, 1, 1, 1], [0, 1, -1, 1]), [1, 1, 3, 3])
+    assert functional_regret([1, 1, 1, 1], [0, 1, -1, 1]) == 0.75
+
+
+def test_rationalized_regret_by_hand():
+    pols = [ROCK] * 3
+    # predicting rock -> paper (regret 0); predicting paper -> scissors loses (regret 2); predicting
+    # scissors -> rock ties (regret 1)
+    assert rationalized_regret(RPS, [ROCK, [0, 1, 0], [0, 0, 1]], pols) == pytest.approx(1.0)
+    # a uniform prediction best-responds with every action: mean regret (0 + 1 + 2) / 3 = 1
+    assert rationalized_regret(RPS, [[1 / 3] * 3], [ROCK]) == pytest.approx(1.0)
+
+
+def test_random_play_against_a_constant_has_regret_one_per_round_in_expectation():
+    assert np.mean([play("rps", "random", "single-rock", horizon=200, seed=s).regret for s in range(10)]) == \
+        pytest.approx(1.0, abs=0.1)
+
+
+def test_episode_fields_are_consistent():
+    ep = play("ipd", "rmax", "tft", horizon=30, seed=3)
+    A = ep.game.payoff
+    np.testing.assert_array_equal(ep.rewards, A[ep.actions, ep.partner_actions])
+    np.testing.assert_array_equal(ep.expected_rewards, ep.rewards)  # TFT is deterministic
+    assert ep.partner_actions[1:].tolist() == ep.actions[:-1].tolist()  # TFT copies us
+    s = ep.summary()
+    assert s["regret"] == ep.regret and s["agent"] == "rmax" and s["partner"] == "tft"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 30).flatmap(lambda T: st.tuples(
+    st.lists(st.lists(st.floats(0, 1), min_size=3, max_size=3).filter(lambda r: sum(r) > 0), min_size=T,
+             max_size=T),
+    st.lists(st.integers(0, 2), min_size=T, max_size=T))))
+def test_metric_properties(data):
+    preds, actions = data
+    preds = np.array(preds) / np.array(preds).sum(1, keepdims=True)
+    acc = literal_accuracy(preds, actions)
+    assert 0 <= acc <= 1
+    pols = np.eye(3)[actions]
+    tom = rationalized_regret(RPS, preds, pols)
+    assert 0 <= tom <= 2 + 1e-9
+    # a perfect predictor of a deterministic partner has no rationalized regret
+    assert rationalized_regret(RPS, pols, pols) == 0.0
+    assert literal_accuracy(pols, actions) == 1.0
+
+
+def test_arena_runs_a_grid_and_labels_rows():
+    rows = arena(["rps", "ipd"], {"R-max": "rmax", "FP": "fictitious-play"}, ["single", "tft"], horizon=20,
+                 seeds=[0, 1])
+    assert len(rows) == 2 * 2 * 2 * 2
+    assert {r["agent"] for r in rows} == {"R-max", "FP"}
+    assert all(np.isfinite(r["regret"]) and r["horizon"] == 20 for r in rows)
+
+
+def test_arena_is_fast_enough_for_a_quick_notebook():
+    t0 = time.perf_counter()
+    rows = arena(["rps"], ["rmax", "random"], ["single", "tft", "cyclic", "switching"], horizon=100, seeds=range(5))
+    assert len(rows) == 40
+    assert time.perf_counter() - t0 < 30  # generous: a few hundred ms on one core; catches accidental O(T^3)
+
+
+def test_bad_metric_and_play_input_is_rejected():
+    with pytest.raises(ValueError, match=r"shape \[T, m\]"):
+        literal_accuracy([0, 1], [0, 1])
+    with pytest.raises(ValueError, match="to match predictions"):
+        literal_accuracy([ROCK], [0, 1])
+    with pytest.raises(ValueError, match="equal length"):
+        regret_curve([1, 2], [1])
+    with pytest.raises(ValueError, match=r"shape \[T, 3\]"):
+        rationalized_regret(RPS, [[1, 0]], [[1, 0]])
+    with pytest.raises(ValueError, match="horizon must be >= 1"):
+        play("rps", "random", "tft", horizon=0)
+    with pytest.raises(TypeError, match="horizon must be an int"):
+        play("rps", "random", "tft", horizon=10.0)
+    with pytest.raises(ValueError, match="seed must be in"):
+        play("rps", "random", "tft", horizon=10, seed=-1)
+    with pytest.raises(ValueError, match="unknown partner"):
+        arena(["rps"], ["rmax"], ["nobody"])
