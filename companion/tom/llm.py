@@ -156,7 +156,29 @@ class ScoringLM:
         return out
 
 
-class LLMAgent(Agent):
+class _PromptedAgent(Agent):
+    """What the two LLM agents share: the prompt family, and for ``prompt="oracle"`` the partner whose next
+    move is written into the question (its state is followed round by round)."""
+
+    prompt: str
+
+    def reset(self, game, *, horizon, rng, partner=None):
+        super().reset(game, horizon=horizon, rng=rng)
+        if self.prompt == "oracle":
+            if partner is None:
+                raise ValueError("the 'oracle' prompt tells the model its partner's next move, so reset needs partner=")
+            self.partner, self._pstate = partner, partner.initial_state()
+
+    def _partner_next(self, t: int) -> str:
+        """The partner's most likely next move (oracle prompt)."""
+        return self.game.partner_actions[int(np.argmax(self.partner.policy(self._pstate, t)))]
+
+    def observe(self, a, b, r, t):
+        if self.prompt == "oracle":
+            self._pstate = self.partner.next_state(self._pstate, a, b, t)
+
+
+class LLMAgent(_PromptedAgent):
     """A frozen language model playing by scoring action words (see the module docstring).
 
     Args:
@@ -182,11 +204,7 @@ class LLMAgent(Agent):
         self.lm: ScoringLM | None = None
 
     def reset(self, game, *, horizon, rng, partner=None):
-        super().reset(game, horizon=horizon, rng=rng)
-        if self.prompt == "oracle":
-            if partner is None:
-                raise ValueError("the 'oracle' prompt tells the model its partner's next move, so reset needs partner=")
-            self.partner, self._pstate = partner, partner.initial_state()
+        super().reset(game, horizon=horizon, rng=rng, partner=partner)
         if self.model is None:
             from ..lab import load_model
 
@@ -215,7 +233,7 @@ class LLMAgent(Agent):
             if self.prompt == "social":  # act on its own prediction
                 told = g.partner_actions[int(np.argmax(self._pred))]
             else:  # oracle: the partner's actual (most likely) next move is written in
-                told = g.partner_actions[int(np.argmax(self.partner.policy(self._pstate, t)))]
+                told = self._partner_next(t)
             query = f"Round {r}: the partner played {told}, you played"
         else:  # history lines read "Round k: you played a, the partner played b."
             query = f"Round {r}: you played"
@@ -234,8 +252,7 @@ class LLMAgent(Agent):
         return p / p.sum()
 
     def observe(self, a, b, r, t):
-        if self.prompt == "oracle":
-            self._pstate = self.partner.next_state(self._pstate, a, b, t)
+        super().observe(a, b, r, t)
         if self.prompt != "no-history":
             g = self.game
             wa, wb = g.actions[a], g.partner_actions[b]
@@ -304,7 +321,7 @@ class HTTPBackend:
             raise ConnectionError(f"the endpoint {self.url} answered without choices[0].message.content") from None
 
 
-class HTTPAgent(Agent):
+class HTTPAgent(_PromptedAgent):
     """The LLM agent for a remote model: same prompts as :class:`LLMAgent`, answered as text and parsed.
 
     Each round sends the rules, the history and a question; the action is the first legal action word in the
@@ -322,11 +339,7 @@ class HTTPAgent(Agent):
         self.backend, self.prompt, self.name = backend, prompt, f"http-{prompt}"
 
     def reset(self, game, *, horizon, rng, partner=None):
-        super().reset(game, horizon=horizon, rng=rng)
-        if self.prompt == "oracle":
-            if partner is None:
-                raise ValueError("the 'oracle' prompt tells the model its partner's next move, so reset needs partner=")
-            self.partner, self._pstate = partner, partner.initial_state()
+        super().reset(game, horizon=horizon, rng=rng, partner=partner)
         self.text = rules_text(self.game, payoffs=self.prompt != "no-payoffs")
         self.invalid = self.invalid_predictions = 0
         self.replies: list[str] = []
@@ -344,7 +357,7 @@ class HTTPAgent(Agent):
             told = g.partner_actions[int(np.argmax(self._pred))]
             extra = f"You expect the partner to play {told}. "
         elif self.prompt == "oracle":
-            told = g.partner_actions[int(np.argmax(self.partner.policy(self._pstate, t)))]
+            told = self._partner_next(t)
             extra = f"The partner will play {told} in this round. "
         else:
             extra = ""
@@ -371,8 +384,7 @@ class HTTPAgent(Agent):
         return self._pred
 
     def observe(self, a, b, r, t):
-        if self.prompt == "oracle":
-            self._pstate = self.partner.next_state(self._pstate, a, b, t)
+        super().observe(a, b, r, t)
         if self.prompt != "no-history":
             g = self.game
             self.text += f"Round {t + 1}: you played {g.actions[a]}, the partner played {g.partner_actions[b]}.\n"
