@@ -80,3 +80,15 @@ def test_kvpress_schedule_falls_back_to_uniform_below_beta_times_window():
 def test_a_single_layer_model_gets_the_uniform_budget():
     for schedule in ("official", "exact", "kvpress"):
         assert layer_budgets(64, window=8, num_layers=1, prompt_len=1000, schedule=schedule) == [56]
+
+
+def test_mean_by_groups_rows_and_accuracy_table_is_the_share_found():
+    from companion.pyramidkv.experiments import accuracy_table, mean_by
+
+    rows = [{"method": "snapkv", "capacity": 64, "found": True, "kept_tokens": 64, "depth": 0.0},
+            {"method": "snapkv", "capacity": 64, "found": False, "kept_tokens": 64, "depth": 1.0},
+            {"method": "pyramidkv", "capacity": 64, "found": True, "kept_tokens": 74.5, "depth": 0.0}]
+    assert accuracy_table(rows) == {("snapkv", 64): 0.5, ("pyramidkv", 64): 1.0}
+    assert mean_by(rows, "kept_tokens")[("pyramidkv", 64)] == 74.5
+    assert mean_by(rows, "found", by=("method", "depth")) == {("snapkv", 0.0): 1.0, ("snapkv", 1.0): 0.0,
+                                                              ("pyramidkv", 0.0): 1.0}

@@ -104,9 +104,14 @@ def retrieval_sweep(model, tokenizer, *, capacities: list[int], methods=("full",
     return rows
 
 
-def accuracy_table(rows: list[dict]) -> dict[tuple[str, int | None], float]:
-    """Mean accuracy per (method, capacity)."""
+def mean_by(rows: list[dict], field: str, *, by: tuple[str, ...] = ("method", "capacity")) -> dict[tuple, float]:
+    """Mean of ``row[field]`` over the rows sharing the same values of ``by`` (e.g. kept tokens per method and C)."""
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["method"], r["capacity"]), []).append(r["found"])
+        groups.setdefault(tuple(r[k] for k in by), []).append(float(r[field]))
     return {k: sum(v) / len(v) for k, v in groups.items()}
+
+
+def accuracy_table(rows: list[dict]) -> dict[tuple[str, int | None], float]:
+    """Share of pass keys found per (method, capacity)."""
+    return mean_by(rows, "found")
