@@ -1,8 +1,13 @@
-"""``python -m companion demo train --workers N [--optimizer demo|adamw|signsgd] [--full]``.
+"""``python -m companion demo <experiment>``: the chapter's multi-worker runs.
 
-Launches N CPU worker processes (gloo) that train a tiny byte-level LM on the standard-library corpus and prints
-loss, bytes and wall time per step. Quick mode (the default) is a short smoke run; ``--full`` trains longer and
-writes ``results/demo/train_<optimizer>_w<N>.json`` with its provenance (:func:`companion.lab.save_results`).
+- ``train --workers N [--optimizer demo|adamw|signsgd] [--full]``: N CPU worker processes (gloo) train a tiny
+  byte-level LM on the standard-library corpus; prints loss, bytes and wall time per step. ``--full`` trains
+  longer and writes ``results/demo/train_<optimizer>_w<N>.json``.
+- ``sweep [--full] [--resume]``: the comparison of the chapter (:data:`companion.demo.experiments.SETTINGS`).
+  Quick: AdamW, DeMo k = 32 and k = 1, 2 workers, 100 steps, printed only. Full (:data:`SWEEP`): a learning-rate
+  search for AdamW, signSGD and DeMo k = 32 (2 workers, seed 0), then every setting at its family's best rate
+  with 2 workers and two seeds, then AdamW / DeMo k = 32 / k = 1 with 4 workers; written to
+  ``results/demo/sweep.json`` after every run (``--resume`` keeps finished runs).
 """
 
 from __future__ import annotations
@@ -12,6 +17,74 @@ import statistics
 
 #: steps of the quick and the full run
 QUICK_STEPS, FULL_STEPS = 30, 600
+
+#: the full sweep
+SWEEP = dict(steps=1000, eval_every=50,
+             lr_grid={"AdamW": [1e-3, 3e-3, 1e-2, 3e-2], "signSGD": [3e-4, 1e-3, 3e-3], "DeMo k=32": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2]},
+             seeds=[0, 1], wide=dict(workers=4, settings=["AdamW", "DeMo k=32", "DeMo k=1"]))
+#: the quick version
+QUICK_SWEEP = dict(steps=100, eval_every=25, settings=["AdamW", "DeMo k=32", "DeMo k=1"])
+
+
+def best_lrs(runs: list[dict], grid: dict[str, list[float]], *, workers: int = 2) -> dict[str, float]:
+    """The learning rate with the lowest final held-out loss of each setting in ``grid`` (seed 0 runs)."""
+    best = {}
+    for name, lrs in grid.items():
+        cands = [r for r in runs if r["setting"] == name and r["workers"] == workers and r["seed"] == 0
+                 and r["lr"] in lrs]
+        if cands:
+            best[name] = min(cands, key=lambda r: r["val_loss"][-1])["lr"]
+    return best
+
+
+def family_lr(name: str, best: dict[str, float]) -> float:
+    """DeMo variants and ablations use DeMo k = 32's tuned rate; AdamW and signSGD their own."""
+    return best[name] if name in best else best["DeMo k=32"]
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import torch
+
+    from companion.lab import load_results, save_results
+
+    from . import experiments as ex
+
+    torch.set_num_threads(1)
+
+    def show(r):
+        print(f"{r['setting']:>24s}  W={r['workers']} lr={r['lr']:.0e} seed={r['seed']}: val loss "
+              f"{r['val_loss'][-1]:.3f}, {r['bytes_sent']:,.0f} B sent/step, step {r['step_ms']:.1f} ms, "
+              f"replicas identical {r['replicas_identical']} [{r['seconds']:.0f} s]", flush=True)
+
+    if not args.full:
+        q = QUICK_SWEEP
+        for r in ex.sweep(q["settings"], steps=q["steps"], eval_every=q["eval_every"]):
+            show(r)
+        return 0
+    done = []
+    if args.resume:
+        old = load_results("demo", "sweep")
+        done = old["runs"] if old else []
+
+    def save(runs):
+        show(runs[-1])
+        runs[:] = [ex.thin_loss(r) for r in runs]  # keeps the file small
+        save_results("demo", "sweep", {"experiment": "sweep", "mode": "full", "settings": SWEEP, "runs": runs},
+                     seed=0, command="python -m companion demo sweep --full")
+
+    common = dict(steps=SWEEP["steps"], eval_every=SWEEP["eval_every"], on_result=save)
+    runs = done
+    for name, grid in SWEEP["lr_grid"].items():
+        for lr in grid:
+            runs = ex.sweep([name], lrs={name: lr}, done=runs, **common)
+    best = best_lrs(runs, SWEEP["lr_grid"])
+    print("best learning rates:", best, flush=True)
+    lrs = {name: family_lr(name, best) for name in ex.SETTINGS}
+    runs = ex.sweep(ex.SETTINGS, lrs=lrs, seeds=SWEEP["seeds"], done=runs, **common)
+    wide = SWEEP["wide"]
+    runs = ex.sweep(wide["settings"], workers=wide["workers"], lrs=lrs, done=runs, **common)
+    print(f"{len(runs)} runs in results/demo/sweep.json")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -63,3 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full", action="store_true", help="the longer run; writes results/demo/train_*.json")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_run, experiment="train")
+    p = experiments.add_parser("sweep", help="AdamW / signSGD / DeMo k=32,8,1 / ablations with 2 and 4 workers")
+    p.add_argument("--full", action="store_true", help="lr search + every setting, 2 seeds; writes results/demo/sweep.json")
+    p.add_argument("--resume", action="store_true", help="with --full: keep the runs already in the results file")
+    p.set_defaults(run=_sweep, experiment="sweep")

@@ -43,6 +43,8 @@ class TrainConfig:
         lr: learning rate (DeMo and signSGD use a sign update, so a smaller lr than AdamW).
         demo: extra keyword arguments of :class:`DeMo` (``compression_topk``, ``error_feedback``, ...).
         train_bytes: how many bytes of the standard-library corpus to train on.
+        eval_every: rank 0 measures the held-out loss every this many steps (0: only after the last step);
+            ``eval_batches`` fixed batches of the corpus's validation split (the same for every run).
         seed: model init (same on all workers) and data (``seed + rank``).
         timeout_s: process-group timeout: a dead or hung worker makes the others fail after at most this long.
     """
@@ -59,16 +61,20 @@ class TrainConfig:
     weight_decay: float = 0.0
     demo: dict = field(default_factory=dict)
     train_bytes: int = 1_000_000
+    eval_every: int = 0
+    eval_batches: int = 16
     seed: int = 0
     timeout_s: float = 60.0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        for name in ("workers", "steps", "batch_size", "seq_len", "d_model", "n_layers", "n_heads"):
+        for name in ("workers", "steps", "batch_size", "seq_len", "d_model", "n_layers", "n_heads", "eval_batches"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"eval_every must be an int >= 0, got {self.eval_every!r}")
 
 
 class ByteLM(nn.Module):
@@ -115,7 +121,23 @@ class _SignSGD(torch.optim.Optimizer):
                 p.add_(m.sign(), alpha=-group["lr"])
 
 
-def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int, out: str | None) -> dict:
+def _val_batches(cfg: TrainConfig, val: torch.Tensor) -> torch.Tensor:
+    """``[eval_batches, batch_size, seq_len + 1]``: fixed windows of the validation bytes (seed 1234)."""
+    gen = torch.Generator().manual_seed(1234)
+    starts = torch.randint(0, val.numel() - cfg.seq_len - 1, (cfg.eval_batches * cfg.batch_size,), generator=gen)
+    windows = torch.stack([val[s:s + cfg.seq_len + 1] for s in starts.tolist()])
+    return windows.reshape(cfg.eval_batches, cfg.batch_size, cfg.seq_len + 1)
+
+
+@torch.no_grad()
+def _val_loss(model: nn.Module, batches: torch.Tensor) -> float:
+    losses = [nn.functional.cross_entropy(model(b[:, :-1]).reshape(-1, 256), b[:, 1:].reshape(-1))
+              for b in batches]
+    return float(torch.stack(losses).mean())
+
+
+def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int, out: str | None,
+            val: torch.Tensor | None = None) -> dict:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
@@ -136,8 +158,9 @@ def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int, out: str
     else:
         opt = _SignSGD(params, lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    hist = dict(loss=[], bytes_sent=[], bytes_received=[], step_s=[], opt_s=[])
-    for _ in range(cfg.steps):
+    hist = dict(loss=[], bytes_sent=[], bytes_received=[], step_s=[], opt_s=[], val_step=[], val_loss=[])
+    val_batches = _val_batches(cfg, val) if (rank == 0 and val is not None) else None
+    for step in range(1, cfg.steps + 1):
         t0 = time.perf_counter()
         starts = torch.randint(0, data.numel() - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
         batch = torch.stack([data[s:s + cfg.seq_len + 1] for s in starts.tolist()])
@@ -169,6 +192,9 @@ def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int, out: str
         hist["bytes_received"].append(recv)
         hist["opt_s"].append(t2 - t1)
         hist["step_s"].append(time.perf_counter() - t0)
+        if val_batches is not None and (step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)):
+            hist["val_step"].append(step)
+            hist["val_loss"].append(_val_loss(model, val_batches))
     flat = torch.cat([p.detach().reshape(-1) for p in params])
     identical = True
     if W > 1:
@@ -193,8 +219,9 @@ def train(cfg: TrainConfig | None = None, **overrides) -> dict:
 
     Returns:
         ``{"config", "n_params", "replicas_identical", "loss", "bytes_sent", "bytes_received", "step_s",
-        "opt_s"}`` — per-step lists: mean loss over workers, bytes this worker sent / received, wall time of the
-        whole step and of the optimizer part (sync + update).
+        "opt_s", "val_step", "val_loss"}`` — per-step lists: mean training loss over workers, bytes this worker
+        sent / received, wall time of the whole step and of the optimizer part (sync + update); and the held-out
+        loss at steps ``val_step`` (measured outside the timed step).
     """
     import tempfile
 
@@ -202,10 +229,11 @@ def train(cfg: TrainConfig | None = None, **overrides) -> dict:
 
     cfg = TrainConfig(**{**asdict(cfg or TrainConfig()), **overrides})
     data = corpus_bytes(cfg.train_bytes)
+    val = corpus_bytes(max(cfg.train_bytes // 10, 4 * (cfg.seq_len + 1)), "validation")
     if cfg.workers == 1:
-        return _worker(0, cfg, data, 0, None)
+        return _worker(0, cfg, data, 0, None, val)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rank0.pt")
-        mp.start_processes(_worker, args=(cfg, data, _free_port(), out), nprocs=cfg.workers, join=True,
+        mp.start_processes(_worker, args=(cfg, data, _free_port(), out, val), nprocs=cfg.workers, join=True,
                            start_method="spawn")
         return torch.load(out, weights_only=False)

@@ -1,0 +1,171 @@
+"""The DeMo chapter's experiments: energy compaction of real momentum, and multi-worker training sweeps.
+
+- :func:`momentum_snapshot` — train the tiny byte LM (:class:`companion.demo.ByteLM`) in one process with DeMo and
+  return every 2-D parameter's momentum as DeMo is about to compress it, the plain (never compressed) momentum
+  and the gradient;
+- :func:`energy_curves` — share of each tensor's energy held by the top-k coefficients per chunk, DCT vs raw;
+- :data:`SETTINGS` / :func:`run_setting` / :func:`sweep` — AdamW + all-reduce, signSGD-momentum + all-reduce, DeMo
+  at k = 32, 8, 1 and the three ablations, each trained by N gloo workers (:func:`companion.demo.train`);
+- :func:`received_vs_workers` — bytes a worker receives per step: DeMo's all-gather vs a ring all-reduce, for W
+  workers, and the break-even W.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from .compress import allgather_received_bytes, allreduce_bytes, model_wire_bytes, topk_energy_share
+from .optimizer import DeMo
+from .training import ByteLM, TrainConfig, corpus_bytes, train
+
+#: name -> (optimizer, DeMo keyword arguments); the chapter's comparison
+SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "AdamW": ("adamw", {}),
+    "signSGD": ("signsgd", {}),
+    "DeMo k=32": ("demo", dict(compression_topk=32)),
+    "DeMo k=8": ("demo", dict(compression_topk=8)),
+    "DeMo k=1": ("demo", dict(compression_topk=1)),
+    "k=32, no error feedback": ("demo", dict(compression_topk=32, error_feedback=False)),
+    "k=32, no DCT": ("demo", dict(compression_topk=32, transform="identity")),
+    "k=32, 1-D chunks": ("demo", dict(compression_topk=32, tiling="1d")),
+}
+
+
+def momentum_snapshot(steps: int = 200, *, lr: float = 1e-3, seed: int = 0,
+                      **model) -> dict[str, dict[str, torch.Tensor]]:
+    """Real tensors DeMo could compress, from a ByteLM trained ``steps`` steps with single-worker DeMo (k = 32).
+
+    Along DeMo's trajectory, for every 2-D parameter and the gradient of one more batch ``g``:
+
+    - ``"demo"``: ``β δ + η g``, the tensor DeMo's step 3 encodes next (``δ`` is what error feedback left);
+    - ``"momentum"``: ``β m + η g`` with ``m`` accumulated the same way but never compressed (no error feedback);
+    - ``"gradient"``: ``g`` itself.
+
+    Returns ``{kind: {parameter name: tensor}}``. ``model`` overrides ByteLM's sizes (``d_model``, ``n_layers``,
+    ``n_heads``, ``seq_len``).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    cfg = TrainConfig(workers=1, seed=seed, **model)
+    torch.manual_seed(seed)
+    net = ByteLM(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seq_len=cfg.seq_len)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt = DeMo(net.parameters(), lr=lr)
+    beta = opt.compression_decay
+    named = [(n, p) for n, p in net.named_parameters() if p.dim() == 2]
+    plain = {n: torch.zeros_like(p) for n, p in named}
+    data = corpus_bytes(cfg.train_bytes)
+    gen = torch.Generator().manual_seed(seed)
+
+    def backward():
+        starts = torch.randint(0, data.numel() - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
+        batch = torch.stack([data[s:s + cfg.seq_len + 1] for s in starts.tolist()])
+        opt.zero_grad(set_to_none=True)
+        logits = net(batch[:, :-1])
+        nn.functional.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1)).backward()
+
+    for _ in range(steps):
+        backward()
+        with torch.no_grad():
+            for n, p in named:
+                plain[n].mul_(beta).add_(p.grad, alpha=lr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.step()
+    backward()
+    out: dict[str, dict[str, torch.Tensor]] = {"demo": {}, "momentum": {}, "gradient": {}}
+    with torch.no_grad():
+        for n, p in named:
+            delta = opt.state[p]["delta"] if p in opt.state else torch.zeros_like(p)
+            out["demo"][n] = beta * delta + lr * p.grad
+            out["momentum"][n] = beta * plain[n] + lr * p.grad
+            out["gradient"][n] = p.grad.clone()
+    return out
+
+
+def energy_curves(tensors: dict[str, torch.Tensor], ks: Iterable[int], *, chunk: int = 64) -> dict[str, dict]:
+    """``{name: {"shape", "dct": [share per k], "raw": [share per k]}}`` — :func:`topk_energy_share` for each k."""
+    ks = list(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ValueError(f"ks must be a non-empty list of ints >= 1, got {ks!r}")
+    return {name: {"shape": list(t.shape),
+                   "dct": [topk_energy_share(t, k, chunk=chunk, transform="dct") for k in ks],
+                   "raw": [topk_energy_share(t, k, chunk=chunk, transform="identity") for k in ks]}
+            for name, t in tensors.items()}
+
+
+def run_setting(name: str, *, workers: int = 2, steps: int = 300, lr: float | None = None, seed: int = 0,
+                **overrides) -> dict[str, Any]:
+    """Train one of :data:`SETTINGS` with ``workers`` gloo processes; a compact record of the run.
+
+    ``lr`` defaults to 3e-3 for AdamW and 1e-3 for the sign-based updates. Returns ``{"setting", "workers",
+    "lr", "seed", "steps", "n_params", "loss", "val_step", "val_loss", "bytes_sent", "bytes_received", "step_ms",
+    "opt_ms", "replicas_identical", "seconds"}`` — ``loss`` per step, bytes and times per step (medians).
+    """
+    if name not in SETTINGS:
+        raise ValueError(f"unknown setting {name!r}; expected one of {list(SETTINGS)}")
+    optimizer, demo = SETTINGS[name]
+    lr = lr if lr is not None else (3e-3 if optimizer == "adamw" else 1e-3)
+    t0 = time.perf_counter()
+    r = train(TrainConfig(optimizer=optimizer, workers=workers, steps=steps, lr=lr, seed=seed, demo=dict(demo),
+                          **overrides))
+    med = lambda xs: float(torch.tensor(xs, dtype=torch.float64).median())  # noqa: E731
+    return dict(setting=name, workers=workers, lr=lr, seed=seed, steps=steps, n_params=r["n_params"], loss=r["loss"],
+                val_step=r["val_step"], val_loss=r["val_loss"], bytes_sent=med(r["bytes_sent"]),
+                bytes_received=med(r["bytes_received"]), step_ms=1e3 * med(r["step_s"]),
+                opt_ms=1e3 * med(r["opt_s"]), replicas_identical=r["replicas_identical"],
+                seconds=time.perf_counter() - t0)
+
+
+def sweep(names: Iterable[str], *, workers: int = 2, steps: int = 300, lrs: dict[str, float] | None = None,
+          seeds: Iterable[int] = (0,), done: list[dict] | None = None,
+          on_result: Callable[[list[dict]], None] | None = None, **overrides) -> list[dict]:
+    """:func:`run_setting` for every name x seed; runs already in ``done`` (same setting, workers, lr, seed and
+    steps) are skipped, and ``on_result`` is called with the growing list after each run (to save progress)."""
+    names, lrs = list(names), dict(lrs or {})
+    results = list(done or [])
+    for name in names:
+        for seed in seeds:
+            lr = lrs.get(name)
+            key = (name, workers, lr, seed, steps)
+            if any((r["setting"], r["workers"], r.get("lr_requested"), r["seed"], r["steps"]) == key
+                   for r in results):
+                continue
+            rec = run_setting(name, workers=workers, steps=steps, lr=lr, seed=seed, **overrides)
+            rec["lr_requested"] = lr
+            results.append(rec)
+            if on_result is not None:
+                on_result(results)
+    return results
+
+
+def thin_loss(run: dict[str, Any], every: int = 10) -> dict[str, Any]:
+    """The run with its per-step training ``loss`` replaced by means over blocks of ``every`` steps
+    (``train_loss``, ``train_loss_every``): the saved results stay small (a sweep has tens of 1000-step runs)."""
+    if "loss" not in run:
+        return run
+    loss = run["loss"]
+    blocks = [loss[i:i + every] for i in range(0, len(loss), every)]
+    out = {k: v for k, v in run.items() if k != "loss"}
+    return {**out, "train_loss": [round(sum(b) / len(b), 4) for b in blocks], "train_loss_every": every}
+
+
+def received_vs_workers(shapes: Iterable[tuple[int, ...]], workers: Iterable[int], *, k: int = 32,
+                        chunk: int = 64, wire_format: str = "compact") -> dict[str, list]:
+    """Bytes one worker receives per step with W workers: DeMo's all-gather ``(W − 1) · tx`` vs a ring all-reduce
+    of fp32 gradients ``2 (W − 1)/W · 4 P``; and the smallest W where the all-gather receives more."""
+    shapes = [tuple(s) for s in shapes]
+    workers = list(workers)
+    numel = sum(int(torch.Size(s).numel()) for s in shapes)
+    tx = model_wire_bytes(shapes, k=k, chunk=chunk, wire_format=wire_format)
+    gather = [allgather_received_bytes(tx, w) for w in workers]
+    ring = [allreduce_bytes(numel, w) for w in workers]
+    # (W-1) tx > 2 (W-1)/W 4P  <=>  W > 8P / tx  (for W > 1)
+    breakeven = int(8 * numel // tx) + 1
+    return dict(workers=workers, tx=tx, numel=numel, allgather=gather, allreduce=ring, breakeven=breakeven)

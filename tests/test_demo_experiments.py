@@ -1,0 +1,113 @@
+"""The DeMo chapter's experiment helpers: momentum snapshots, energy curves, byte scaling, the sweep driver."""
+
+import math
+
+import pytest
+import torch
+
+from companion.demo import allreduce_bytes, model_wire_bytes, topk_energy_share
+from companion.demo.cli import best_lrs, family_lr
+from companion.demo.experiments import (
+    SETTINGS,
+    energy_curves,
+    momentum_snapshot,
+    received_vs_workers,
+    run_setting,
+    sweep,
+)
+from companion.demo.training import TrainConfig, train
+
+torch.set_num_threads(1)
+TINY = dict(d_model=16, n_layers=1, n_heads=2, seq_len=16, batch_size=2, train_bytes=20_000)
+
+
+def test_momentum_snapshot_kinds_and_relations():
+    snap = momentum_snapshot(3, **{k: TINY[k] for k in ("d_model", "n_layers", "n_heads", "seq_len")})
+    assert set(snap) == {"demo", "momentum", "gradient"}
+    names = set(snap["gradient"])
+    assert names == set(snap["demo"]) == set(snap["momentum"]) and "head.weight" in names
+    for n in names:
+        g, m, d = snap["gradient"][n], snap["momentum"][n], snap["demo"][n]
+        assert g.dim() == 2 and g.shape == m.shape == d.shape
+        # error feedback removed energy from DeMo's momentum that the plain momentum still holds
+        assert float(d.norm()) < float(m.norm())
+    with pytest.raises(ValueError, match="steps must be an int >= 0"):
+        momentum_snapshot(-1)
+
+
+def test_momentum_snapshot_zero_steps_is_lr_times_gradient():
+    snap = momentum_snapshot(0, lr=0.5, **{k: TINY[k] for k in ("d_model", "n_layers", "n_heads", "seq_len")})
+    for n, g in snap["gradient"].items():
+        torch.testing.assert_close(snap["momentum"][n], 0.5 * g)
+        torch.testing.assert_close(snap["demo"][n], 0.5 * g)
+
+
+def test_energy_curves_match_topk_energy_share_and_are_monotone():
+    torch.manual_seed(0)
+    x = {"a": torch.randn(64, 128)}
+    e = energy_curves(x, [1, 4, 4096], chunk=64)["a"]
+    assert e["shape"] == [64, 128]
+    assert e["dct"][1] == pytest.approx(topk_energy_share(x["a"], 4, transform="dct"))
+    assert e["dct"] == sorted(e["dct"]) and e["raw"] == sorted(e["raw"])
+    assert e["dct"][-1] == pytest.approx(1.0) and e["raw"][-1] == pytest.approx(1.0)
+    # a smooth tensor: the DCT compacts it far better than the raw basis
+    i = torch.arange(64.0)
+    smooth = {"s": torch.cos(math.pi * i[:, None] / 64) * torch.cos(math.pi * i[None, :] / 64)}
+    s = energy_curves(smooth, [1])["s"]
+    assert s["dct"][0] > 0.5 > s["raw"][0]
+    with pytest.raises(ValueError, match="ks must be a non-empty list of ints >= 1"):
+        energy_curves(x, [0])
+
+
+def test_received_vs_workers_formulas_and_breakeven():
+    shapes = [(64, 64), (256, 64)]
+    r = received_vs_workers(shapes, [1, 2, 8])
+    tx = model_wire_bytes(shapes, k=32)
+    assert r["tx"] == tx and r["numel"] == 64 * 64 + 256 * 64
+    assert r["allgather"] == [0, tx, 7 * tx]
+    assert r["allreduce"] == [allreduce_bytes(r["numel"], w) for w in (1, 2, 8)]
+    W = r["breakeven"]  # first W where the all-gather receives more than the ring all-reduce
+    assert (W - 1) * tx > allreduce_bytes(r["numel"], W)
+    assert (W - 2) * tx <= allreduce_bytes(r["numel"], W - 1)
+    # the brief: k=32, s=64, fp32 compact ~ 8P / (P/4096*32*6) -> ~170; official (12 B) ~85
+    assert received_vs_workers([(4096, 4096)], [2], wire_format="official")["breakeven"] == 86
+
+
+def test_run_setting_single_worker_and_bad_name():
+    r = run_setting("DeMo k=8", workers=1, steps=4, eval_every=2, **TINY)
+    assert r["setting"] == "DeMo k=8" and r["lr"] == 1e-3 and len(r["loss"]) == 4
+    assert r["val_step"] == [2, 4] and all(math.isfinite(v) for v in r["val_loss"])
+    assert r["bytes_received"] == 0 and r["bytes_sent"] > 0 and r["replicas_identical"]
+    with pytest.raises(ValueError, match="unknown setting 'SGD'"):
+        run_setting("SGD")
+
+
+def test_sweep_skips_finished_runs_and_reports_progress():
+    seen = []
+    runs = sweep(["AdamW"], workers=1, steps=2, lrs={"AdamW": 1e-2}, on_result=lambda rs: seen.append(len(rs)), **TINY)
+    assert len(runs) == 1 and seen == [1] and runs[0]["lr"] == 1e-2
+    again = sweep(["AdamW", "signSGD"], workers=1, steps=2, lrs={"AdamW": 1e-2}, done=runs, **TINY)
+    assert [r["setting"] for r in again] == ["AdamW", "signSGD"] and again[0] is runs[0]
+
+
+def test_best_lrs_and_family():
+    runs = [dict(setting="AdamW", workers=2, seed=0, lr=lr, val_loss=[9, v]) for lr, v in ((1e-3, 2.0), (3e-3, 1.5))]
+    runs += [dict(setting="DeMo k=32", workers=2, seed=0, lr=1e-3, val_loss=[3.0])]
+    best = best_lrs(runs, {"AdamW": [1e-3, 3e-3], "DeMo k=32": [1e-3]})
+    assert best == {"AdamW": 3e-3, "DeMo k=32": 1e-3}
+    assert family_lr("k=32, no DCT", best) == 1e-3 and family_lr("AdamW", best) == 3e-3
+    assert set(SETTINGS) >= {"AdamW", "signSGD", "DeMo k=1", "k=32, 1-D chunks"}
+
+
+def test_train_eval_every_validation():
+    r = train(optimizer="adamw", workers=1, steps=5, eval_every=2, eval_batches=2, **TINY)
+    assert r["val_step"] == [2, 4, 5] and len(r["val_loss"]) == 3
+    with pytest.raises(ValueError, match="eval_every must be an int >= 0"):
+        TrainConfig(eval_every=-1)
+
+
+def test_cli_registers_demo_sweep():
+    from companion.__main__ import build_parser
+
+    args = build_parser().parse_args(["demo", "sweep", "--full", "--resume"])
+    assert args.full and args.resume and args.run.__name__ == "_sweep"
