@@ -13,7 +13,8 @@ log-probabilities of the two paths identical to 1e-4 — checked here, the scrip
 speed-up grows with T: the uncached path runs O(T) tokens per option per round (O(T^2) per episode), the cached one
 O(1) per round. For the arena, rounds/s over all pairings (and the median episode time) is printed; with axelrod,
 the ratio ours / axelrod and a check that both give the same total scores (axelrod's default game has R, S, T, P =
-3, 0, 5, 1, our IPD). Our rounds include the per-episode bookkeeping of :func:`companion.tom.play` (the oracle's
+3, 0, 5, 1, our IPD); then R-max enters an Axelrod tournament against ``axl.basic_strategies``
+(``companion.tom.peers.axelrod_player``) and its rank is printed. Our rounds include the per-episode bookkeeping of :func:`companion.tom.play` (the oracle's
 plan, cached across episodes by the partner's plan key, and the regret/accuracy summary). Wall-clock times are
 printed, never asserted.
 """
@@ -175,6 +176,25 @@ def bench_arena(args) -> None:
     if bad:
         sys.exit("FAIL: scores differ from axelrod's:\n  " + "\n  ".join(bad))
     print(f"scores equal to axelrod's on all {len(per_pair)} pairings")
+    bench_tournament(args)
+
+
+def bench_tournament(args) -> None:
+    """R-max (``companion.tom.peers.axelrod_player``) in an Axelrod tournament against ``axl.basic_strategies``."""
+    import axelrod as axl
+
+    from companion.tom.peers import axelrod_player
+
+    players = [axelrod_player("rmax", seed=0)] + [s() for s in axl.basic_strategies]
+    start = time.perf_counter()
+    results = axl.Tournament(players, turns=args.arena_horizon, repetitions=args.tournament_repeats,
+                             seed=0).play(progress_bar=False)
+    took = time.perf_counter() - start
+    scores = {name: float(np.mean(s)) for name, s in zip(results.players, results.normalised_scores)}
+    print(f"\n== axelrod tournament: R-max vs the {len(players) - 1} basic strategies, {args.arena_horizon} turns, "
+          f"{args.tournament_repeats} repetitions ({took:.1f} s)")
+    for rank, name in enumerate(results.ranked_names, 1):
+        print(f"{rank:2d}. {name:45s} mean score per turn {scores[name]:.3f}")
 
 
 def main() -> None:
@@ -188,6 +208,7 @@ def main() -> None:
     parser.add_argument("--cached-repeats", type=int, default=3, help="timed cached LLM episodes (median; cheap)")
     parser.add_argument("--arena-horizon", type=int, default=200)
     parser.add_argument("--arena-repeats", type=int, default=5)
+    parser.add_argument("--tournament-repeats", type=int, default=5, help="repetitions of the axelrod tournament")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-llm", action="store_true", help="only the arena part (no model needed)")
     args = parser.parse_args()

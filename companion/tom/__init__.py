@@ -16,7 +16,10 @@ No official code exists; matrices and baseline parameters are ours and stated wh
 - :class:`LLMAgent`, :class:`ScoringLM` (``companion.tom.llm``) — a frozen LM (SmolLM2 by default) that scores each
   legal action word by log-probability, reusing the KV cache of the growing history between rounds; prompt
   families ``PROMPTS`` (plain completion, predict-then-act, told the partner's move, no history, no payoffs);
-  :class:`HTTPAgent` / :class:`HTTPBackend` — the same prompts sent to any OpenAI-compatible endpoint.
+  :class:`HTTPAgent` / :class:`HTTPBackend` — the same prompts sent to any OpenAI-compatible endpoint;
+- ``companion.tom.experiments`` — the chapter's tables (Table-1 setting, the games × partners × agents grid, the
+  horizon sweep, LLM prompt families and the oracle diagnostic); ``python -m companion tom <experiment> --full``;
+- ``companion.tom.peers`` (needs ``axelrod``) — our agents as Axelrod players, Axelrod players as our agents.
 """
 
 from .agents import (

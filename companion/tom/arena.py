@@ -55,30 +55,50 @@ def play(game: str | MatrixGame, agent: str | Agent, partner: str | Partner, *, 
 
     n, m = game.n_actions, game.n_partner_actions
     A, B = game.payoff, game.partner_payoff
-    acts = np.empty(horizon, dtype=np.int64)
-    pacts = np.empty(horizon, dtype=np.int64)
-    preds = np.full((horizon, m), np.nan)
-    pols = np.empty((horizon, m))
+    acts: list[int] = []
+    pacts: list[int] = []
+    preds: list = []  # p̂_t or None
+    pols: list = []  # π_t
     history: list[tuple[int, int]] = []
     state = partner.initial_state()
+    draw, A_list = prng.random, A.tolist()
+    as_list: dict = {}  # id(π) -> (π, π as a list, Σπ), for read-only π
     for t in range(horizon):
         a = agent.act(history, t)
-        if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not 0 <= a < n:
-            raise ValueError(f"{agent!r}.act returned {a!r}; expected an action index in [0, {n})")
-        p_hat = agent.predict(history, t)
-        if p_hat is not None:
-            preds[t] = p_hat
+        if type(a) is not int or not 0 <= a < n:  # fast path for a plain int, else the full check
+            if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not 0 <= a < n:
+                raise ValueError(f"{agent!r}.act returned {a!r}; expected an action index in [0, {n})")
+            a = int(a)
+        preds.append(agent.predict(history, t))
         pi = partner.policy(state, t)
-        pols[t] = pi
-        b = int(np.searchsorted(np.cumsum(pi), prng.random() * pi.sum(), side="right"))
-        b = min(b, m - 1)
-        while pi[b] == 0:  # guard against round-off landing on a zero-probability action
+        pols.append(pi)
+        # b ~ π_t by inverse CDF: the first b whose cumulative probability exceeds u·Σπ (one uniform per round,
+        # from the partner's stream, whatever the policy; a plain loop is much faster than numpy for m <= 3)
+        cached = as_list.get(id(pi))
+        if cached is None or cached[0] is not pi:
+            pl = pi.tolist()
+            cached = (pi, pl, sum(pl))
+            if not pi.flags.writeable:  # the built-in partners reuse read-only policy arrays: convert each once
+                as_list[id(pi)] = cached
+        _, pl, total = cached
+        x = draw() * total
+        acc, b = 0.0, m - 1
+        for k, pk in enumerate(pl):
+            acc += pk
+            if x < acc:
+                b = k
+                break
+        while pl[b] == 0:  # guard against round-off landing on a zero-probability action
             b -= 1
-        r = float(A[a, b])
-        agent.observe(int(a), b, r, t)
-        state = partner.next_state(state, int(a), b, t)
-        history.append((int(a), b))
-        acts[t], pacts[t] = a, b
+        agent.observe(a, b, A_list[a][b], t)
+        state = partner.next_state(state, a, b, t)
+        history.append((a, b))
+        acts.append(a)
+        pacts.append(b)
+    acts = np.asarray(acts, dtype=np.int64)
+    pacts = np.asarray(pacts, dtype=np.int64)
+    pols = np.asarray(pols, dtype=float).reshape(horizon, m)
+    preds = np.asarray([np.full(m, np.nan) if p is None else p for p in preds], dtype=float).reshape(horizon, m)
     rewards = A[acts, pacts]
     expected = (pols * A[acts]).sum(1)
     return Episode(game=game, agent=agent.name, partner=partner.name, horizon=horizon, seed=seed, actions=acts,

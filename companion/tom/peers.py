@@ -1,0 +1,123 @@
+"""Bridges to the Axelrod library (``pip install axelrod``; optional, IPD only).
+
+- :func:`axelrod_player` — one of our agents (R-max by default) as an ``axl.Player``, to enter Axelrod matches,
+  tournaments and Moran processes. It plays the row player's side of our IPD with (R, S, T, P) read from the
+  match's ``axl.Game`` (default 3, 0, 5, 1, our ``"ipd"``), C = our action 0 and D = action 1, and plans over the
+  match length when the match announces it (``turns=``); otherwise over ``default_horizon`` rounds.
+- :class:`AxelrodAgent` — the other way round: any ``axl.Player`` as our :class:`~companion.tom.Agent`, so that
+  :func:`companion.tom.play` can replay an Axelrod match and its scores can be compared.
+
+This module imports Axelrod (``companion.tom`` itself does not), so the player class pickles and Axelrod's
+parallel tournaments work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import axelrod as axl
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("companion.tom.peers needs the optional peer library axelrod: pip install axelrod") from err
+
+from .agents import AGENTS, Agent, make_agent
+from .games import MatrixGame, get_game, make_game
+
+__all__ = ["AxelrodAgent", "CompanionPlayer", "axelrod_player", "ipd_from_axelrod"]
+
+
+def ipd_from_axelrod(game=None) -> MatrixGame:
+    """Our IPD with Axelrod's ``game.RPST()`` payoffs (default ``axl.Game()``: 3, 1, 0, 5 → our ``"ipd"``)."""
+    if game is None:
+        return get_game("ipd")
+    R, P, S, T = (float(x) for x in game.RPST())
+    if (R, S, T, P) == (3.0, 0.0, 5.0, 1.0):
+        return get_game("ipd")
+    return make_game([[R, S], [T, P]], [[R, T], [S, P]], name=f"ipd-{R:g}{S:g}{T:g}{P:g}",
+                     actions=("cooperate", "defect"), partner_actions=("cooperate", "defect"))
+
+
+C, D = axl.Action.C, axl.Action.D
+
+
+class CompanionPlayer(axl.Player):
+    """One of ``companion.tom``'s agents as an Axelrod player (see :func:`axelrod_player`)."""
+
+    name = "companion"
+    classifier = {"memory_depth": float("inf"), "stochastic": True, "long_run_time": False,
+                  "inspects_source": False, "manipulates_source": False, "manipulates_state": False}
+
+    def __init__(self, agent: str = "rmax", seed: int = 0, default_horizon: int = 200,
+                 agent_kwargs: dict | None = None) -> None:
+        super().__init__()
+        self.agent_name, self.agent_seed, self.default_horizon = agent, seed, default_horizon
+        self.agent_kwargs = dict(agent_kwargs or {})
+        self.name = f"{agent} (companion)"
+        self._agent = None
+
+    def _start(self) -> None:
+        length = self.match_attributes.get("length", -1)
+        self._T = int(length) if length and length > 0 and np.isfinite(length) else int(self.default_horizon)
+        self._game = ipd_from_axelrod(self.match_attributes.get("game"))
+        self._agent = make_agent(self.agent_name, **self.agent_kwargs)
+        self._agent.reset(self._game, horizon=self._T, rng=np.random.default_rng(self.agent_seed))
+        self._hist: list[tuple[int, int]] = []
+
+    def strategy(self, opponent):
+        t = len(self.history)
+        if t == 0 or self._agent is None:
+            self._start()
+        else:
+            a, b = int(self.history[-1] == D), int(opponent.history[-1] == D)
+            self._hist.append((a, b))
+            self._agent.observe(a, b, float(self._game.payoff[a, b]), t - 1)
+        if t >= self._T:  # an unannounced match longer than planned: keep the last plan's final step
+            return C if self._agent.act(self._hist, self._T - 1) == 0 else D
+        return C if self._agent.act(self._hist, t) == 0 else D
+
+
+def axelrod_player(agent: str = "rmax", *, seed: int = 0, default_horizon: int = 200, **agent_kwargs):
+    """An ``axl.Player`` that plays our ``agent`` (a name from :data:`companion.tom.AGENTS` other than the oracle,
+    which needs to read its partner's policy); hyperparameters as keyword arguments (e.g. ``m=1``)."""
+    if not isinstance(agent, str) or agent not in AGENTS or agent == "oracle":
+        raise ValueError(f"agent must be one of {sorted(set(AGENTS) - {'oracle'})}, got {agent!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if isinstance(default_horizon, bool) or not isinstance(default_horizon, (int, np.integer)) or default_horizon < 1:
+        raise ValueError(f"default_horizon must be an int >= 1, got {default_horizon!r}")
+    make_agent(agent, **agent_kwargs)  # validate the hyperparameters now
+    return CompanionPlayer(agent=agent, seed=int(seed), default_horizon=int(default_horizon),
+                           agent_kwargs=agent_kwargs)
+
+
+class AxelrodAgent(Agent):
+    """Any ``axl.Player`` (e.g. ``axl.TitForTat()``) as our row player in IPD, for :func:`companion.tom.play`.
+
+    Each round it asks ``player.strategy(shadow)``, where ``shadow`` is a bare ``axl.Player`` holding the partner's
+    moves, and then updates both histories as ``axl.Match`` does. Deterministic strategies only make sense for
+    score comparisons (stochastic ones draw from Axelrod's own random state).
+    """
+
+    def __init__(self, player) -> None:
+        if not isinstance(player, axl.Player):
+            raise TypeError(f"player must be an axelrod.Player instance, got {type(player).__name__}")
+        self.player, self.name = player, player.name
+        self._C, self._D = axl.Action.C, axl.Action.D
+        self._shadow_cls = axl.Player
+
+    def reset(self, game, *, horizon, rng, partner=None):
+        super().reset(game, horizon=horizon, rng=rng)
+        if self.game.n_actions != 2 or self.game.n_partner_actions != 2:
+            raise ValueError(f"AxelrodAgent plays two-action games (IPD), got {self.game!r}")
+        self.player.reset()
+        self.player.set_match_attributes(length=horizon)
+        self.shadow = self._shadow_cls()
+        self.shadow.set_match_attributes(length=horizon)
+
+    def act(self, history, t):
+        return int(self.player.strategy(self.shadow) == self._D)
+
+    def observe(self, a, b, r, t):
+        act = (self._C, self._D)
+        self.player.update_history(act[a], act[b])
+        self.shadow.update_history(act[b], act[a])

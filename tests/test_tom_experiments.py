@@ -1,0 +1,132 @@
+import json
+
+import numpy as np
+import pytest
+
+from companion.__main__ import main
+from companion.tom import experiments as ex
+from companion.tom import get_game, play
+
+
+def test_make_partner_factory_builds_the_chapter_partners():
+    for game in ex.GAME_NAMES:
+        for kind in ex.PARTNER_KINDS:
+            p = ex.make_partner_factory(game, kind)()
+            p.reset(get_game(game), horizon=10)
+            assert p.policy(p.initial_state(), 0).sum() == pytest.approx(1.0)
+    p = ex.make_partner_factory("rps", "single")()
+    p.reset(get_game("rps"), horizon=5)
+    assert p.name == "single-rock"
+
+
+def test_best_response_rate_counts_rounds_that_beat_the_partner_move():
+    ep = play("rps", "oracle", ex.make_partner_factory("rps", "single")(), horizon=20, seed=0)
+    assert ex.best_response_rate(ep) == 1.0
+    ep = play("rps", "random", "single-rock", horizon=300, seed=1)
+    assert ex.best_response_rate(ep) == pytest.approx(np.mean(ep.actions == 1))  # paper beats rock
+
+
+def test_table1_reproduces_rmax_and_the_surrogate_signature():
+    res = ex.table1(seeds=range(10))
+    by = {s["agent"]: s for s in res["summary"]}
+    assert 0.05 < by["rmax"]["regret"] < 0.12  # paper: 0.083
+    assert by["random"]["regret"] == pytest.approx(1.0, abs=0.15)
+    sur = by["surrogate"]
+    assert sur["accuracy"] > 0.95 and sur["tom_regret"] < 0.05 and sur["regret"] > 0.8  # knows, does not act
+    assert by["rmax-backoff"]["regret"] == by["rmax"]["regret"]  # the probe does not change the play
+    assert res["paper"][0]["regret"] == 0.083
+
+
+def test_grid_summary_has_one_row_per_cell_and_oracle_has_no_regret():
+    res = ex.grid(games=["ipd", "bos"], partners=["tft", "switching"], agents=["oracle", "random"], seeds=[0, 1],
+                  horizon=20)
+    assert len(res["summary"]) == 2 * 2 * 2 and len(res["rows"]) == 16
+    for s in res["summary"]:
+        assert s["n"] == 2
+        if s["agent"] == "oracle":
+            assert s["regret"] == pytest.approx(0.0, abs=1e-12) and s["accuracy"] == 1.0
+    json.dumps(res)  # JSON-ready
+
+
+def test_horizon_sweep_rmax_regret_per_round_shrinks_with_T():
+    res = ex.horizon_sweep(horizons=[10, 100, 1000], agents=["rmax"], partners=["single"], seeds=[0, 1])
+    regret = [s["regret"] for s in res["summary"]]
+    assert regret[0] > regret[1] > regret[2]
+
+
+def test_summarize_means_and_stds():
+    rows = [{"game": "g", "agent": "a", "partner": "p", "regret": x, "tom_regret": 0.0, "accuracy": 1.0}
+            for x in (1.0, 3.0)]
+    (s,) = ex.summarize(rows)
+    assert s["regret"] == 2.0 and s["regret_std"] == 1.0 and s["n"] == 2
+
+
+def test_bad_experiment_input_is_rejected():
+    with pytest.raises(ValueError, match="unknown partner kind"):
+        ex.make_partner_factory("rps", "nasty")
+    with pytest.raises(ValueError, match="unknown game"):
+        ex.grid(games=["chess"])
+    with pytest.raises(ValueError, match="unknown agent"):
+        ex.grid(agents=["alphazero"])
+    with pytest.raises(ValueError, match="seeds must be ints"):
+        ex.grid(seeds=[-1])
+    with pytest.raises(ValueError, match="must not be empty"):
+        ex.grid(partners=[])
+    with pytest.raises(ValueError, match="horizons must be ints"):
+        ex.horizon_sweep(horizons=[0])
+    with pytest.raises(TypeError, match="Episode"):
+        ex.best_response_rate({"actions": []})
+    with pytest.raises(ValueError, match="at least one row"):
+        ex.summarize([])
+    with pytest.raises(TypeError, match="model and its tokenizer"):
+        ex.llm_runs(horizon=2)
+    with pytest.raises(ValueError, match="unknown prompt"):
+        ex.llm_runs(object(), object(), prompts=["cot"])
+    with pytest.raises(ValueError, match="temperature"):
+        ex.llm_runs(object(), object(), temperature=-1)
+
+
+def test_llm_runs_count_unparseable_replies_of_an_http_backend(monkeypatch):
+    from companion.tom import HTTPBackend
+
+    backend = HTTPBackend("http://localhost:1/v1", "fake")
+    replies = iter(["paper", "I cannot say", "rock!", "scissors"] * 10)
+    monkeypatch.setattr(backend, "complete", lambda prompt: next(replies))
+    rows = ex.llm_runs(backend=backend, prompts=["lm"], horizon=4, seeds=[0], label="fake")
+    (r,) = rows
+    assert r["model"] == "fake" and r["prompt"] == "lm" and r["horizon"] == 4
+    # lm prompt: each round asks for the action, then the prediction; "I cannot say" names no action
+    assert r["invalid"] + r["invalid_predictions"] == 2
+    with pytest.raises(ValueError, match="temperature 0"):
+        ex.llm_runs(backend=backend, prompts=["lm"], horizon=2, temperature=1.0)
+
+
+def test_cli_quick_grid_prints_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    from companion.lab import results
+
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    assert main(["tom", "grid"]) == 0
+    out = capsys.readouterr().out
+    assert "surrogate" in out and "Δ_F/T" in out
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_full_writes_results_with_provenance(tmp_path, monkeypatch, capsys):
+    from companion.lab import results
+    from companion.tom import cli
+
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    monkeypatch.setitem(cli.FULL, "horizon", {**cli.QUICK_CLI["horizon"], "horizons": [10, 20]})
+    assert main(["tom", "horizon", "--full", "--no-llm"]) == 0
+    data = json.loads((tmp_path / "tom" / "horizon.json").read_text())
+    assert data["provenance"]["command"] and data["mode"] == "full"
+    assert {s["horizon"] for s in data["tabular"]} == {10, 20}
+
+
+@pytest.mark.model
+def test_llm_quick_runs_with_smollm(smollm):
+    model, tok = smollm
+    rows = ex.oracle_diagnostic(model, tok, games=["rps"], partners=["single"], horizon=3)
+    assert [r["prompt"] for r in rows] == ["lm", "oracle"]
+    for r in rows:
+        assert r["invalid"] == 0 and sum(r["action_counts"].values()) == 3 and 0 <= r["br_rate"] <= 1
