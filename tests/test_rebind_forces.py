@@ -231,3 +231,33 @@ def test_each_row_gets_min_of_k_i_and_its_candidates_on_random_trees(n, seed):
     assert torch.equal(edges.sum(-1), torch.minimum(extra_edge_counts(adj), candidates))
     assert not (edges & (adj != 0)).any() and not edges.diagonal().any()
     assert not ((a_attr != 0) & (a_rep != 0)).any()
+
+
+def test_budget_override_k_picks_the_k_largest_forces_per_row(real_batch):
+    """``k`` (for exploring the rule in the book) replaces K_i; None is ReBind's rule; a tensor of K_i equals it."""
+    b = real_batch
+    d = torch.cdist(b.coords, b.coords)
+    rule = force_edges(d, b.z, b.adjacency, b.mask)
+    k_rule = extra_edge_counts(b.adjacency, b.mask)
+    for got, want in zip(force_edges(d, b.z, b.adjacency, b.mask, k=k_rule), rule):
+        assert torch.equal(got, want)
+    f = pair_forces(d, b.z, b.adjacency, b.mask).abs()
+    eye = torch.eye(f.shape[-1], dtype=torch.bool)
+    candidates = b.mask[:, :, None] & b.mask[:, None, :] & (b.adjacency == 0) & ~eye
+    for k in (0, 1, 2):
+        a_attr, a_rep = force_edges(d, b.z, b.adjacency, b.mask, k=k)
+        edges = (a_attr != 0) | (a_rep != 0)
+        want = torch.minimum(torch.full_like(k_rule, k), candidates.sum(-1)) * b.mask.long()
+        assert torch.equal(edges.sum(-1), want)
+        # every picked |F| is at least every unpicked candidate's |F| in the same row
+        picked_min = torch.where(edges, f, torch.full_like(f, math.inf)).min(-1).values
+        rest_max = torch.where(candidates & ~edges, f, torch.full_like(f, -math.inf)).max(-1).values
+        assert (picked_min >= rest_max).all()
+        near = nearest_edges(d, b.adjacency, b.mask, k=k)
+        assert torch.equal(near.sum(-1).long(), want)
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        force_edges(d, b.z, b.adjacency, b.mask, k=-1)
+    with pytest.raises(TypeError, match="k must be None, an int"):
+        force_edges(d, b.z, b.adjacency, b.mask, k=1.5)
+    with pytest.raises(ValueError, match=r"k must be \[N\] or \[B, N\]"):
+        nearest_edges(d, b.adjacency, b.mask, k=torch.ones(3, dtype=torch.long))

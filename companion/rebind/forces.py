@@ -153,6 +153,27 @@ def _candidates(adj: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return mask[..., :, None] & mask[..., None, :] & (adj == 0) & ~eye
 
 
+def _budget(k: int | torch.Tensor | None, adj: torch.Tensor, mask: torch.Tensor, single: bool) -> torch.Tensor:
+    """The per-atom edge budget ``[B, N]``: ReBind's ``K_i`` rule when ``k`` is None, else ``k`` (an int for every
+    atom, or a ``[N]``/``[B, N]`` tensor of non-negative ints), zero on padding."""
+    if k is None:
+        return extra_edge_counts(adj, mask)
+    if isinstance(k, bool) or not isinstance(k, (int, torch.Tensor)):
+        raise TypeError(f"k must be None, an int or an integer tensor, got {type(k).__name__}")
+    if isinstance(k, int):
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        return torch.full(mask.shape, k, dtype=torch.long, device=mask.device) * mask.long()
+    if k.dtype.is_floating_point or k.dtype == torch.bool:
+        raise TypeError(f"k must hold integers, got dtype {k.dtype}")
+    k = k[None] if single and k.dim() == 1 else k
+    if k.shape != mask.shape:
+        raise ValueError(f"k must be [N] or [B, N] = {list(mask.shape)} to match z, got {list(k.shape)}")
+    if (k < 0).any():
+        raise ValueError("k must be >= 0 everywhere")
+    return k.long().to(mask.device) * mask.long()
+
+
 def _top_k_rows(score: torch.Tensor, valid: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Boolean ``[B, N, N]``: in every row the ``k[b, i]`` valid entries with the largest score (ties: lower j)."""
     s = torch.where(valid, score, torch.full_like(score, -math.inf))
@@ -174,7 +195,7 @@ def pair_forces(dist: torch.Tensor, z: torch.Tensor, adj: torch.Tensor,
 
 
 def force_edges(dist: torch.Tensor, z: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor | None = None, *,
-                released_code: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                released_code: bool = False, k: int | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """ReBind's force-based rewiring: ``(A_attr, A_rep)``.
 
     Args:
@@ -184,6 +205,8 @@ def force_edges(dist: torch.Tensor, z: torch.Tensor, adj: torch.Tensor, mask: to
         mask: ``[B, N]`` real atoms (default: all).
         released_code: reproduce the official code's evaluation path, where the collator reads the edge budget
             before it is computed, so both matrices stay all zero (the model is then effectively bond-only).
+        k: override the edge budget (for exploring the rule, not used by the model): an int for every atom, or a
+            ``[B, N]`` tensor; ``None`` (default) is ReBind's ``K_i = max deg − deg(i)``.
 
     Returns:
         ``A_attr`` (+1 where atom ``i`` picked ``j`` and ``F_ij < 0``) and ``A_rep`` (−1 where ``F_ij > 0``), each
@@ -195,20 +218,22 @@ def force_edges(dist: torch.Tensor, z: torch.Tensor, adj: torch.Tensor, mask: to
     zeros = torch.zeros_like(f)
     if released_code:
         return (zeros[0], zeros[0]) if single else (zeros, zeros)
-    picked = _top_k_rows(f.abs(), _candidates(adj, mask), extra_edge_counts(adj, mask))
+    picked = _top_k_rows(f.abs(), _candidates(adj, mask), _budget(k, adj, mask, single))
     a_attr = torch.where(picked & (f < 0), torch.ones_like(f), zeros)
     a_rep = torch.where(picked & (f > 0), -torch.ones_like(f), zeros)
     return (a_attr[0], a_rep[0]) if single else (a_attr, a_rep)
 
 
-def nearest_edges(dist: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def nearest_edges(dist: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor | None = None, *,
+                  k: int | torch.Tensor | None = None) -> torch.Tensor:
     """The control for the rewiring: for each atom, edges (+1) to its ``K_i`` *nearest* non-bonded atoms in the
-    intermediate conformation, with the same budget ``K_i`` as :func:`force_edges`; ``[B, N, N]``."""
+    intermediate conformation, with the same budget ``K_i`` as :func:`force_edges` (or ``k``, as there);
+    ``[B, N, N]``."""
     if not isinstance(adj, torch.Tensor):
         raise TypeError(f"adj must be a torch tensor, got {type(adj).__name__}")
     z = torch.ones(adj.shape[:-1], dtype=torch.long, device=adj.device)  # placeholder: only shapes are checked
     single, dist, z, adj, mask = _batch(dist, z, adj, mask)
-    out = _top_k_rows(-dist.detach().float(), _candidates(adj, mask), extra_edge_counts(adj, mask)).float()
+    out = _top_k_rows(-dist.detach().float(), _candidates(adj, mask), _budget(k, adj, mask, single)).float()
     return out[0] if single else out
 
 
