@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from companion.demo import ByteLM, DeMo, allreduce_bytes, corpus_bytes, model_wire_bytes, official_step, train
+from companion.demo.training import lm_loss, sample_batch
 
 
 def make_model(args) -> tuple[nn.Module, list[torch.Tensor]]:
@@ -40,10 +41,7 @@ def make_model(args) -> tuple[nn.Module, list[torch.Tensor]]:
     torch.manual_seed(0)
     model = ByteLM(d_model=args.d_model, n_layers=args.layers, n_heads=args.heads, seq_len=args.seq_len)
     data = corpus_bytes(200_000)
-    starts = torch.randint(0, data.numel() - args.seq_len - 1, (args.batch_size,))
-    batch = torch.stack([data[s:s + args.seq_len + 1] for s in starts.tolist()])
-    logits = model(batch[:, :-1])
-    nn.functional.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1)).backward()
+    lm_loss(model, sample_batch(data, args.batch_size, args.seq_len)).backward()
     return model, [p.grad.detach().clone() for p in model.parameters()]
 
 

@@ -11,7 +11,7 @@ top-k DCT coefficients per chunk; the rest stays local (error feedback); the upd
   formats and their bytes;
 - :class:`DeMo` — the optimizer, single-process or over ``torch.distributed`` with one all-gather per step;
   :func:`official_step` — the official per-parameter step, ported as the reference the tests compare against;
-- :func:`train`, :class:`TrainConfig`, :class:`ByteLM`, :func:`corpus_bytes` — N CPU workers (gloo) training a tiny
+- :func:`train`, :class:`TrainConfig`, :class:`ByteLM`, :func:`corpus_bytes`, :func:`sample_batch`, :func:`lm_loss` — N CPU workers (gloo) training a tiny
   byte-level LM with DeMo, AdamW + all-reduce or signSGD-momentum + all-reduce
   (``python -m companion demo train --workers N``).
 """
@@ -44,7 +44,7 @@ from .dct import (
 )
 from .optimizer import TRANSFORMS, DeMo
 from .reference import official_step
-from .training import OPTIMIZERS, ByteLM, TrainConfig, corpus_bytes, train
+from .training import OPTIMIZERS, ByteLM, TrainConfig, corpus_bytes, lm_loss, sample_batch, train
 
 __all__ = [
     "TILINGS",
@@ -75,6 +75,8 @@ __all__ = [
     "to_tiles",
     "topk_compress",
     "topk_energy_share",
+    "lm_loss",
+    "sample_batch",
     "train",
     "wire_bytes",
 ]

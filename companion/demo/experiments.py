@@ -17,11 +17,10 @@ import warnings
 from typing import Any, Callable, Iterable
 
 import torch
-from torch import nn
 
 from .compress import allgather_received_bytes, allreduce_bytes, model_wire_bytes, topk_energy_share
 from .optimizer import DeMo
-from .training import ByteLM, TrainConfig, corpus_bytes, train
+from .training import ByteLM, TrainConfig, corpus_bytes, lm_loss, sample_batch, train
 
 #: name -> (optimizer, DeMo keyword arguments); the chapter's comparison
 SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -64,11 +63,8 @@ def momentum_snapshot(steps: int = 200, *, lr: float = 1e-3, seed: int = 0,
     gen = torch.Generator().manual_seed(seed)
 
     def backward():
-        starts = torch.randint(0, data.numel() - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
-        batch = torch.stack([data[s:s + cfg.seq_len + 1] for s in starts.tolist()])
         opt.zero_grad(set_to_none=True)
-        logits = net(batch[:, :-1])
-        nn.functional.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1)).backward()
+        lm_loss(net, sample_batch(data, cfg.batch_size, cfg.seq_len, gen)).backward()
 
     for _ in range(steps):
         backward()

@@ -121,6 +121,19 @@ class _SignSGD(torch.optim.Optimizer):
                 p.add_(m.sign(), alpha=-group["lr"])
 
 
+def sample_batch(data: torch.Tensor, batch_size: int, seq_len: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """``[batch_size, seq_len + 1]`` random windows of the byte stream ``data`` (inputs ``[:, :-1]``, targets
+    ``[:, 1:]``)."""
+    starts = torch.randint(0, data.numel() - seq_len - 1, (batch_size,), generator=generator)
+    return torch.stack([data[s:s + seq_len + 1] for s in starts.tolist()])
+
+
+def lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Next-byte cross-entropy of ``model`` on a ``[B, T + 1]`` batch from :func:`sample_batch`."""
+    return nn.functional.cross_entropy(model(batch[:, :-1]).reshape(-1, 256), batch[:, 1:].reshape(-1))
+
+
 def _val_batches(cfg: TrainConfig, val: torch.Tensor) -> torch.Tensor:
     """``[eval_batches, batch_size, seq_len + 1]``: fixed windows of the validation bytes (seed 1234)."""
     gen = torch.Generator().manual_seed(1234)
@@ -131,9 +144,7 @@ def _val_batches(cfg: TrainConfig, val: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _val_loss(model: nn.Module, batches: torch.Tensor) -> float:
-    losses = [nn.functional.cross_entropy(model(b[:, :-1]).reshape(-1, 256), b[:, 1:].reshape(-1))
-              for b in batches]
-    return float(torch.stack(losses).mean())
+    return float(torch.stack([lm_loss(model, b) for b in batches]).mean())
 
 
 def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int, out: str | None,
@@ -162,11 +173,9 @@ def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int, out: str
     val_batches = _val_batches(cfg, val) if (rank == 0 and val is not None) else None
     for step in range(1, cfg.steps + 1):
         t0 = time.perf_counter()
-        starts = torch.randint(0, data.numel() - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
-        batch = torch.stack([data[s:s + cfg.seq_len + 1] for s in starts.tolist()])
+        batch = sample_batch(data, cfg.batch_size, cfg.seq_len, gen)
         opt.zero_grad(set_to_none=True)
-        logits = model(batch[:, :-1])
-        loss = nn.functional.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1))
+        loss = lm_loss(model, batch)
         loss.backward()
         t1 = time.perf_counter()
         if cfg.optimizer == "demo":
