@@ -218,3 +218,15 @@ def test_failed_embeddings_are_counted_not_scored(nci):
     assert res["failed"] == 1 and res["molecules"] == len(te) - 1 and res["d_mae"] < 1e-5
     with pytest.raises(ValueError, match="2 predictions for"):
         evaluate_coordinates(te, pred[:2])
+
+
+def test_seed_summary_and_per_degree_summary_by_hand():
+    from companion.rebind.experiments import per_degree_summary, seed_summary
+
+    a = {"runs": {"bond": {"d_mae": 1.0, "per_degree": {"1": {"d_mae": 2.0, "atoms": 5}, "2": {"d_mae": 1.0, "atoms": 3}}}},
+         "baselines": {"etkdg": {"d_mae": 0.5, "per_degree": {"1": {"d_mae": 0.7, "atoms": 5}}}}}
+    b = {"runs": {"bond": {"d_mae": 3.0, "per_degree": {"1": {"d_mae": 4.0, "atoms": 5}}}}}
+    s = seed_summary([a, b], ["bond", "etkdg", "near"], metrics=("d_mae",))
+    assert s == {"bond": {"d_mae": (2.0, 1.0, 2)}, "etkdg": {"d_mae": (0.5, 0.0, 1)}}
+    d = per_degree_summary([a, b], ["bond", "etkdg"])
+    assert d == {"bond": {1: (3.0, 5)}, "etkdg": {1: (0.7, 5)}}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from .data import Molecule, collate, load_nci, load_qm9, qm9_available, split_molecules
@@ -82,3 +83,35 @@ def compare_variants(data: dict[str, Any], *, variants: Sequence[str] = ("bond",
             res = evaluate_coordinates(data["test"], pred, per_degree=True)
             out.setdefault("baselines", {})["etkdg_mmff" if mmff else "etkdg"] = res
     return out
+
+
+def _rows(results: Sequence[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The entries for ``name`` (a decoder variant or a baseline) in each of ``results`` that has it."""
+    found = [r.get("runs", {}).get(name) or r.get("baselines", {}).get(name) for r in results]
+    return [f for f in found if f]
+
+
+def seed_summary(results: Sequence[dict[str, Any]], names: Sequence[str],
+                 metrics: Sequence[str] = ("d_mae", "d_rmse", "c_rmsd")) -> dict[str, dict[str, tuple]]:
+    """``{name: {metric: (mean, std, n)}}`` over several :func:`compare_variants` results (one per training
+    seed); a name absent from every result is left out (e.g. the ETKDG baselines, run by one seed only)."""
+    out = {}
+    for name in names:
+        found = _rows(results, name)
+        if found:
+            out[name] = {k: (float(np.mean([f[k] for f in found])), float(np.std([f[k] for f in found])),
+                             len(found)) for k in metrics}
+    return out
+
+
+def per_degree_summary(results: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, dict[int, tuple]]:
+    """``{name: {degree: (mean D-MAE, atoms)}}`` averaged over results, on the degrees all of them have
+    (degrees may be strings after a JSON round trip)."""
+    out = {}
+    for name in names:
+        found = [{int(k): v for k, v in f["per_degree"].items()} for f in _rows(results, name)]
+        if found:
+            degs = sorted(set.intersection(*(set(f) for f in found)))
+            out[name] = {k: (float(np.mean([f[k]["d_mae"] for f in found])), found[0][k]["atoms"]) for k in degs}
+    return out
+
