@@ -1,19 +1,28 @@
-"""Print how long each notebook took when the book was last built (from jupyter-cache's records)."""
+"""Print each page's execution time and peak memory from the last book build, against the book's limits.
 
+The numbers come from ``_build/execution-report.json``, written by ``book/_ext/book_execution.py`` while the
+build executes each page in a fresh kernel (peak = the largest sum of resident memory of the kernel and the
+processes it started, sampled every 0.1 s). Limits (Binder's, on 2 CPU cores): every page under 2 minutes and
+2 GB, the whole book under 15 minutes. A page over a limit is marked; the script only reports.
+"""
+
+import json
+import os
 import sys
 from pathlib import Path
 
-from jupyter_cache import get_cache
+PAGE_SECONDS, PAGE_MB, BOOK_SECONDS = 120, 2048, 15 * 60
 
-cache = Path(sys.argv[1] if len(sys.argv) > 1 else "_build/.jupyter_cache")
-if not cache.exists():
-    sys.exit(f"no execution cache at {cache}: build the book first")
-root = Path.cwd()
-latest = {}  # the cache keeps a record per executed version of a notebook: show the newest
-for record in sorted(get_cache(cache).list_cache_records(), key=lambda r: r.created):
-    latest[Path(record.uri).resolve()] = record.data.get("execution_seconds")
-rows = sorted(latest.items())
-print(f"{'notebook':45s} {'seconds':>8s}")
-for uri, seconds in rows:
-    name = uri.relative_to(root) if uri.is_relative_to(root) else uri
-    print(f"{str(name):45s} {seconds:8.1f}" if seconds is not None else f"{str(name):45s} {'?':>8s}")
+path = Path(sys.argv[1] if len(sys.argv) > 1 else "_build/execution-report.json")
+if not path.is_file():
+    sys.exit(f"no execution report at {path}: build the book first (jupyter-book build .)")
+report = json.loads(path.read_text())
+print(f"pages executed by the build of {max(r['executed'] for r in report.values())} on {os.cpu_count()} CPU cores")
+print(f"{'page':32s} {'seconds':>8s} {'peak MB':>8s}")
+for page, r in sorted(report.items()):
+    over = [name for name, bad in (("time", r["seconds"] > PAGE_SECONDS), ("memory", r["peak_rss_mb"] > PAGE_MB)) if bad]
+    print(f"{page:32s} {r['seconds']:8.1f} {r['peak_rss_mb']:8.0f}" + (f"  OVER the {' and '.join(over)} limit" if over else ""))
+total = sum(r["seconds"] for r in report.values())
+print(f"{'all ' + str(len(report)) + ' pages':32s} {total:8.1f} {max(r['peak_rss_mb'] for r in report.values()):8.0f}"
+      + ("  OVER the whole-book limit" if total > BOOK_SECONDS else ""))
+print(f"limits: {PAGE_SECONDS} s and {PAGE_MB} MB per page, {BOOK_SECONDS} s for the book")

@@ -17,7 +17,7 @@ import torch
 
 from companion import lab
 from companion.pyramidkv import cache_bytes, compress, prefill
-from companion.pyramidkv.capture import cache_kwargs
+from companion.lab import cache_kwargs
 
 
 def timed(fn, repeats=3):

@@ -29,7 +29,7 @@ from transformers import DynamicCache
 
 from companion import lab
 from companion.pyramidkv import compress, layer_budgets, prefill
-from companion.pyramidkv.capture import cache_kwargs
+from companion.lab import cache_kwargs
 
 
 def kept_positions(kept: torch.Tensor, full: torch.Tensor) -> list[set[int]]:

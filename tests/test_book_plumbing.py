@@ -1,8 +1,9 @@
 """The book's plumbing: which pages are notebooks, a failing widget fails its page, the config is offline."""
 
-from pathlib import Path
-
+import importlib.metadata
 import importlib.util
+import json
+from pathlib import Path
 
 import yaml
 from nbmake.nb_run import NotebookRun
@@ -71,3 +72,92 @@ def test_build_config_executes_strictly_and_serves_scripts_locally():
     vendor = ROOT / sphinx["html_extra_path"][0] / "_static"
     for url in [*sphinx["nb_ipywidgets_js"], sphinx["mathjax_path"]]:
         assert (vendor / url).is_file(), url
+
+
+# ---------------------------------------------------------------- the execution cache follows the environment
+
+_spec = importlib.util.spec_from_file_location("book_execution", ROOT / "book" / "_ext" / "book_execution.py")
+book_execution = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(book_execution)
+
+
+def _mini_project(root: Path) -> Path:
+    (root / "companion").mkdir(parents=True)
+    (root / "companion" / "a.py").write_text("x = 1\n")
+    (root / "results").mkdir()
+    (root / "results" / "r.json").write_text("{}")
+    (root / "requirements.txt").write_text("# comment\npyyaml>=6\n-e .\n")
+    return root
+
+
+def test_environment_key_changes_with_companion_results_and_packages(tmp_path):
+    root = _mini_project(tmp_path)
+    key = book_execution.environment_key(root)
+    assert key["packages"]["pyyaml"] == importlib.metadata.version("pyyaml")
+    assert book_execution.environment_key(root) == key
+    (root / "companion" / "a.py").write_text("x = 2\n")
+    assert book_execution.environment_key(root)["companion"] != key["companion"]
+    (root / "results" / "r.json").write_text('{"a": 1}')
+    assert book_execution.environment_key(root)["results"] != key["results"]
+    (root / "requirements.txt").write_text("pyyaml>=6\nnbformat\n")
+    assert "nbformat" in book_execution.environment_key(root)["packages"]
+
+
+def test_package_closure_follows_dependencies():
+    closure = book_execution._distribution_closure(["nbmake"])
+    assert {"nbmake", "nbclient", "nbformat", "ipykernel"} <= set(closure)
+    assert closure["nbformat"] == importlib.metadata.version("nbformat")
+
+
+class _App:
+    def __init__(self, build: Path):
+        self.outdir = str(build / "html")
+        self.doctreedir = str(build / ".doctrees")
+
+
+class _Config:
+    nb_execution_cache_path = ""
+
+
+def test_a_changed_environment_clears_the_execution_cache_and_saved_doctrees(tmp_path):
+    build = tmp_path / "_build"
+    cache, doctrees = build / ".jupyter_cache", build / ".doctrees"
+    for d in (cache, doctrees):
+        d.mkdir(parents=True)
+        (d / "stale").write_text("x")
+    (build / book_execution.KEY_FILE).write_text('{"python": "0.0"}')
+    book_execution._on_config_inited(_App(build), _Config())
+    assert not cache.exists() and not doctrees.exists()
+    assert json.loads((build / book_execution.KEY_FILE).read_text()) == book_execution.environment_key()
+    # the same environment again: the cache is kept
+    cache.mkdir()
+    (cache / "fresh").write_text("x")
+    book_execution._on_config_inited(_App(build), _Config())
+    assert (cache / "fresh").exists()
+
+
+def test_a_page_passes_on_the_builds_execution_only_when_code_and_environment_match(tmp_path, monkeypatch):
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+    from myst_nb.core.read import read_myst_markdown_notebook
+    from myst_parser.config.main import MdParserConfig
+
+    page = tmp_path / "page.md"
+    page.write_text(FAILING.replace("interact(draw, {\"k\": range(4)})", "print(1)"))
+    build = tmp_path / "_build"
+    monkeypatch.setattr(root_conftest, "BUILD", build)
+    assert root_conftest.executed_by_build(page) is None  # no build at all
+    nb = read_myst_markdown_notebook(page.read_text(), config=MdParserConfig(), add_source_map=True, path=str(page))
+    cache = get_cache(str(build / ".jupyter_cache"))
+    cache.cache_notebook_bundle(CacheBundleIn(nb, str(page), data={"execution_seconds": 3.0}), check_validity=False)
+    assert root_conftest.executed_by_build(page) is None  # no environment key recorded
+    (build / book_execution.KEY_FILE).write_text(json.dumps(book_execution.environment_key(ROOT)))
+    assert "executed without error by the book build" in root_conftest.executed_by_build(page)
+    monkeypatch.setenv("COMPANION_EXECUTE_ALL_PAGES", "1")
+    assert root_conftest.executed_by_build(page) is None
+    monkeypatch.delenv("COMPANION_EXECUTE_ALL_PAGES")
+    page.write_text(page.read_text().replace("print(1)", "print(2)"))
+    assert root_conftest.executed_by_build(page) is None  # the code changed
+    page.write_text(page.read_text().replace("print(2)", "print(1)"))
+    (build / book_execution.KEY_FILE).write_text(json.dumps({"python": "0.0"}))
+    assert root_conftest.executed_by_build(page) is None  # another environment

@@ -13,6 +13,8 @@ import inspect
 
 import torch
 
+from ..lab import cache_kwargs
+
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 
 
@@ -25,13 +27,6 @@ def _layers(model):
             f"Llama-style decoders ({', '.join(SUPPORTED)}) with model.model.layers[i].self_attn"
         )
     return layers
-
-
-def cache_kwargs(model, cache) -> dict:
-    """The keyword under which this transformers version takes a cache (``cache`` from 5.x, else
-    ``past_key_values``)."""
-    params = inspect.signature(model.model.forward).parameters
-    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
 
 
 @torch.no_grad()

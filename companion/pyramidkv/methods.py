@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .budgets import layer_budgets
-from .capture import cache_kwargs, queries_keys
+from ..lab import cache_kwargs
+from .capture import queries_keys
 from .scoring import last_queries_attention, select_tokens, window_scores
 
 METHODS = ("full", "streaming", "snapkv", "pyramidkv", "h2o")

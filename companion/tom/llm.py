@@ -46,7 +46,7 @@ import urllib.request
 import numpy as np
 import torch
 
-from ..pyramidkv.capture import cache_kwargs
+from ..lab import cache_kwargs
 from .agents import Agent
 from .games import MatrixGame
 
