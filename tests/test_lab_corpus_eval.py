@@ -119,11 +119,11 @@ def test_overlapping_windows_score_every_token_after_the_first():
 @pytest.mark.parametrize(
     "kwargs,ids,match",
     [
-        ({"context": 1}, torch.arange(10), "context >= 2"),
+        ({"context": 1}, torch.arange(10), "context must be an int >= 2"),
         ({"context": 4, "stride": 5}, torch.arange(10), "stride"),
         ({}, torch.arange(1), "at least 2 tokens"),
         ({}, torch.zeros(2, 3, dtype=torch.long), "shape"),
-        ({}, torch.rand(10), "integer"),
+        ({}, torch.rand(10), "token_ids must have torch.int64 or torch.int32"),
     ],
 )
 def test_perplexity_rejects_bad_input(kwargs, ids, match):

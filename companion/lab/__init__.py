@@ -5,6 +5,7 @@
 - :func:`perplexity` — held-out perplexity of a causal LM;
 - :func:`attention_maps`, :func:`attention_summary` — attention weights of every layer and head, and per layer
   the mass on the first token and the entropy of a row; :func:`distinct_per_block` — quantization levels;
+  :func:`cache_kwargs` — how to hand a key/value cache to a model under this transformers version;
 - :func:`seed_everything`, :func:`get_device`, :func:`progress` — seeds, devices, progress bars;
 - :func:`cache_dir`, :func:`save_results`, :func:`load_results` — the cache and results with provenance.
 
@@ -19,6 +20,7 @@ from .model import (
     ModelUnavailableError,
     attention_maps,
     attention_summary,
+    cache_kwargs,
     distinct_per_block,
     eager_attention,
     load_model,
@@ -33,6 +35,7 @@ __all__ = [
     "attention_maps",
     "attention_summary",
     "cache_dir",
+    "cache_kwargs",
     "corpus_tokens",
     "distinct_per_block",
     "eager_attention",

@@ -40,6 +40,11 @@ def cache_dir(*parts: str) -> Path:
     """
     from platformdirs import user_cache_dir
 
+    for part in parts:
+        if not isinstance(part, str):
+            raise TypeError(f"parts must be folder names (str), got {part!r} ({type(part).__name__})")
+        if not part or part in (".", "..") or "/" in part or "\\" in part:
+            raise ValueError(f"parts must be plain folder names (no '/', '..' or ''), got {part!r}")
     env = os.environ.get(ENV_VAR)
     candidates = [Path(env).expanduser()] if env else [Path(user_cache_dir("companion", appauthor=False))]
     for root in candidates:

@@ -7,6 +7,8 @@ import json
 import platform
 import time
 
+from companion.lab.checks import cli_int
+
 
 def _info(args: argparse.Namespace) -> int:
     import torch
@@ -55,8 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.set_defaults(run=_info)
     ppl = lab.add_parser("perplexity", help="held-out perplexity of the model on the standard-library corpus")
     ppl.add_argument("--full", action="store_true", help="the whole validation split; writes results/lab/perplexity.json")
-    ppl.add_argument("--max-tokens", type=int, default=4096, help="tokens in a quick run (default 4096)")
-    ppl.add_argument("--context", type=int, nargs="+", default=[512, 2048], help="window lengths (default 512 2048)")
+    ppl.add_argument("--max-tokens", type=cli_int(low=2), default=4096, help="tokens in a quick run (default 4096)")
+    ppl.add_argument("--context", type=cli_int(low=2), nargs="+", default=[512, 2048], help="window lengths (default 512 2048)")
     ppl.add_argument("--model", default=None, help="model name or path (default: the book's SmolLM2)")
-    ppl.add_argument("--seed", type=int, default=0)
+    ppl.add_argument("--seed", type=cli_int(low=0, high=2**32 - 1), default=0)
     ppl.set_defaults(run=_perplexity)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .cache import atomic_write, cache_dir
+from .checks import check_choice, check_int
 from .runtime import progress
 
 SPLITS = ("train", "validation")
@@ -85,8 +86,7 @@ def stdlib_files(root: str | Path | None = None) -> list[Path]:
 
 def load_corpus(split: Literal["train", "validation"] = "train") -> Corpus:
     """Load one split of the standard-library corpus (see the module docstring for the rule)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_choice("split", split, SPLITS)
     root = Path(sysconfig.get_paths()["stdlib"])
     paths, docs = [], []
     for p in stdlib_files(root):
@@ -119,8 +119,8 @@ def corpus_tokens(tokenizer, split: Literal["train", "validation"] = "validation
     Returns:
         ``LongTensor[num_tokens]``.
     """
-    if max_tokens is not None and max_tokens < 1:
-        raise ValueError(f"max_tokens must be a positive int or None, got {max_tokens}")
+    if max_tokens is not None:
+        max_tokens = check_int("max_tokens", max_tokens, low=1)
     corpus = load_corpus(split)
     path = cache_dir("tokens") / f"{split}-{corpus.fingerprint()}-{tokenizer_fingerprint(tokenizer)}.npy"
     ids = None

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .checks import check_int, check_tensor, check_type
 from .runtime import progress
 
 
@@ -36,19 +37,21 @@ def perplexity(
         max_tokens: use only the first ``max_tokens`` ids.
     Returns:
         The perplexity (a float >= 1).
+    Raises:
+        TypeError / ValueError: naming the argument (non-integer or empty ``token_ids``, ``context < 2``,
+            ``stride`` outside ``[1, context]``, fewer than 2 tokens, ``model`` not a module).
     """
-    if not isinstance(token_ids, torch.Tensor) or token_ids.dtype not in (torch.int64, torch.int32):
-        raise TypeError("token_ids must be an integer torch.Tensor of token ids")
+    check_tensor("token_ids", token_ids, ndim=(1, 2), dtype=(torch.int64, torch.int32))
     ids = token_ids.reshape(-1) if token_ids.dim() == 2 and token_ids.shape[0] == 1 else token_ids
     if ids.dim() != 1:
         raise ValueError(f"token_ids must have shape [N] or [1, N], got {tuple(token_ids.shape)}")
+    context = check_int("context", context, low=2)
+    stride = context if stride is None else check_int("stride", stride, low=1, high=context)
     if max_tokens is not None:
-        ids = ids[:max_tokens]
-    stride = context if stride is None else stride
-    if context < 2 or not 1 <= stride <= context:
-        raise ValueError(f"need context >= 2 and 1 <= stride <= context, got context={context}, stride={stride}")
+        ids = ids[:check_int("max_tokens", max_tokens, low=2)]
     if ids.numel() < 2:
-        raise ValueError("need at least 2 tokens to measure perplexity")
+        raise ValueError(f"token_ids must hold at least 2 tokens to measure perplexity, got {ids.numel()}")
+    check_type("model", model, torch.nn.Module, what="a causal language model (a torch.nn.Module)")
     device = next(model.parameters()).device
     total_nll, scored_until, count = 0.0, 1, 0  # tokens [0, scored_until) are done
     starts = range(0, ids.numel() - 1, stride)

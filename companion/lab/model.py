@@ -18,6 +18,7 @@ block of 32 lies on a 16-level grid. Chapters that study weights (HQQ) must say 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import shutil
 import socket
@@ -34,6 +35,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from .checks import check_int, check_tensor, check_type, describe
 from .cache import cache_dir, check_manifest, file_digest, replace_dir, write_manifest
 from .runtime import get_device
 
@@ -208,6 +210,8 @@ def load_model(
         raise TypeError(f"attn_implementation must be None or a string such as 'eager', got {attn_implementation!r}")
     if name is not None and not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name must be None, a string or a path, got {type(name).__name__}")
+    check_type("rebuild", rebuild, bool)
+    target = get_device(device)  # a bad device fails here, before anything is loaded
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -251,12 +255,22 @@ def load_model(
             warnings.warn(f"The cached model could not be read ({err}); rebuilding it.", stacklevel=2)
             source, _ = _resolve(name, rebuild=True)
             model, tokenizer = _load()
-    return model.to(get_device(device)).eval(), tokenizer
+    return model.to(target).eval(), tokenizer
+
+
+def cache_kwargs(model, cache) -> dict:
+    """``{keyword: cache}`` for calling ``model`` with a key/value cache, under the keyword this transformers
+    version takes (``cache`` in newer releases, ``past_key_values`` before). Used wherever a chapter feeds a
+    ``transformers`` cache back into a model (ToM's cached scoring, PyramidKV's compressed decoding)."""
+    check_type("model", model, torch.nn.Module, what="a transformers *ForCausalLM model")
+    params = inspect.signature(model.model.forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
 
 
 @contextmanager
 def eager_attention(model) -> Iterator[None]:
     """Temporarily switch a transformers model to eager attention, which can return attention weights."""
+    check_type("model", model, torch.nn.Module, what="a transformers model (a torch.nn.Module)")
     before = getattr(model.config, "_attn_implementation", None)
     if before == "eager":
         yield
@@ -277,10 +291,11 @@ def attention_maps(model, tokenizer, text: str, *, max_tokens: int = 64) -> tupl
         column = key position, each row sums to 1 over the causal prefix) and ``tokens`` the ``T`` token
         strings. ``T`` is at most ``max_tokens``.
     """
-    if not isinstance(text, str) or not text:
-        raise ValueError("text must be a non-empty string")
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    check_type("model", model, torch.nn.Module, what="a causal language model (a torch.nn.Module)")
+    check_type("text", text, str)
+    if not text:
+        raise ValueError("text must be a non-empty string, got ''")
+    max_tokens = check_int("max_tokens", max_tokens, low=1)
     ids = tokenizer(text, return_tensors="pt").input_ids[:, :max_tokens].to(model.device)
     with eager_attention(model):
         out = model(ids, output_attentions=True)
@@ -300,8 +315,12 @@ def distinct_per_block(weight: torch.Tensor, block: int = 32) -> torch.Tensor:
     Returns:
         ``LongTensor[weight.numel() // block]``.
     """
-    if block < 1 or weight.shape[-1] % block:
-        raise ValueError(f"the last dimension ({weight.shape[-1]}) must be divisible by block={block}")
+    check_tensor("weight", weight)
+    if weight.ndim == 0:
+        raise ValueError(f"weight must have at least one dimension, got {describe(weight)}")
+    block = check_int("block", block, low=1)
+    if weight.shape[-1] % block:
+        raise ValueError(f"weight's last dimension ({weight.shape[-1]}) must be divisible by block={block}")
     rows = weight.detach().reshape(-1, block).sort(dim=1).values
     return 1 + (rows[:, 1:] != rows[:, :-1]).sum(dim=1)
 
@@ -320,7 +339,8 @@ def attention_summary(attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         ``(sink, entropy)``, each ``[num_layers]``; entropy in bits.
     """
-    if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2] or attn.shape[-1] < 2:
+    check_tensor("attn", attn, ndim=4, dtype="floating")
+    if attn.shape[-1] != attn.shape[-2] or attn.shape[-1] < 2:
         raise ValueError(f"attn must have shape [layers, heads, T, T] with T >= 2, got {tuple(attn.shape)}")
     rows = attn[:, :, 1:, :].float()
     sink = rows[..., 0].mean(dim=(1, 2))

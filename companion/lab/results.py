@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import atomic_write_json
+from .checks import check_int, check_type
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
 
@@ -35,6 +36,10 @@ def provenance(*, seed: int | None, command: str | None = None) -> dict[str, Any
 
     import companion
 
+    if seed is not None:
+        seed = check_int("seed", seed)
+    if command is not None:
+        check_type("command", command, str)
     return {
         "command": command if command is not None else _command_line(),
         "companion_version": companion.__version__,

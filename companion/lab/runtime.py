@@ -9,6 +9,8 @@ from typing import Iterable, TypeVar
 import numpy as np
 import torch
 
+from .checks import check_int, check_type
+
 T = TypeVar("T")
 
 
@@ -18,11 +20,8 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> int:
     With ``deterministic=True`` PyTorch is also asked for deterministic kernels (slower on CUDA;
     operations without a deterministic version then raise instead of silently varying).
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
-    seed = int(seed)
+    seed = check_int("seed", seed, low=0, high=2**32 - 1)
+    check_type("deterministic", deterministic, bool)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -53,5 +52,7 @@ def progress(iterable: Iterable[T], *, desc: str | None = None, total: int | Non
     """
     from tqdm.auto import tqdm
 
+    if total is not None:
+        total = check_int("total", total, low=0)
     disable = os.environ.get("COMPANION_PROGRESS", "1") == "0"
     return tqdm(iterable, desc=desc, total=total, disable=disable, dynamic_ncols=True, **kwargs)

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..lab.checks import check_int, check_type, describe
 from .style import style
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -89,22 +90,28 @@ class Interactive:
         if not callable(func):
             raise TypeError(f"func must be callable, got {type(func).__name__}")
         if not isinstance(controls, Mapping) or not controls:
-            raise ValueError("controls must be a non-empty mapping from a control's name to its values")
+            raise ValueError(f"controls must be a non-empty mapping from a control's name to its values, got {describe(controls)}")
         self.func, self.dpi, self.title = func, dpi, title
         self.controls: dict[str, list] = {}
         for name, values in controls.items():
             if not isinstance(name, str) or not name.isidentifier():
-                raise ValueError(f"control names must be identifiers (they are passed as keyword arguments), got {name!r}")
+                raise ValueError(f"controls: names must be identifiers (they are passed as keyword arguments), got {name!r}")
             if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, range)):
-                raise TypeError(f"control {name!r} must be a sequence of values (list, tuple or range), got {values!r}")
+                raise TypeError(f"controls[{name!r}] must be a sequence of values (list, tuple or range), got {values!r}")
             values = list(values)
             if not values:
-                raise ValueError(f"control {name!r} has no values")
+                raise ValueError(f"controls[{name!r}] has no values")
             self.controls[name] = values
-        if not isinstance(max_frames, int) or max_frames < 1:
-            raise ValueError(f"max_frames must be a positive int, got {max_frames!r}")
-        if max_bytes <= 0:
-            raise ValueError(f"max_bytes must be positive, got {max_bytes!r}")
+        max_frames = check_int("max_frames", max_frames, low=1)
+        max_bytes = check_int("max_bytes", max_bytes, low=1)
+        dpi = check_int("dpi", dpi, low=1)
+        self.dpi = dpi
+        if title is not None:
+            check_type("title", title, str)
+        if static is not None and not isinstance(static, Mapping):
+            raise TypeError(f"static must be None or a mapping from control names to values, got {describe(static)}")
+        if initial is not None and not isinstance(initial, Mapping):
+            raise TypeError(f"initial must be None or a mapping from control names to values, got {describe(initial)}")
 
         static = dict(static or {})
         unknown = set(static) - set(self.controls)
