@@ -30,8 +30,37 @@ def _command_line() -> str:
     return " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
 
 
+def _git_commit() -> str | None:
+    """The repository's commit (with ``+dirty`` when tracked files differ from it), or ``None`` outside git."""
+    import subprocess
+
+    root = RESULTS_DIR.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux, else what ``platform`` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(*, seed: int | None, command: str | None = None) -> dict[str, Any]:
-    """Where a result came from: command line, package versions, seed, UTC date, machine."""
+    """Where a result came from: command line, companion version and git commit, Python and torch versions,
+    seed, UTC date, machine (platform, CPU model, cores, GPU)."""
     import torch
 
     import companion
@@ -43,6 +72,7 @@ def provenance(*, seed: int | None, command: str | None = None) -> dict[str, Any
     return {
         "command": command if command is not None else _command_line(),
         "companion_version": companion.__version__,
+        "git_commit": _git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "seed": seed,
@@ -50,6 +80,7 @@ def provenance(*, seed: int | None, command: str | None = None) -> dict[str, Any
         "machine": {
             "platform": platform.platform(),
             "processor": platform.machine(),
+            "cpu_model": _cpu_model(),
             "cpu_count": os.cpu_count(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
