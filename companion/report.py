@@ -39,7 +39,9 @@ class Finding:
         measured: what we measured, with our scale (model, data, sample size).
         ours: a function of nothing that reads the ledger and returns our numbers as text.
         paper: the paper's claim or number(s), or ``"—"``.
-        source: where the paper's number comes from (table, figure, section), or ``""`` with ``paper == "—"``.
+        source: the bibliography key of the paper (``book/references.bib``), or ``""`` with ``paper == "—"``.
+        where: where in it (table, figure, section, version), and how it was checked when not against the
+            paper itself.
         verdict: one of :data:`VERDICTS`.
         ledger: the results files the row reads, as ``"<chapter>/<name>"``.
     """
@@ -48,6 +50,7 @@ class Finding:
     ours: Callable[[], str]
     paper: str
     source: str
+    where: str
     verdict: str
     ledger: tuple[str, ...]
 
@@ -75,12 +78,21 @@ def _lab_perplexity() -> str:
     return f"{rows[512]['perplexity']:.2f} / {rows[2048]['perplexity']:.2f} ({rows[512]['tokens']:,} tokens)"
 
 
-def _tom_rmax() -> str:
+def _tom_rmax_rows() -> tuple[dict, dict]:
     rows = {r["agent"]: r for r in _load("tom/table1")["tabular"] if r["game"] == "rps" and r["partner"] == "single"}
-    u, b = rows["rmax"], rows["rmax-backoff"]
-    return (f"Δ_F/T {u['regret']:.3f} ± {u['regret_std']:.3f} (n = {u['n']} seeds, ± = sd); "
-            f"Δ_ToM/T {u['tom_regret']:.3f} (uniform probe) / {b['tom_regret']:.3f} (back-off probe); "
-            f"literal accuracy {100 * u['accuracy']:.1f}% / {100 * b['accuracy']:.1f}%")
+    return rows["rmax"], rows["rmax-backoff"]
+
+
+def _tom_rmax_regret() -> str:
+    u, _ = _tom_rmax_rows()
+    return f"Δ_F/T {u['regret']:.3f} ± {u['regret_std']:.3f} (n = {u['n']} seeds, ± = sd)"
+
+
+def _tom_rmax_literal() -> str:
+    u, b = _tom_rmax_rows()
+    return (f"Δ_ToM/T {u['tom_regret']:.3f} ± {u['tom_regret_std']:.3f} / {b['tom_regret']:.3f} ± "
+            f"{b['tom_regret_std']:.3f}; literal accuracy {100 * u['accuracy']:.1f}% / {100 * b['accuracy']:.1f}% "
+            f"(uniform / back-off probe of R-max's prediction; n = {u['n']} seeds)")
 
 
 def _tom_smollm() -> str:
@@ -236,49 +248,61 @@ def _remoe_experts() -> str:
     return " / ".join(f"{g:+.3f}" for g in e["gap"]) + f" for E = {' / '.join(map(str, e['experts']))} (one seed)"
 
 
+_TOM_TABLE1 = "Table 1 of the ICML 2025 version (arXiv 2412.19726v4); checked against a secondary transcription only"
+_REMOE_FIGURE = "the validation-loss scaling figure (official repository README, images/remoe_scaling.png; its figure number in the paper not checked)"
+
 FINDINGS: tuple[Finding, ...] = (
     Finding("lab", "SmolLM2-135M-Instruct (dequantized Q4_1 weights): perplexity on held-out standard-library "
-            "code, 512- / 2048-token windows", _lab_perplexity, "—", "", "no paper claim", ("lab/perplexity",)),
-    Finding("tom", "R-max vs always-Rock in rock-paper-scissors, T = 100, 20 seeds", _tom_rmax,
-            "R-max Δ_F/T 0.083, Δ_ToM/T 0.039, accuracy 97.4%", "riemer2024tom", "reproduced",
-            ("tom/table1",)),
+            "code, 512- / 2048-token windows", _lab_perplexity, "—", "", "", "no paper claim", ("lab/perplexity",)),
+    Finding("tom", "functional regret of R-max vs always-Rock in rock-paper-scissors, T = 100", _tom_rmax_regret,
+            "R-max Δ_F/T 0.083 ± 0.004", "riemer2024tom", _TOM_TABLE1, "reproduced", ("tom/table1",)),
+    Finding("tom", "literal theory of mind of R-max, same setting: its predictions of the partner read through "
+            "two probes", _tom_rmax_literal, "R-max Δ_ToM/T 0.039, accuracy 97.4%",
+            "riemer2024tom", _TOM_TABLE1, "not reproduced", ("tom/table1",)),
     Finding("tom", "SmolLM2-135M as the agent, same setting", _tom_smollm,
-            "Llama-2 70B: Δ_F/T 0.971, Δ_ToM/T 0.048, accuracy 96.8%", "riemer2024tom",
+            "Llama-2 70B: Δ_F/T 0.971, Δ_ToM/T 0.048, accuracy 96.8%", "riemer2024tom", _TOM_TABLE1,
             "not testable at our scale", ("tom/table1",)),
     Finding("tom", "SmolLM2 told its partner's next move (oracle prompt), T = 100, vs a single-action partner: "
             "RPS / BoS / IPD", _tom_oracle, "Llama-3 70B: Δ_F/T 0.238 / 1.343 / 0.839", "riemer2024tom",
+            "Table 3 of the ICML 2025 version (BoS is its IBS); checked against a secondary transcription only",
             "not testable at our scale", ("tom/oracle",)),
     Finding("rebind", "QM9 (20k train / 1k test molecules, DFT geometries), d 96, 3 + 3 layers, ≤ 12 epochs: "
             "D-MAE / C-RMSD (Å) of four decoders", _rebind_compare,
-            "ReBind 0.254 / 0.321, GTMGC 0.281 / 0.414 (d 512, 8 + 8 layers, full QM9)", "kim2025rebind",
+            "ReBind: up to 20% lower prediction error than state-of-the-art methods, on full QM9 with a "
+            "width-512, 8 + 8-layer model", "kim2025rebind",
+            "abstract (arXiv 2410.14696v1); width and depth from the official training script (rebind.py, rebind.sh)",
             "not testable at our scale", tuple(f"rebind/compare_seed{s}" for s in range(3))),
-    Finding("rebind", "ReBind's force edges on 10,000 QM9 DFT geometries", _rebind_edges, "—", "",
+    Finding("rebind", "ReBind's force edges on 10,000 QM9 DFT geometries", _rebind_edges, "—", "", "",
             "our extension", ("rebind/edges",)),
     Finding("demo", "held-out loss (nats/byte) of a 137k-parameter byte-level LM, 2 gloo CPU workers, 1000 "
             "steps, tuned constant learning rates: AdamW / signSGD / DeMo k = 32 / 8 / 1", _demo_sweep,
-            "DeMo matches or beats AdamW (OLMo 300M / 1B, 100B tokens, 64 GPUs)", "peng2024demo",
+            "models trained with DeMo match or exceed AdamW (OLMo 300M / 1B, 100B tokens, 64 GPUs)",
+            "peng2024demo", "abstract of arXiv 2411.19870v1; the setup from the official configs (bloc97/DeMo)",
             "not reproduced", ("demo/sweep",)),
     Finding("demo", "bytes sent per step for OLMo-1B's shapes (computed from the shapes, no run)", _demo_olmo,
-            "110.3 / 3.45 MB at k = 32 / 1", "peng2024demo", "reproduced", ()),
+            "110.32 MB per step at k = 32", "peng2024demo",
+            "arXiv 2411.19870v1, as quoted in Import AI 395 (table not checked); v2 reports other settings",
+            "reproduced", ()),
     Finding("hqq", "held-out perplexity of SmolLM2 after quantizing every linear layer (axis 0): HQQ vs "
             "round-to-nearest at 4-bit g64 / 3-bit g64 / 2-bit g16", _hqq_ppl,
-            "Llama-2-70B, 2-bit g16 (8-bit meta-data): wikitext-2 perplexity 4.13", "badri2023hqq",
-            "not testable at our scale", ("hqq/perplexity",)),
+            "—", "", "", "our extension", ("hqq/perplexity",)),
     Finding("pyramidkv", "pass key hidden in 2048 tokens of standard-library code, question inside the "
             "compressed prompt, tokens kept per KV head; found at C = 64 / 128 / 256 tokens per layer",
             _pyramidkv_inside, "needle in a haystack, Llama-3-70B, KV 64: full 100, PyramidKV 99.6, SnapKV 76.2, "
-            "H2O 47.3", "cai2024pyramidkv", "not reproduced", ("pyramidkv/retrieval",)),
+            "H2O 47.3", "cai2024pyramidkv",
+            "the authors' needle figure (KVCache-Factory figs/Needle.png; a table in Appendix P of arXiv v4)",
+            "not reproduced", ("pyramidkv/retrieval",)),
     Finding("pyramidkv", "the same with the question after the compressed context (query-agnostic)",
-            _pyramidkv_after, "—", "", "our extension", ("pyramidkv/retrieval",)),
+            _pyramidkv_after, "—", "", "", "our extension", ("pyramidkv/retrieval",)),
     Finding("pyramidkv", "peer check: kept tokens vs NVIDIA kvpress's SnapKV and PyramidKV presses",
-            _pyramidkv_kvpress, "—", "", "our extension", ("pyramidkv/kvpress_agreement",)),
+            _pyramidkv_kvpress, "—", "", "", "our extension", ("pyramidkv/kvpress_agreement",)),
     Finding("remoe", "validation loss (nats/token) of a tiny Llama-style LM (width 128, 4 layers, E = 8, k = 1; "
             "1.2M tokens of standard-library code): dense / TopK / ReMoE", _remoe_compare,
             "182M active parameters, 30B tokens: dense 2.042, TopK 1.936, ReMoE 1.921", "wang2025remoe",
-            "not reproduced", ("remoe/compare",)),
+            _REMOE_FIGURE + ", left panel", "not reproduced", ("remoe/compare",)),
     Finding("remoe", "TopK − ReMoE validation-loss gap as the number of experts grows (width 64, 600 steps)",
             _remoe_experts, "+0.010 / +0.015 / +0.024 / +0.022 for E = 4 / 8 / 16 / 32", "wang2025remoe",
-            "not reproduced", ("remoe/experts",)),
+            _REMOE_FIGURE + ", middle panel (differences of its values)", "not reproduced", ("remoe/experts",)),
 )
 
 
@@ -309,7 +333,8 @@ def markdown(chapter: str | None = None, *, citations: str = "text") -> str:
         check_choice("verdict", f.verdict, VERDICTS)
         source = ""
         if f.source:
-            source = f" ({{cite}}`{f.source}`)" if citations == "myst" else f" [{f.source}]"
+            key = f"{{cite}}`{f.source}`" if citations == "myst" else f"[{f.source}]"
+            source = f" ({key}, {f.where})"
         ledger = ", ".join(f"`results/{e}.json`" for e in f.ledger) or "computed"
         cells = [f.measured, f.ours(), f.paper + source, f.verdict, ledger]
         if chapter is None:
