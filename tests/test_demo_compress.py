@@ -115,3 +115,34 @@ def test_olmo_1b_bytes_per_step_recomputed_from_shapes():
     assert model_wire_bytes(shapes, k=1, wire_format="official") / 1e6 == pytest.approx(3.45, abs=0.005)
     # compact indices (int16 for a 4096-coefficient tile) halve it
     assert model_wire_bytes(shapes, k=32) * 2 == model_wire_bytes(shapes, k=32, wire_format="official")
+
+
+def test_wire_bytes_and_allreduce_bytes_reject_negative_sizes():
+    # were -4 B per value -> a negative byte count, and a negative all-reduce volume
+    with pytest.raises(ValueError, match="value_bytes must be an int >= 1, got -4"):
+        wire_bytes((768, 768), value_bytes=-4)
+    with pytest.raises(ValueError, match="numel must be an int >= 0, got -5"):
+        allreduce_bytes(-5, 2)
+    with pytest.raises(ValueError, match="value_bytes"):
+        allreduce_bytes(10, 2, value_bytes=-4)
+    with pytest.raises(ValueError, match="tx_bytes"):
+        allgather_received_bytes(-1, 3)
+    with pytest.raises(TypeError, match="world_size must be an int"):
+        allreduce_bytes(10, True)
+    with pytest.raises(ValueError, match=r"shapes\[1\]"):
+        model_wire_bytes([(4, 4), (0, 4)])
+
+
+def test_aggregate_and_decompress_reject_out_of_range_indices():
+    # were a raw RuntimeError from scatter ("index 7 is out of bounds"), or a silent wrap-around for -1
+    val = torch.ones(1, 2)
+    with pytest.raises(ValueError, match=r"idx must hold indices in \[0, 4\).*from 0 to 7"):
+        decompress(torch.tensor([[0, 7]]), val, 4)
+    with pytest.raises(ValueError, match=r"idx must hold indices in \[0, 4\).*from -1 to 2"):
+        aggregate(torch.tensor([[[-1, 2]], [[0, 1]]]), torch.ones(2, 1, 2), 4)
+    with pytest.raises(ValueError, match="idx .* length = 2"):
+        aggregate(torch.tensor([[0, 3]]), val, 2)
+    with pytest.raises(ValueError, match="length must be an int >= 1"):
+        decompress(torch.tensor([[0, 1]]), val, 0)
+    with pytest.raises(TypeError, match="val must have a floating dtype"):
+        decompress(torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.int64), 4)

@@ -162,3 +162,44 @@ def test_fft_dct_of_long_chunks_equals_the_matrix(n):
     assert torch.allclose(encode(x), x @ dct_matrix(n, dtype=torch.float64).T, atol=1e-10)
     assert torch.allclose(decode(x), x @ dct_matrix(n, dtype=torch.float64), atol=1e-10)
     assert torch.allclose(decode(encode(x)), x, atol=1e-10)
+
+
+def test_from_tiles_rejects_wrong_tile_shapes():
+    # were reshape errors from deep inside ("shape '[3, 1, 2, 3]' is invalid for input of size 24")
+    tiles = to_tiles(torch.randn(4, 6), (2, 3))
+    with pytest.raises(ValueError, match=r"tiles of 2 x 3 .* do not tile a tensor of shape \(6, 4\)"):
+        from_tiles(tiles, (6, 4))
+    with pytest.raises(ValueError, match=r"tiles .* hold 24 entries, but shape \(4, 5\) has 20"):
+        from_tiles(tiles, (4, 5))
+    with pytest.raises(ValueError, match=r"tiles .* shape \(24,\)"):
+        from_tiles(tiles, (24,))
+    with pytest.raises(TypeError, match=r"shape\[0\] must be an int"):
+        from_tiles(tiles, (4.0, 6))
+    with pytest.raises(ValueError, match=r"tile \(4, 4\) does not divide"):
+        to_tiles(torch.randn(4, 6), (4, 4))
+    with pytest.raises(ValueError, match="tile must be"):
+        to_tiles(torch.randn(4, 6), (0, 3))
+    x = torch.randn(4, 6)
+    assert torch.equal(from_tiles(to_tiles(x, (2, 3)), (4, 6)), x)  # the right shape still round-trips
+
+
+def test_decode_sparse_rejects_indices_outside_the_tile():
+    # a negative index was silently wrapped around (python-style indexing of the DCT matrix)
+    from companion.demo import decode_sparse
+
+    with pytest.raises(ValueError, match=r"idx must hold indices in \[0, 6\) \(a tile \(2, 3\)"):
+        decode_sparse(torch.tensor([[-1, 2]]), torch.ones(1, 2), (2, 3))
+    with pytest.raises(TypeError, match="val must have a floating dtype"):
+        decode_sparse(torch.tensor([[0, 2]]), torch.ones(1, 2, dtype=torch.int64), (2, 3))
+
+
+def test_dct_matrix_and_shapes_reject_bools_and_floats():
+    # matrix_shape((2.5, 3)) was (2, 3), chunk_size(True) was 1, dct_matrix(4, dtype=torch.int64) all zeros and ones
+    with pytest.raises(TypeError, match=r"shape\[0\] must be an int"):
+        matrix_shape((2.5, 3))
+    with pytest.raises(TypeError, match="n .* must be an int"):
+        chunk_size(True)
+    with pytest.raises(TypeError, match="dtype must be a floating torch.dtype"):
+        dct_matrix(4, dtype=torch.int64)
+    with pytest.raises(ValueError, match="device"):
+        dct_matrix(4, device="gpu")

@@ -55,7 +55,7 @@ def test_energy_curves_match_topk_energy_share_and_are_monotone():
     smooth = {"s": torch.cos(math.pi * i[:, None] / 64) * torch.cos(math.pi * i[None, :] / 64)}
     s = energy_curves(smooth, [1])["s"]
     assert s["dct"][0] > 0.5 > s["raw"][0]
-    with pytest.raises(ValueError, match="ks must be a non-empty list of ints >= 1"):
+    with pytest.raises(ValueError, match=r"ks\[0\] must be an int >= 1, got 0"):
         energy_curves(x, [0])
 
 

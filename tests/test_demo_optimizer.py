@@ -155,11 +155,11 @@ def test_full_k_without_ef_is_signsgd_with_momentum(r, c, s, k):
 def test_bad_input():
     p = torch.nn.Parameter(torch.randn(4))
     for bad in (1.0, -0.1, 1.5):
-        with pytest.raises(ValueError, match=r"compression_decay must be in \[0, 1\)"):
+        with pytest.raises(ValueError, match=r"compression_decay must be a number >= 0.0 and < 1.0"):
             DeMo([p], lr=0.1, compression_decay=bad)
-    with pytest.raises(ValueError, match="compression_topk must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="compression_topk must be an int >= 1, got 0"):
         DeMo([p], lr=0.1, compression_topk=0)
-    with pytest.raises(ValueError, match="compression_chunk must be >= 1, got -2"):
+    with pytest.raises(ValueError, match="compression_chunk must be an int >= 1, got -2"):
         DeMo([p], lr=0.1, compression_chunk=-2)
     with pytest.raises(TypeError, match="compression_topk must be an int"):
         DeMo([p], lr=0.1, compression_topk=2.0)
@@ -198,3 +198,47 @@ def test_state_dict_round_trip_and_half_precision():
         p.grad = torch.randn_like(p)
     opt3.step()
     assert opt3.bytes_sent == 2 * 32 * 4 + 32 * 3 and torch.isfinite(h.weight).all()
+
+
+def test_demo_rejects_a_process_group_that_is_not_one():
+    # was an AttributeError from inside torch.distributed ("'object' object has no attribute ...")
+    p = torch.nn.Parameter(torch.randn(4))
+    with pytest.raises(TypeError, match="process_group must be a torch.distributed ProcessGroup or None"):
+        DeMo([p], lr=0.1, process_group=object())
+    with pytest.raises(TypeError, match="world_size must be an int"):
+        DeMo([p], lr=0.1, world_size=1.0)
+
+
+def test_demo_rejects_bools_nan_and_non_bool_flags():
+    p = torch.nn.Parameter(torch.randn(4))
+    with pytest.raises(TypeError, match="compression_topk must be an int"):
+        DeMo([p], lr=0.1, compression_topk=True)  # was accepted as k = 1
+    with pytest.raises(ValueError, match="lr must be a finite number"):
+        DeMo([p], lr=float("inf"))  # was accepted: every step moved the parameters by inf
+    with pytest.raises(TypeError, match="error_feedback must be bool"):
+        DeMo([p], lr=0.1, error_feedback="no")  # was truthy: error feedback stayed on
+    with pytest.raises(ValueError, match="weight_decay must be a finite number"):
+        DeMo([{"params": [p], "weight_decay": float("nan")}], lr=0.1)  # a per-group NaN
+    with pytest.raises(TypeError, match="params must be an iterable"):
+        DeMo(3, lr=0.1)
+
+
+def test_demo_rejects_empty_parameters_up_front():
+    # was accepted, then every step failed with "cannot encode an empty tensor"
+    with pytest.raises(ValueError, match="params must not contain empty tensors"):
+        DeMo([torch.nn.Parameter(torch.randn(4)), torch.nn.Parameter(torch.zeros(0, 3))], lr=0.1)
+    opt = DeMo([torch.nn.Parameter(torch.randn(4))], lr=0.1)
+    with pytest.raises(ValueError, match="params must not contain empty tensors"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(0))]})
+    assert len(opt.param_groups) == 1  # nothing was added
+
+
+def test_official_step_checks_everything_before_changing_anything():
+    p, g, d = torch.ones(4, 4), torch.ones(4, 4), torch.zeros(4, 4)
+    with pytest.raises(ValueError, match=r"grads\[0\]\[0\] must have the shape of params\[0\]\[0\]"):
+        official_step([[p]], [[torch.ones(4, 5)]], [[d]], lr=0.1)
+    with pytest.raises(ValueError, match=r"params\[0\]\[0\] must have 1 or 2 dimensions"):
+        official_step([[torch.ones(2, 2, 2)]], [[g]], [[d]], lr=0.1)
+    with pytest.raises(ValueError, match="beta"):
+        official_step([[p]], [[g]], [[d]], lr=0.1, beta=1.0)
+    assert torch.equal(p, torch.ones(4, 4)) and torch.equal(d, torch.zeros(4, 4))

@@ -33,3 +33,42 @@ def test_cli_registers_demo_train():
 
     args = build_parser().parse_args(["demo", "train", "--workers", "3", "--no-dct", "--topk", "8"])
     assert args.workers == 3 and args.no_dct and args.topk == 8 and args.run.__module__ == "companion.demo.cli"
+
+
+def test_train_config_rejects_configs_that_can_never_train():
+    # each was accepted, then failed inside the worker processes
+    with pytest.raises(ValueError, match="n_heads must divide d_model"):
+        TrainConfig(d_model=10, n_heads=4)
+    with pytest.raises(ValueError, match="demo: compression_topk must be an int >= 1, got 0"):
+        TrainConfig(demo={"compression_topk": 0})
+    with pytest.raises(ValueError, match=r"demo holds unknown DeMo options \['topk'\]"):
+        TrainConfig(demo={"topk": 8})
+    with pytest.raises(ValueError, match="train_bytes must hold at least seq_len \\+ 2"):
+        TrainConfig(seq_len=64, train_bytes=50)
+    with pytest.raises(TypeError, match="steps must be an int"):
+        TrainConfig(steps=True)
+    with pytest.raises(TypeError, match="cfg must be a TrainConfig"):
+        train({"workers": 1})
+
+
+def test_lm_loss_and_sample_batch_reject_bad_batches():
+    from companion.demo import ByteLM, lm_loss, sample_batch
+
+    model = ByteLM(d_model=8, n_layers=1, n_heads=2, seq_len=8)
+    with pytest.raises(ValueError, match=r"batch must hold bytes in \[0, 255\]"):
+        lm_loss(model, torch.full((2, 5), 300))  # was an IndexError from the embedding
+    with pytest.raises(ValueError, match="batch holds 12 positions"):
+        lm_loss(model, torch.zeros(2, 12, dtype=torch.int64))  # was a broadcasting RuntimeError
+    with pytest.raises(ValueError, match="data must hold at least seq_len \\+ 2 = 10 bytes"):
+        sample_batch(torch.arange(9), 2, 8)  # was a RuntimeError from randint
+
+
+def test_cli_rejects_bad_numbers_at_parse_time(capsys):
+    from companion.__main__ import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "train", "--workers", "0"])
+    assert "argument --workers: must be an int >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "train", "--decay", "1.0"])
+    assert "argument --decay" in capsys.readouterr().err

@@ -169,13 +169,13 @@ def test_logit_sweep_topk_jumps_relu_is_continuous():
     [
         (lambda: MoE(8, 16, num_experts=4, k=5), "k must be <= the number of experts E = 4, got k = 5"),
         (lambda: MoE(8, 16, num_experts=0, k=1), "num_experts"),
-        (lambda: MoE(8, 16, num_experts=4, k=0), "k must be >= 1"),
+        (lambda: MoE(8, 16, num_experts=4, k=0), "k must be an int >= 1"),
         (lambda: MoE(8, 16, router="softmax"), "router must be"),
         (lambda: TopKRouter(8, 4, k=5), "k must be <="),
         (lambda: TopKRouter(8, 4, aux_coef=-1), "aux_coef"),
         (lambda: ReLURouter(8, 4, init_std=0), "init_std"),
-        (lambda: ReLURouter(8, 4)(torch.zeros(3, 6)), r"expected input of shape \[T, 8\].*got \(3, 6\)"),
-        (lambda: MoE(8, 16)(torch.zeros(3, 6)), "expected hidden size 8, got input of shape"),
+        (lambda: ReLURouter(8, 4)(torch.zeros(3, 6)), r"expected input x of shape \[T, 8\].*got \(3, 6\)"),
+        (lambda: MoE(8, 16)(torch.zeros(3, 6)), "expected hidden size 8, got input x of shape"),
         (lambda: MoE(8, 16, num_experts=4)(torch.zeros(3, 8), logits=torch.zeros(3, 5)), r"logits must have shape"),
         (lambda: SwiGLU(8, 16)(torch.zeros(2, 7)), "expected hidden size 8"),
         (lambda: logit_sweep(expert=4, num_experts=4), "expert must be"),
@@ -194,3 +194,14 @@ def test_bad_types_raise_type_error():
         MoE(8, 16)([[0.0] * 8])
     with pytest.raises(TypeError, match="torch.Tensor"):
         ReLURouter(8, 4)([[0.0] * 8])
+
+
+def test_moe_rejects_fp16_input_with_fp32_weights():
+    layer = MoE(8, 16, num_experts=4)
+    with pytest.raises(TypeError, match=r"x must have the dtype of the MoE layer's weights, torch.float32") as info:
+        layer(torch.randn(3, 8).half())  # before: a dtype-mismatch RuntimeError from inside the router's matmul
+    assert "torch.float16" in str(info.value)
+    with pytest.raises(TypeError, match="logits must have the dtype"):
+        layer(torch.randn(3, 8), logits=torch.zeros(3, 4, dtype=torch.float64))
+    y, _ = layer.half()(torch.randn(3, 8).half())  # converting the layer is the fix the message suggests
+    assert y.dtype == torch.float16

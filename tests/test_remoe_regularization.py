@@ -97,11 +97,11 @@ def test_controller_log_lambda_moves_by_one_log_alpha_per_step(seq):
         ({"num_experts": 4, "k": 5}, "k must be <= the number of experts E = 4, got k = 5"),
         ({"num_experts": 0, "k": 1}, "num_experts"),
         ({"num_experts": 4, "k": 4}, r"target sparsity must be in \(0, 1\), got 0.0 \(1 - k/E"),
-        ({"num_experts": 4, "k": 1, "target": 1.0}, r"target sparsity must be in \(0, 1\), got 1.0"),
+        ({"num_experts": 4, "k": 1, "target": 1.0}, r"target sparsity must be a number > 0 and < 1, got 1.0"),
         ({"num_experts": 4, "k": 1, "target": -0.1}, "target sparsity"),
-        ({"num_experts": 4, "k": 1, "alpha": 1.0}, r"alpha \(α\) must be a finite number > 1, got 1.0"),
+        ({"num_experts": 4, "k": 1, "alpha": 1.0}, r"alpha \(α\) must be a number > 1, got 1.0"),
         ({"num_experts": 4, "k": 1, "alpha": 0.8}, "alpha"),
-        ({"num_experts": 4, "k": 1, "lam0": 0.0}, r"lam0 \(λ₀\) must be a finite number > 0, got 0.0"),
+        ({"num_experts": 4, "k": 1, "lam0": 0.0}, r"lam0 \(λ₀\) must be a number > 0, got 0.0"),
         ({"num_experts": 4, "k": 1, "lam0": -1e-8}, "lam0"),
     ],
 )
@@ -111,7 +111,7 @@ def test_controller_bad_input(kwargs, match):
 
 
 def test_regulariser_and_statistics_bad_input():
-    with pytest.raises(ValueError, match="sparsity must be a number in"):
+    with pytest.raises(ValueError, match="sparsity must be a number >= 0"):
         LambdaController(num_experts=4, k=1).update(1.5)
     with pytest.raises(ValueError, match=r"gates must have shape \[T, E\]"):
         load_balanced_l1(torch.zeros(3), k=1)

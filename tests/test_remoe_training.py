@@ -204,13 +204,13 @@ def test_training_and_helpers_bad_input(data):
     kw = dict(train_ids=train_ids, val_ids=val_ids, show_progress=False)
     with pytest.raises(ValueError, match="steps must be an int >= 1"):
         train(TINY, steps=0, **kw)
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr must be a number > 0"):
         train(TINY, steps=1, lr=0.0, **kw)
     with pytest.raises(ValueError, match="fewer than seq_len"):
         train(TINY, steps=1, train_ids=train_ids[:10], val_ids=val_ids, seq_len=32, show_progress=False)
     with pytest.raises(TypeError, match="config must be an LMConfig"):
         train({"ffn": "remoe"}, steps=1, **kw)
-    with pytest.raises(TypeError, match="1-D integer"):
+    with pytest.raises(TypeError, match="train_ids must have a integer dtype"):
         train(TINY, steps=1, train_ids=train_ids.float(), val_ids=val_ids, show_progress=False)
     model = TinyLM(TINY)
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 300\)"):
@@ -229,3 +229,13 @@ def test_training_and_helpers_bad_input(data):
         corpus_ids("test", tokenizer=tok)
     with pytest.raises(ValueError, match="max_chars"):
         load_tokenizer(max_chars=0)
+
+
+def test_config_rejects_remoe_with_one_expert():
+    # before: accepted, and the trainer failed later (the λ controller's target sparsity 1 - k/E is 0)
+    with pytest.raises(ValueError, match=r"ffn='remoe' needs k < num_experts .* got k = 1, num_experts = 1"):
+        LMConfig(ffn="remoe", num_experts=1)
+    with pytest.raises(ValueError, match="num_experts"):
+        TINY.replace(num_experts=1)  # TINY is a ReMoE config with k = 1
+    assert LMConfig(ffn="topk", num_experts=1).num_experts == 1  # one always-chosen expert still trains
+    assert LMConfig(ffn="dense", num_experts=1).ffn == "dense"

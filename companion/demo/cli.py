@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
+from companion.lab.checks import cli_float, cli_int
+
 #: steps of the quick and the full run
 QUICK_STEPS, FULL_STEPS = 30, 600
 
@@ -90,8 +92,6 @@ def _sweep(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .training import TrainConfig, train
 
-    if args.workers < 1:
-        raise SystemExit(f"--workers must be >= 1, got {args.workers}")
     demo = dict(compression_topk=args.topk, compression_chunk=args.chunk, compression_decay=args.decay,
                 error_feedback=not args.no_error_feedback, transform="identity" if args.no_dct else "dct",
                 tiling="1d" if args.tiling_1d else "2d", wire_format=args.wire)
@@ -122,19 +122,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="DeMo: decoupled momentum, DCT-compressed data parallelism")
     experiments = demo.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     p = experiments.add_parser("train", help="N CPU workers (gloo) train a tiny byte-level LM")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--workers", type=cli_int(low=1), default=2, help="worker processes (default 2)")
     p.add_argument("--optimizer", choices=("demo", "adamw", "signsgd"), default="demo")
-    p.add_argument("--steps", type=int, default=0, help=f"default {QUICK_STEPS} (quick) / {FULL_STEPS} (--full)")
-    p.add_argument("--lr", type=float, default=None, help="default 1e-3 (sign updates), 3e-3 (AdamW)")
-    p.add_argument("--topk", type=int, default=32, help="DeMo compression_topk (default 32)")
-    p.add_argument("--chunk", type=int, default=64, help="DeMo compression_chunk (default 64)")
-    p.add_argument("--decay", type=float, default=0.999, help="DeMo compression_decay (default 0.999)")
+    p.add_argument("--steps", type=cli_int(low=0), default=0,
+                   help=f"0: the default, {QUICK_STEPS} (quick) / {FULL_STEPS} (--full)")
+    p.add_argument("--lr", type=cli_float(low=0.0), default=None, help="default 1e-3 (sign updates), 3e-3 (AdamW)")
+    p.add_argument("--topk", type=cli_int(low=1), default=32, help="DeMo compression_topk (default 32)")
+    p.add_argument("--chunk", type=cli_int(low=1), default=64, help="DeMo compression_chunk (default 64)")
+    p.add_argument("--decay", type=cli_float(low=0.0, high=1.0, high_open=True), default=0.999,
+                   help="DeMo compression_decay, in [0, 1) (default 0.999)")
     p.add_argument("--no-error-feedback", action="store_true", help="ablation: keep the sent part in δ")
     p.add_argument("--no-dct", action="store_true", help="ablation: top-k of raw momentum entries")
     p.add_argument("--tiling-1d", action="store_true", help="ablation: 1-D chunks instead of s x s tiles")
     p.add_argument("--wire", choices=("compact", "official"), default="compact", help="index dtype on the wire")
     p.add_argument("--full", action="store_true", help="the longer run; writes results/demo/train_*.json")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cli_int(low=0, high=2**32 - 1), default=0)
     p.set_defaults(run=_run, experiment="train")
     p = experiments.add_parser("sweep", help="AdamW / signSGD / DeMo k=32,8,1 / ablations with 2 and 4 workers")
     p.add_argument("--full", action="store_true", help="lr search + every setting, 2 seeds; writes results/demo/sweep.json")

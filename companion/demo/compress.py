@@ -24,7 +24,9 @@ from collections.abc import Iterable
 
 import torch
 
-from .dct import TILINGS, matrix_shape, tile_shape
+from companion.lab.checks import check_choice, check_int, check_same_device, check_tensor, describe
+
+from .dct import TILINGS, _check_shape, matrix_shape, tile_shape
 
 WIRE_FORMATS = ("compact", "official")
 
@@ -35,10 +37,8 @@ def index_dtype(length: int, *, wire_format: str = "compact") -> torch.dtype:
     ``"official"`` is always int64; ``"compact"`` is the smallest of uint8 / int16 / int32 / int64 whose range holds
     ``0 .. length-1``.
     """
-    if wire_format not in WIRE_FORMATS:
-        raise ValueError(f"wire_format must be one of {WIRE_FORMATS}, got {wire_format!r}")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be an int >= 1, got {length!r}")
+    check_choice("wire_format", wire_format, WIRE_FORMATS)
+    length = check_int("length", length, low=1)
     if wire_format == "official":
         return torch.int64
     for dt in (torch.uint8, torch.int16, torch.int32):
@@ -49,10 +49,10 @@ def index_dtype(length: int, *, wire_format: str = "compact") -> torch.dtype:
 
 def clip_topk(k: int, length: int, *, warn: bool = True) -> int:
     """``min(k, length)``, warning when ``k`` had to be clipped (a chunk then sends all of itself plus indices)."""
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k (compression_topk) must be an int, got {type(k).__name__} {k!r}")
-    if k < 1:
-        raise ValueError(f"k (compression_topk) must be >= 1, got {k}")
+    k = check_int("k (compression_topk)", k, low=1)
+    length = check_int("length", length, low=1)
+    if not isinstance(warn, bool):
+        raise TypeError(f"warn must be a bool, got {describe(warn)}")
     if k > length:
         if warn:
             warnings.warn(f"compression_topk = {k} is larger than a chunk of {length} coefficients; clipped to "
@@ -72,20 +72,23 @@ def topk_compress(coeffs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     Returns:
         ``(idx, val)``, both ``[T, k]``; ``idx`` is int64, ``val`` has ``coeffs``' dtype, ``val = coeffs.gather(idx)``.
     """
-    if not isinstance(coeffs, torch.Tensor):
-        raise TypeError(f"coeffs must be a torch.Tensor [T, L], got {type(coeffs).__name__}")
+    check_tensor("coeffs", coeffs, dtype="floating")
+    if coeffs.dim() not in (2, 3):
+        raise ValueError(f"coeffs must have shape [T, L] or [T, n1, n2], got {describe(coeffs)}")
     if coeffs.dim() == 3:
         coeffs = coeffs.flatten(1)
-    if coeffs.dim() != 2:
-        raise ValueError(f"coeffs must have shape [T, L] or [T, n1, n2], got {tuple(coeffs.shape)}")
     k = clip_topk(k, coeffs.shape[1])
     idx = torch.topk(coeffs.abs(), k, dim=-1, largest=True, sorted=False).indices
     return idx, coeffs.gather(-1, idx)
 
 
 def decompress(idx: torch.Tensor, val: torch.Tensor, length: int) -> torch.Tensor:
-    """Scatter one worker's ``(idx, val)`` (``[T, k]``) into dense chunks ``[T, length]``, zeros elsewhere."""
-    _check_pair(idx, val)
+    """Scatter one worker's ``(idx, val)`` (``[T, k]``) into dense chunks ``[T, length]``, zeros elsewhere.
+
+    ``idx`` must hold integer indices in ``[0, length)``; ``val`` the floating-point coefficients, same shape.
+    """
+    length = check_int("length", length, low=1)
+    _check_indices(idx, val, length, ndim=2)
     out = torch.zeros(idx.shape[0], length, dtype=val.dtype, device=val.device)
     return out.scatter_(-1, idx.long(), val)
 
@@ -102,23 +105,36 @@ def aggregate(idx: torch.Tensor, val: torch.Tensor, length: int) -> torch.Tensor
         ``[T, L]``: at coefficient ``j`` of chunk ``t``, ``mean{val[w, t, i] : idx[w, t, i] = j}``, and 0 where no
         worker picked ``j``. Workers are concatenated in rank order, as the official ``batch_decompress`` does.
     """
-    _check_pair(idx, val)
+    length = check_int("length", length, low=1)
+    _check_indices(idx, val, length, ndim=(2, 3))
+    return _aggregate(idx, val, length)
+
+
+def _aggregate(idx: torch.Tensor, val: torch.Tensor, length: int) -> torch.Tensor:
+    """:func:`aggregate` without the argument checks (the optimizer's per-step path)."""
     if idx.dim() == 3:
         idx = idx.permute(1, 0, 2).flatten(1)
         val = val.permute(1, 0, 2).flatten(1)
-    if idx.dim() != 2:
-        raise ValueError(f"idx must be [W, T, k] or [T, m], got {tuple(idx.shape)}")
     out = torch.zeros(idx.shape[0], length, dtype=val.dtype, device=val.device)
     return out.scatter_reduce_(-1, idx.long(), val, reduce="mean", include_self=False)
 
 
-def _check_pair(idx: torch.Tensor, val: torch.Tensor) -> None:
-    if not isinstance(idx, torch.Tensor) or not isinstance(val, torch.Tensor):
-        raise TypeError(f"idx and val must be torch.Tensors, got {type(idx).__name__} and {type(val).__name__}")
+def _check_indices(idx: torch.Tensor, val: torch.Tensor, length: int, *, ndim, chunk: str | None = None) -> None:
+    """``idx``: integer indices into chunks of ``length`` coefficients; ``val``: floating coefficients, same shape
+    and device. One pass over ``idx`` (its minimum and maximum) checks the range; ``chunk`` names the chunk in the
+    message (default ``"chunks of length = L coefficients"``)."""
+    layout = "[T, k]" if ndim == 2 else "[W, T, k] or [T, m]"
+    for name, value, kind in (("idx", idx, "integer"), ("val", val, "floating")):
+        check_tensor(name, value, dtype=kind)
+        if value.dim() not in ((ndim,) if isinstance(ndim, int) else ndim):
+            raise ValueError(f"{name} must have shape {layout}, got {describe(value)}")
     if idx.shape != val.shape:
         raise ValueError(f"idx and val must have the same shape, got {tuple(idx.shape)} and {tuple(val.shape)}")
-    if idx.dtype.is_floating_point or idx.dtype == torch.bool:
-        raise TypeError(f"idx must be an integer tensor, got {idx.dtype}")
+    check_same_device(idx=idx, val=val)
+    low, high = (int(v) for v in torch.aminmax(idx))
+    if low < 0 or high >= length:
+        chunk = chunk or f"chunks of length = {length} coefficients"
+        raise ValueError(f"idx must hold indices in [0, {length}) ({chunk}), got indices from {low} to {high}")
 
 
 def topk_energy_share(x: torch.Tensor, k: int, *, chunk: int = 64, transform: str = "dct",
@@ -130,8 +146,11 @@ def topk_energy_share(x: torch.Tensor, k: int, *, chunk: int = 64, transform: st
     """
     from .dct import encode, to_tiles
 
-    if transform not in ("dct", "identity"):
-        raise ValueError(f"transform must be 'dct' or 'identity', got {transform!r}")
+    check_tensor("x", x, dtype="floating", finite=True)
+    k = check_int("k", k, low=1)
+    chunk = check_int("chunk", chunk, low=1)
+    check_choice("transform", transform, ("dct", "identity"))
+    check_choice("tiling", tiling, TILINGS)
     tiles = to_tiles(x.detach().double(), tile_shape(x.shape, chunk, tiling=tiling))
     c = (encode(tiles) if transform == "dct" else tiles).flatten(1)
     total = float((c**2).sum())
@@ -148,8 +167,13 @@ def wire_bytes(shape: torch.Size | tuple[int, ...], *, k: int = 32, chunk: int =
     ``k_eff = min(k, L)``; e.g. ``[768, 768]``, k=32, s=64: 144 tiles · 32 · (8+4) = 55 296 B official,
     144 · 32 · (2+4) = 27 648 B compact, vs 4·768² = 2 359 296 B for an fp32 gradient.
     """
-    if tiling not in TILINGS:
-        raise ValueError(f"tiling must be one of {TILINGS}, got {tiling!r}")
+    shape = _check_shape("shape", shape)
+    matrix_shape(shape)  # rejects empty shapes
+    k = check_int("k", k, low=1)
+    chunk = check_int("chunk", chunk, low=1)
+    check_choice("wire_format", wire_format, WIRE_FORMATS)
+    value_bytes = check_int("value_bytes", value_bytes, low=1)
+    check_choice("tiling", tiling, TILINGS)
     tile = tile_shape(shape, chunk, tiling=tiling)
     length = math.prod(tile)
     chunks = math.prod(matrix_shape(shape)) // length
@@ -160,20 +184,27 @@ def wire_bytes(shape: torch.Size | tuple[int, ...], *, k: int = 32, chunk: int =
 
 def model_wire_bytes(shapes: Iterable[torch.Size | tuple[int, ...]], **kwargs) -> int:
     """:func:`wire_bytes` summed over a model's parameter shapes (same keyword arguments)."""
+    if isinstance(shapes, (str, bytes, torch.Tensor)) or not isinstance(shapes, Iterable):
+        raise TypeError(f"shapes must be an iterable of shapes (tuples of ints), got {describe(shapes)}")
+    shapes = list(shapes)
+    for i, s in enumerate(shapes):
+        if 0 in _check_shape(f"shapes[{i}]", s):
+            raise ValueError(f"shapes[{i}] must not contain 0 (cannot encode an empty tensor), got {tuple(s)}")
     return sum(wire_bytes(s, **kwargs) for s in shapes)
 
 
 def allreduce_bytes(numel: int, world_size: int, *, value_bytes: int = 4) -> float:
     """Bytes a worker sends (and receives) in a ring all-reduce of ``numel`` values: ``2 (W−1)/W · numel · b``."""
-    if world_size < 1:
-        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    numel = check_int("numel", numel, low=0)
+    world_size = check_int("world_size", world_size, low=1)
+    value_bytes = check_int("value_bytes", value_bytes, low=1)
     return 2 * (world_size - 1) / world_size * numel * value_bytes
 
 
 def allgather_received_bytes(tx_bytes: int, world_size: int) -> int:
     """Bytes a worker receives in an all-gather of ``tx_bytes`` per worker: ``(W−1) · tx``."""
-    if world_size < 1:
-        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    tx_bytes = check_int("tx_bytes", tx_bytes, low=0)
+    world_size = check_int("world_size", world_size, low=1)
     return (world_size - 1) * tx_bytes
 
 

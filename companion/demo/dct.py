@@ -30,15 +30,23 @@ from functools import lru_cache
 
 import torch
 
+from companion.lab.checks import check_choice, check_int, check_tensor, check_type, describe
+
 TILINGS = ("2d", "1d")
 
 
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+def _check_shape(name: str, shape) -> tuple[int, ...]:
+    """``shape`` (a tuple, list or ``torch.Size`` of ints >= 0) as a tuple of ints."""
+    check_type(name, shape, (tuple, list, torch.Size), what="a shape (a tuple of ints)")
+    return tuple(check_int(f"{name}[{i}]", d, low=0) for i, d in enumerate(shape))
+
+
+def _check_tile(name: str, tile) -> tuple[int, ...]:
+    """``tile``: ``(n,)`` or ``(n1, n2)`` with every entry an int >= 1."""
+    tile = _check_shape(name, tile)
+    if len(tile) not in (1, 2) or min(tile) < 1:
+        raise ValueError(f"{name} must be (n,) or (n1, n2) with entries >= 1, got {tile}")
+    return tile
 
 
 def chunk_size(n: int, s: int = 64) -> int:
@@ -50,8 +58,8 @@ def chunk_size(n: int, s: int = 64) -> int:
         n: a dimension length, ``>= 1``.
         s: the target chunk size, ``compression_chunk`` (paper: 64), ``>= 1``.
     """
-    _check_int("n (dimension length)", n)
-    _check_int("s (compression_chunk)", s)
+    n = check_int("n (dimension length)", n, low=1)
+    s = check_int("s (compression_chunk)", s, low=1)
     if n <= s:
         return n
     for d in range(s, 0, -1):
@@ -66,9 +74,15 @@ def matrix_shape(shape: torch.Size | tuple[int, ...]) -> tuple[int, ...]:
     ``[] -> [1]``, ``[N] -> [N]``, ``[R, C] -> [R, C]``, ``[a, b, c, ...] -> [a, b·c·...]`` (documented reshape for
     >= 3-D tensors; the official code raises on them). Empty tensors are rejected.
     """
-    shape = tuple(int(d) for d in shape)
+    shape = _check_shape("shape", shape)
     if any(d == 0 for d in shape):
-        raise ValueError(f"cannot encode an empty tensor, got shape {shape}")
+        raise ValueError(f"shape must not contain 0 (cannot encode an empty tensor), got shape {shape}")
+    return _matrix_shape(shape)
+
+
+def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """:func:`matrix_shape` without the checks (``shape``: the shape of an existing, non-empty tensor)."""
+    shape = tuple(int(d) for d in shape)
     if len(shape) == 0:
         return (1,)
     if len(shape) <= 2:
@@ -89,9 +103,8 @@ def tile_shape(shape: torch.Size | tuple[int, ...], s: int = 64, *, tiling: str 
     Returns:
         ``(n1, n2)`` for a tile, ``(n,)`` for a 1-D chunk.
     """
-    if tiling not in TILINGS:
-        raise ValueError(f"tiling must be one of {TILINGS}, got {tiling!r}")
-    _check_int("s (compression_chunk)", s)
+    check_choice("tiling", tiling, TILINGS)
+    s = check_int("s (compression_chunk)", s, low=1)
     m = matrix_shape(shape)
     if len(m) == 1:
         return (chunk_size(m[0], s),)
@@ -113,10 +126,15 @@ def dct_matrix(n: int, *, dtype: torch.dtype = torch.float32, device: torch.devi
     """The orthonormal DCT-II matrix ``D`` of size ``[n, n]``: ``x̂ = D x``, ``x = Dᵀ x̂``.
 
     ``D[k, i] = sqrt(2/n) · c_k · cos(π (2i + 1) k / (2n))`` with ``c_0 = 1/√2``, ``c_{k>0} = 1``. Built in float64
-    and cast to ``dtype``.
+    and cast to ``dtype`` (a floating dtype) on ``device`` (default: the CPU).
     """
-    _check_int("n", n)
-    return _basis(n, dtype, torch.device(device) if device is not None else torch.device("cpu"))
+    from companion.lab.runtime import get_device
+
+    n = check_int("n", n, low=1)
+    check_type("dtype", dtype, torch.dtype, what="a floating torch.dtype")
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype}")
+    return _basis(n, dtype, get_device(device) if device is not None else torch.device("cpu"))
 
 
 @lru_cache(maxsize=256)
@@ -130,7 +148,14 @@ def to_tiles(x: torch.Tensor, tile: tuple[int, ...]) -> torch.Tensor:
     ``x`` is first viewed as :func:`matrix_shape`; for a 1-D tile of a matrix (the ``"1d"`` ablation) the matrix is
     flattened row-major. Every dimension must be divisible by the tile (use :func:`tile_shape`).
     """
-    m = matrix_shape(x.shape)
+    check_tensor("x", x)
+    tile = _check_tile("tile", tile)
+    return _to_tiles(x, tile)
+
+
+def _to_tiles(x: torch.Tensor, tile: tuple[int, ...]) -> torch.Tensor:
+    """:func:`to_tiles` without the argument checks (the optimizer's per-step path)."""
+    m = _matrix_shape(x.shape)
     x = x.reshape(m)
     if len(tile) == 1:
         n = tile[0]
@@ -146,33 +171,50 @@ def to_tiles(x: torch.Tensor, tile: tuple[int, ...]) -> torch.Tensor:
 
 
 def from_tiles(tiles: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """Inverse of :func:`to_tiles`: ``[T, n1, n2]`` or ``[T, n]`` back to a tensor of ``shape``."""
-    shape = tuple(shape)
+    """Inverse of :func:`to_tiles`: ``[T, n1, n2]`` or ``[T, n]`` back to a tensor of ``shape``.
+
+    Raises ``ValueError`` when the tiles cannot come from a tensor of ``shape`` (other number of entries, a tile
+    that does not divide the matrix, a 2-D tile for a 1-D shape).
+    """
+    check_tensor("tiles", tiles, ndim=(2, 3))
     m = matrix_shape(shape)
+    shape = tuple(int(d) for d in shape)
+    if tiles.numel() != math.prod(m):
+        raise ValueError(f"tiles ({describe(tiles)}) hold {tiles.numel()} entries, but shape {shape} has "
+                         f"{math.prod(m)}")
+    if tiles.dim() == 3:
+        n1, n2 = tiles.shape[1:]
+        if len(m) != 2 or m[0] % n1 or m[1] % n2:
+            raise ValueError(f"tiles of {n1} x {n2} ({describe(tiles)}) do not tile a tensor of shape {shape} "
+                             f"(viewed as {m})")
+    return _from_tiles(tiles, shape)
+
+
+def _from_tiles(tiles: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """:func:`from_tiles` without the argument checks (the optimizer's per-step path)."""
+    shape = tuple(shape)
+    m = _matrix_shape(shape)
     if tiles.dim() == 2:
         return tiles.reshape(shape)
     (r, c), (n1, n2) = m, tiles.shape[1:]
     return tiles.reshape(r // n1, c // n2, n1, n2).permute(0, 2, 1, 3).reshape(shape)
 
 
-def _check_tiles(tiles: torch.Tensor) -> None:
-    if not isinstance(tiles, torch.Tensor):
-        raise TypeError(f"tiles must be a torch.Tensor [T, n] or [T, n1, n2], got {type(tiles).__name__}")
+def _check_tiles(name: str, tiles: torch.Tensor) -> None:
+    check_tensor(name, tiles, dtype="floating")
     if tiles.dim() not in (2, 3):
-        raise ValueError(f"tiles must have shape [T, n] or [T, n1, n2], got {tuple(tiles.shape)}")
-    if not tiles.is_floating_point():
-        raise TypeError(f"tiles must be floating point, got {tiles.dtype}")
+        raise ValueError(f"{name} must have shape [T, n] or [T, n1, n2], got {describe(tiles)}")
 
 
 def encode(tiles: torch.Tensor) -> torch.Tensor:
     """DCT-II of every tile at once: ``[T, n] -> x̂ = x Dᵀ`` and ``[T, n1, n2] -> X̂ = D_{n1} X D_{n2}ᵀ``."""
-    _check_tiles(tiles)
-    kw = dict(dtype=tiles.dtype, device=tiles.device)
+    _check_tiles("tiles", tiles)
+    kw = (tiles.dtype, tiles.device)
     if tiles.dim() == 2:
         if tiles.shape[1] > FFT_MIN and tiles.dtype in (torch.float32, torch.float64):
             return _dct_fft(tiles)
-        return tiles @ dct_matrix(tiles.shape[1], **kw).T
-    d1, d2 = dct_matrix(tiles.shape[1], **kw), dct_matrix(tiles.shape[2], **kw)
+        return tiles @ _basis(tiles.shape[1], *kw).T
+    d1, d2 = _basis(tiles.shape[1], *kw), _basis(tiles.shape[2], *kw)
     return d1 @ tiles @ d2.T
 
 
@@ -211,13 +253,13 @@ def _idct_fft(c: torch.Tensor) -> torch.Tensor:
 
 def decode(coeffs: torch.Tensor) -> torch.Tensor:
     """Inverse DCT of every tile at once: ``[T, n] -> x̂ D`` and ``[T, n1, n2] -> D_{n1}ᵀ X̂ D_{n2}``."""
-    _check_tiles(coeffs)
-    kw = dict(dtype=coeffs.dtype, device=coeffs.device)
+    _check_tiles("coeffs", coeffs)
+    kw = (coeffs.dtype, coeffs.device)
     if coeffs.dim() == 2:
         if coeffs.shape[1] > FFT_MIN and coeffs.dtype in (torch.float32, torch.float64):
             return _idct_fft(coeffs)
-        return coeffs @ dct_matrix(coeffs.shape[1], **kw)
-    d1, d2 = dct_matrix(coeffs.shape[1], **kw), dct_matrix(coeffs.shape[2], **kw)
+        return coeffs @ _basis(coeffs.shape[1], *kw)
+    d1, d2 = _basis(coeffs.shape[1], *kw), _basis(coeffs.shape[2], *kw)
     return d1.T @ coeffs @ d2
 
 
@@ -237,12 +279,21 @@ def decode_sparse(idx: torch.Tensor, val: torch.Tensor, tile: tuple[int, ...]) -
     Returns:
         ``[T, n1, n2]`` or ``[T, n]``, equal (up to rounding) to ``decode`` of the scattered coefficients.
     """
-    kw = dict(dtype=val.dtype, device=val.device)
+    from .compress import _check_indices
+
+    tile = _check_tile("tile", tile)
+    _check_indices(idx, val, math.prod(tile), ndim=2, chunk=f"a tile {tile} of {math.prod(tile)} coefficients")
+    return _decode_sparse(idx, val, tile)
+
+
+def _decode_sparse(idx: torch.Tensor, val: torch.Tensor, tile: tuple[int, ...]) -> torch.Tensor:
+    """:func:`decode_sparse` without the argument checks (the optimizer's per-step path)."""
+    kw = (val.dtype, val.device)
     idx = idx.long()
     if len(tile) == 1:
-        rows = dct_matrix(tile[0], **kw)[idx]  # [T, m, n]
+        rows = _basis(tile[0], *kw)[idx]  # [T, m, n]
         return (val.unsqueeze(1) @ rows).squeeze(1)
     n1, n2 = tile
-    r1 = dct_matrix(n1, **kw)[idx // n2]  # [T, m, n1]
-    r2 = dct_matrix(n2, **kw)[idx % n2]  # [T, m, n2]
+    r1 = _basis(n1, *kw)[idx // n2]  # [T, m, n1]
+    r2 = _basis(n2, *kw)[idx % n2]  # [T, m, n2]
     return (r1 * val.unsqueeze(-1)).transpose(1, 2) @ r2

@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from companion.lab.checks import check_int
+
 from .compress import allgather_received_bytes, allreduce_bytes, model_wire_bytes, topk_energy_share
 from .optimizer import DeMo
 from .training import ByteLM, TrainConfig, corpus_bytes, lm_loss, sample_batch, train
@@ -48,8 +50,7 @@ def momentum_snapshot(steps: int = 200, *, lr: float = 1e-3, seed: int = 0,
     Returns ``{kind: {parameter name: tensor}}``. ``model`` overrides ByteLM's sizes (``d_model``, ``n_layers``,
     ``n_heads``, ``seq_len``).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    steps = check_int("steps", steps, low=0)
     cfg = TrainConfig(workers=1, seed=seed, **model)
     torch.manual_seed(seed)
     net = ByteLM(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seq_len=cfg.seq_len)
@@ -88,8 +89,9 @@ def momentum_snapshot(steps: int = 200, *, lr: float = 1e-3, seed: int = 0,
 def energy_curves(tensors: dict[str, torch.Tensor], ks: Iterable[int], *, chunk: int = 64) -> dict[str, dict]:
     """``{name: {"shape", "dct": [share per k], "raw": [share per k]}}`` — :func:`topk_energy_share` for each k."""
     ks = list(ks)
-    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
-        raise ValueError(f"ks must be a non-empty list of ints >= 1, got {ks!r}")
+    if not ks:
+        raise ValueError("ks must be a non-empty list of ints >= 1, got []")
+    ks = [check_int(f"ks[{i}]", k, low=1) for i, k in enumerate(ks)]
     return {name: {"shape": list(t.shape),
                    "dct": [topk_energy_share(t, k, chunk=chunk, transform="dct") for k in ks],
                    "raw": [topk_energy_share(t, k, chunk=chunk, transform="identity") for k in ks]}
@@ -144,6 +146,7 @@ def sweep(names: Iterable[str], *, workers: int = 2, steps: int = 300, lrs: dict
 def thin_loss(run: dict[str, Any], every: int = 10) -> dict[str, Any]:
     """The run with its per-step training ``loss`` replaced by means over blocks of ``every`` steps
     (``train_loss``, ``train_loss_every``): the saved results stay small (a sweep has tens of 1000-step runs)."""
+    every = check_int("every", every, low=1)
     if "loss" not in run:
         return run
     loss = run["loss"]
@@ -157,6 +160,8 @@ def received_vs_workers(shapes: Iterable[tuple[int, ...]], workers: Iterable[int
     """Bytes one worker receives per step with W workers: DeMo's all-gather ``(W − 1) · tx`` vs a ring all-reduce
     of fp32 gradients ``2 (W − 1)/W · 4 P``; and the smallest W where the all-gather receives more."""
     shapes = [tuple(s) for s in shapes]
+    if not shapes:
+        raise ValueError("shapes must hold at least one parameter shape, got none")
     workers = list(workers)
     numel = sum(int(torch.Size(s).numel()) for s in shapes)
     tx = model_wire_bytes(shapes, k=k, chunk=chunk, wire_format=wire_format)

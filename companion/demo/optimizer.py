@@ -38,15 +38,35 @@ from __future__ import annotations
 import math
 import warnings
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from companion.lab.checks import check_choice, check_float, check_int, check_type, describe
+
 from . import dct as _dct
-from .compress import WIRE_FORMATS, aggregate, clip_topk, index_dtype
+from .compress import WIRE_FORMATS, _aggregate, clip_topk, index_dtype
 
 TRANSFORMS = ("dct", "identity")
+
+#: DeMo's compression settings (keyword arguments of :class:`DeMo` besides ``params``, ``lr``, ``weight_decay``
+#: and the process group), as :class:`companion.demo.TrainConfig` passes them in ``demo``
+COMPRESSION_OPTIONS = ("compression_decay", "compression_topk", "compression_chunk", "error_feedback", "transform",
+                       "tiling", "wire_format")
+
+
+def _check_compression(compression_decay=0.999, compression_topk=32, compression_chunk=64, error_feedback=True,
+                       transform="dct", tiling="2d", wire_format="compact") -> None:
+    """Check DeMo's compression settings (shared by :class:`DeMo` and :class:`companion.demo.TrainConfig`)."""
+    check_float("compression_decay", compression_decay, low=0.0, high=1.0, high_open=True)
+    check_int("compression_topk", compression_topk, low=1)
+    check_int("compression_chunk", compression_chunk, low=1)
+    check_type("error_feedback", error_feedback, bool)
+    check_choice("transform", transform, TRANSFORMS)
+    check_choice("tiling", tiling, _dct.TILINGS)
+    check_choice("wire_format", wire_format, WIRE_FORMATS)
 
 
 @dataclass
@@ -100,28 +120,25 @@ class DeMo(torch.optim.Optimizer):
                  compression_chunk: int = 64, weight_decay: float = 0.0, error_feedback: bool = True,
                  transform: str = "dct", tiling: str = "2d", wire_format: str = "compact",
                  process_group=None, world_size: int | None = None):
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0:
-            raise ValueError(f"lr must be a float >= 0, got {lr!r}")
-        if isinstance(compression_decay, bool) or not isinstance(compression_decay, (int, float)) \
-                or not 0.0 <= compression_decay < 1.0:
-            raise ValueError(f"compression_decay must be in [0, 1), got {compression_decay!r}")
-        for name, v in (("compression_topk", compression_topk), ("compression_chunk", compression_chunk)):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
-            if v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be a float >= 0, got {weight_decay!r}")
-        if transform not in TRANSFORMS:
-            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
-        if tiling not in _dct.TILINGS:
-            raise ValueError(f"tiling must be one of {_dct.TILINGS}, got {tiling!r}")
-        if wire_format not in WIRE_FORMATS:
-            raise ValueError(f"wire_format must be one of {WIRE_FORMATS}, got {wire_format!r}")
+        if isinstance(params, (torch.Tensor, str, bytes, dict)) or not isinstance(params, Iterable):
+            raise TypeError(f"params must be an iterable of tensors or of parameter groups (dicts), got "
+                            f"{describe(params)}")
+        params = list(params)
+        if not params:
+            raise ValueError("params must not be empty (the optimizer got an empty parameter list)")
+        lr = check_float("lr", lr, low=0.0)
+        weight_decay = check_float("weight_decay", weight_decay, low=0.0)
+        _check_compression(compression_decay, compression_topk, compression_chunk, error_feedback, transform, tiling,
+                           wire_format)
+        if process_group is not None:
+            check_type("process_group", process_group, dist.ProcessGroup if dist.is_available() else (),
+                       what="a torch.distributed ProcessGroup or None")
+        if world_size is not None:
+            world_size = check_int("world_size", world_size, low=1)
         super().__init__(params, dict(lr=float(lr), weight_decay=float(weight_decay)))
         self.compression_decay = float(compression_decay)
-        self.compression_topk = compression_topk
-        self.compression_chunk = compression_chunk
+        self.compression_topk = int(compression_topk)
+        self.compression_chunk = int(compression_chunk)
         self.error_feedback = bool(error_feedback)
         self.transform = transform
         self.tiling = tiling
@@ -145,6 +162,27 @@ class DeMo(torch.optim.Optimizer):
         self._layout_key = None
         self._groups: list[_Group] = []
         self._checked_key = None
+
+    def add_param_group(self, param_group: dict) -> None:
+        """``torch.optim.Optimizer.add_param_group`` after checking the group's ``lr`` and ``weight_decay`` (finite,
+        >= 0) and that none of its tensors is empty (DeMo cannot encode an empty tensor)."""
+        if isinstance(param_group, dict):
+            for key in ("lr", "weight_decay"):
+                if key in param_group:
+                    check_float(key, param_group[key], low=0.0)
+            group_params = param_group.get("params")
+            if isinstance(group_params, torch.Tensor):
+                group_params = [group_params]
+            elif isinstance(group_params, Iterable) and not isinstance(group_params, (set, str, bytes)):
+                param_group["params"] = group_params = list(group_params)  # as torch does; keeps generators
+            else:
+                group_params = []  # torch's own check explains what is wrong
+            for p in group_params:
+                t = p[1] if isinstance(p, tuple) and len(p) == 2 else p  # (name, tensor) pairs
+                if isinstance(t, torch.Tensor) and t.numel() == 0:
+                    raise ValueError(f"params must not contain empty tensors (DeMo cannot encode them), got "
+                                     f"{describe(t)}")
+        super().add_param_group(param_group)
 
     # ---------------------------------------------------------------- layout
     def _layout(self, params: list[torch.Tensor]) -> list[_Group]:
@@ -210,6 +248,8 @@ class DeMo(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """One DeMo step for every parameter with a gradient (see the module docstring for the 7 sub-steps)."""
+        if closure is not None and not callable(closure):
+            raise TypeError(f"closure must be a callable or None, got {describe(closure)}")
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -242,7 +282,7 @@ class DeMo(torch.optim.Optimizer):
         # 3.-4. encode, top-k, error feedback — batched per tile shape
         idx_parts, val_parts = [], []
         for g in groups:
-            tiles = torch.cat([_dct.to_tiles(self.state[p]["delta"], g.tile) for p, _, _ in g.members])
+            tiles = torch.cat([_dct._to_tiles(self.state[p]["delta"], g.tile) for p, _, _ in g.members])
             coeffs = self._encode(tiles).reshape(tiles.shape[0], -1)  # [T, L]
             idx = torch.topk(coeffs.abs(), g.k, dim=-1, largest=True, sorted=False).indices  # [T, k]
             val = coeffs.gather(-1, idx)
@@ -282,15 +322,15 @@ class DeMo(torch.optim.Optimizer):
                 # mean over the workers that picked a coefficient = Σ val / count(idx), decoded sparsely
                 count = torch.zeros(g.n_tiles, g.length, dtype=gval.dtype, device=gval.device)
                 count.scatter_add_(-1, gidx, torch.ones_like(gval))
-                q = _dct.decode_sparse(gidx, gval / count.gather(-1, gidx), g.tile)
+                q = _dct._decode_sparse(gidx, gval / count.gather(-1, gidx), g.tile)
             else:
-                q = self._decode(aggregate(gidx, gval, g.length).reshape((g.n_tiles, *g.tile)))
+                q = self._decode(_aggregate(gidx, gval, g.length).reshape((g.n_tiles, *g.tile)))
             self._scatter_back(g, q, lambda p, t: p.add_(torch.sign(t), alpha=-lrs[id(p)]))
         return loss
 
     def _decode_sparse(self, idx, val, g: _Group, coeffs) -> torch.Tensor:
         if self.transform == "dct" and _sparse_pays(g, idx.shape[1]):
-            return _dct.decode_sparse(idx, val, g.tile)
+            return _dct._decode_sparse(idx, val, g.tile)
         dense = torch.zeros_like(coeffs).scatter_(-1, idx, val).reshape((g.n_tiles, *g.tile))
         return self._decode(dense)
 
@@ -298,7 +338,7 @@ class DeMo(torch.optim.Optimizer):
     def _scatter_back(g: _Group, tiles: torch.Tensor, fn) -> None:
         start = 0
         for p, _, n in g.members:
-            fn(p, _dct.from_tiles(tiles[start:start + n], p.shape))
+            fn(p, _dct._from_tiles(tiles[start:start + n], p.shape))
             start += n
 
 

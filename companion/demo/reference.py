@@ -9,6 +9,42 @@ batched optimizer computes the same update.
 import torch
 
 from companion.demo import chunk_size, dct_matrix
+from companion.lab.checks import check_float, check_int, check_same_dtype, check_tensor, describe
+
+
+def _check_replicas(params, grads, deltas) -> None:
+    """``params``, ``grads``, ``deltas``: ``W >= 1`` lists of the same ``n >= 1`` CPU tensors (1-D or 2-D, floating,
+    one shape per parameter ``j``; every ``deltas[w][j]`` of ``params[0][j]``'s dtype); ``params`` and ``deltas``
+    must not require grad (they change in place)."""
+    lists = {"params": params, "grads": grads, "deltas": deltas}
+    for name, value in lists.items():
+        if not isinstance(value, (list, tuple)) or not all(isinstance(row, (list, tuple)) for row in value):
+            raise TypeError(f"{name} must be a list (one per worker) of lists of tensors, got {describe(value)}")
+        if not value or not all(value):
+            raise ValueError(f"{name} must hold at least one worker and one tensor per worker, got {value!r}")
+    W, n = len(params), len(params[0])
+    for name, value in lists.items():
+        if len(value) != W or any(len(row) != n for row in value):
+            raise ValueError(f"{name} must hold {W} worker(s) x {n} tensor(s) like params, got "
+                             f"{[len(row) for row in value]} tensors per worker")
+    for j in range(n):
+        shape = None
+        for w in range(W):
+            for name, value in lists.items():
+                t = check_tensor(f"{name}[{w}][{j}]", value[w][j], ndim=(1, 2), dtype="floating")
+                if t.device.type != "cpu":
+                    raise ValueError(f"{name}[{w}][{j}] must be on the CPU (the reference runs there), got "
+                                     f"{describe(t)}")
+                if shape is None:
+                    shape = t.shape
+                elif t.shape != shape:
+                    raise ValueError(f"{name}[{w}][{j}] must have the shape of params[0][{j}], {tuple(shape)}, got "
+                                     f"{describe(t)}")
+                if name != "grads" and t.requires_grad and t.is_leaf and torch.is_grad_enabled():
+                    raise ValueError(f"{name}[{w}][{j}] requires grad and changes in place: call official_step "
+                                     f"under torch.no_grad() or pass detached tensors")
+            # the aggregate is scattered into a tensor of params[0][j]'s dtype (grads may differ: they are cast)
+            check_same_dtype(**{f"params[0][{j}]": params[0][j], f"deltas[{w}][{j}]": deltas[w][j]})
 
 
 def _encode(x, s):
@@ -57,7 +93,15 @@ def official_step(params: list[list[torch.Tensor]], grads: list[list[torch.Tenso
         deltas: ``deltas[w][j]``, worker w's momentum δ (updated in place; start from zeros).
         lr, beta, topk, chunk, wd: η, ``compression_decay``, ``compression_topk``, ``compression_chunk``,
             ``weight_decay``.
+
+    Every argument is checked before anything changes (1-D and 2-D CPU tensors only, like the original).
     """
+    lr = check_float("lr", lr, low=0.0)
+    beta = check_float("beta", beta, low=0.0, high=1.0, high_open=True)
+    topk = check_int("topk", topk, low=1)
+    chunk = check_int("chunk", chunk, low=1)
+    wd = check_float("wd", wd, low=0.0)
+    _check_replicas(params, grads, deltas)
     W, n = len(params), len(params[0])
     for j in range(n):
         idxs, vals = [], []

@@ -25,8 +25,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from companion.lab.checks import check_choice, check_float, check_int, check_tensor, check_type, describe
+
 from .compress import allreduce_bytes
-from .optimizer import DeMo
+from .optimizer import COMPRESSION_OPTIONS, DeMo, _check_compression
 
 OPTIMIZERS = ("demo", "adamw", "signsgd")
 
@@ -45,8 +47,12 @@ class TrainConfig:
         train_bytes: how many bytes of the standard-library corpus to train on.
         eval_every: rank 0 measures the held-out loss every this many steps (0: only after the last step);
             ``eval_batches`` fixed batches of the corpus's validation split (the same for every run).
-        seed: model init (same on all workers) and data (``seed + rank``).
+        seed: model init (same on all workers) and data (``seed + rank``), in ``[0, 2**32 - 1]``.
         timeout_s: process-group timeout: a dead or hung worker makes the others fail after at most this long.
+
+    Every setting is checked here, before any worker starts (``n_heads`` must divide ``d_model``; the
+    ``train_bytes`` must hold at least one window of ``seq_len + 1`` bytes plus one; ``demo`` holds only valid
+    :class:`DeMo` compression settings).
     """
 
     optimizer: str = "demo"
@@ -67,20 +73,43 @@ class TrainConfig:
     timeout_s: float = 60.0
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("workers", "steps", "batch_size", "seq_len", "d_model", "n_layers", "n_heads", "eval_batches"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
-            raise ValueError(f"eval_every must be an int >= 0, got {self.eval_every!r}")
+            setattr(self, name, check_int(name, getattr(self, name), low=1))
+        self.eval_every = check_int("eval_every", self.eval_every, low=0)
+        self.train_bytes = check_int("train_bytes", self.train_bytes, low=1)
+        if self.train_bytes < self.seq_len + 2:
+            raise ValueError(f"train_bytes must hold at least seq_len + 2 = {self.seq_len + 2} bytes (one window "
+                             f"of seq_len + 1 and a start to draw), got train_bytes = {self.train_bytes}")
+        self.seed = check_int("seed", self.seed, low=0, high=2**32 - 1)
+        check_float("lr", self.lr, low=0.0)
+        check_float("weight_decay", self.weight_decay, low=0.0)
+        check_float("timeout_s", self.timeout_s, low=0.0, low_open=True)
+        _check_heads(self.d_model, self.n_heads)
+        check_type("demo", self.demo, dict, what="a dict of DeMo keyword arguments")
+        unknown = sorted(str(k) for k in set(self.demo) - set(COMPRESSION_OPTIONS))
+        if unknown:
+            raise ValueError(f"demo holds unknown DeMo options {unknown}; expected some of {list(COMPRESSION_OPTIONS)}")
+        try:
+            _check_compression(**self.demo)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"demo: {err}") from None
+
+
+def _check_heads(d_model: int, n_heads: int) -> None:
+    if d_model % n_heads:
+        raise ValueError(f"n_heads must divide d_model, got n_heads = {n_heads} and d_model = {d_model}")
 
 
 class ByteLM(nn.Module):
     """A tiny causal transformer over bytes: ``[B, T] int64 -> [B, T, 256]`` logits."""
 
     def __init__(self, *, d_model: int = 64, n_layers: int = 2, n_heads: int = 4, seq_len: int = 64):
+        d_model = check_int("d_model", d_model, low=1)
+        n_layers = check_int("n_layers", n_layers, low=1)
+        n_heads = check_int("n_heads", n_heads, low=1)
+        seq_len = check_int("seq_len", seq_len, low=1)
+        _check_heads(d_model, n_heads)
         super().__init__()
         self.embed = nn.Embedding(256, d_model)
         self.pos = nn.Parameter(torch.zeros(seq_len, d_model))
@@ -92,6 +121,9 @@ class ByteLM(nn.Module):
         nn.init.normal_(self.pos, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x, ndim=2, dtype="integer")
+        if x.shape[1] > self.pos.shape[0]:
+            raise ValueError(f"x holds {x.shape[1]} positions, more than the model's seq_len = {self.pos.shape[0]}")
         t = x.shape[1]
         mask = nn.Transformer.generate_square_subsequent_mask(t, device=x.device)
         h = self.blocks(self.embed(x) + self.pos[:t], mask=mask, is_causal=True)
@@ -99,8 +131,13 @@ class ByteLM(nn.Module):
 
 
 def corpus_bytes(n: int, split: str = "train") -> torch.Tensor:
-    """The first ``n`` bytes of the standard-library corpus (:func:`companion.lab.load_corpus`) as ``[n]`` int64."""
+    """The first ``n`` bytes of the standard-library corpus (:func:`companion.lab.load_corpus`) as ``[n]`` int64
+    (fewer if the split is shorter)."""
     from companion.lab import load_corpus
+    from companion.lab.corpus import SPLITS
+
+    n = check_int("n", n, low=1)
+    check_choice("split", split, SPLITS)
 
     data = load_corpus(split).text.encode("utf-8", errors="replace")[:n]
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
@@ -124,13 +161,46 @@ class _SignSGD(torch.optim.Optimizer):
 def sample_batch(data: torch.Tensor, batch_size: int, seq_len: int,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """``[batch_size, seq_len + 1]`` random windows of the byte stream ``data`` (inputs ``[:, :-1]``, targets
-    ``[:, 1:]``)."""
+    ``[:, 1:]``); ``data`` must hold at least ``seq_len + 2`` bytes."""
+    check_tensor("data", data, ndim=1, dtype="integer")
+    batch_size = check_int("batch_size", batch_size, low=1)
+    seq_len = check_int("seq_len", seq_len, low=1)
+    if generator is not None:
+        check_type("generator", generator, torch.Generator, what="a torch.Generator or None")
+    if data.numel() < seq_len + 2:
+        raise ValueError(f"data must hold at least seq_len + 2 = {seq_len + 2} bytes, got {describe(data)}")
+    return _sample_batch(data, batch_size, seq_len, generator)
+
+
+def _sample_batch(data: torch.Tensor, batch_size: int, seq_len: int,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`sample_batch` without the argument checks (the training loop's per-step path)."""
     starts = torch.randint(0, data.numel() - seq_len - 1, (batch_size,), generator=generator)
     return torch.stack([data[s:s + seq_len + 1] for s in starts.tolist()])
 
 
 def lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """Next-byte cross-entropy of ``model`` on a ``[B, T + 1]`` batch from :func:`sample_batch`."""
+    """Next-byte cross-entropy of ``model`` on a ``[B, T + 1]`` batch of bytes (ints in ``[0, 256)``) from
+    :func:`sample_batch`; ``model`` maps ``[B, T]`` to ``[B, T, 256]`` logits."""
+    check_type("model", model, nn.Module, what="a torch.nn.Module (e.g. a ByteLM)")
+    check_tensor("batch", batch, ndim=2, dtype="integer")
+    if batch.shape[1] < 2:
+        raise ValueError(f"batch must hold at least 2 positions (inputs and next-byte targets), got {describe(batch)}")
+    if isinstance(model, ByteLM) and batch.shape[1] - 1 > model.pos.shape[0]:
+        raise ValueError(f"batch holds {batch.shape[1]} positions, more than the model's seq_len + 1 = "
+                         f"{model.pos.shape[0] + 1}")
+    low, high = (int(v) for v in torch.aminmax(batch))
+    if low < 0 or high > 255:
+        raise ValueError(f"batch must hold bytes in [0, 255], got values from {low} to {high}")
+    logits = model(batch[:, :-1])
+    if not isinstance(logits, torch.Tensor) or logits.shape != (*batch[:, :-1].shape, 256):
+        raise ValueError(f"model must return [B, T, 256] logits for a [B, T] input of shape "
+                         f"{tuple(batch[:, :-1].shape)}, got {describe(logits)}")
+    return nn.functional.cross_entropy(logits.reshape(-1, 256), batch[:, 1:].reshape(-1))
+
+
+def _lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """:func:`lm_loss` without the argument checks (the training loop's per-step path)."""
     return nn.functional.cross_entropy(model(batch[:, :-1]).reshape(-1, 256), batch[:, 1:].reshape(-1))
 
 
@@ -144,7 +214,7 @@ def _val_batches(cfg: TrainConfig, val: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _val_loss(model: nn.Module, batches: torch.Tensor) -> float:
-    return float(torch.stack([lm_loss(model, b) for b in batches]).mean())
+    return float(torch.stack([_lm_loss(model, b) for b in batches]).mean())
 
 
 def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int, out: str | None,
@@ -173,9 +243,9 @@ def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int, out: str
     val_batches = _val_batches(cfg, val) if (rank == 0 and val is not None) else None
     for step in range(1, cfg.steps + 1):
         t0 = time.perf_counter()
-        batch = sample_batch(data, cfg.batch_size, cfg.seq_len, gen)
+        batch = _sample_batch(data, cfg.batch_size, cfg.seq_len, gen)
         opt.zero_grad(set_to_none=True)
-        loss = lm_loss(model, batch)
+        loss = _lm_loss(model, batch)
         loss.backward()
         t1 = time.perf_counter()
         if cfg.optimizer == "demo":
@@ -236,9 +306,15 @@ def train(cfg: TrainConfig | None = None, **overrides) -> dict:
 
     import torch.multiprocessing as mp
 
+    if cfg is not None:
+        check_type("cfg", cfg, TrainConfig, what="a TrainConfig or None")
     cfg = TrainConfig(**{**asdict(cfg or TrainConfig()), **overrides})
     data = corpus_bytes(cfg.train_bytes)
     val = corpus_bytes(max(cfg.train_bytes // 10, 4 * (cfg.seq_len + 1)), "validation")
+    for split, got in (("train", data), ("validation", val)):
+        if got.numel() < cfg.seq_len + 2:
+            raise ValueError(f"seq_len = {cfg.seq_len} is too long: the corpus's {split} split has only "
+                             f"{got.numel()} bytes")
     if cfg.workers == 1:
         return _worker(0, cfg, data, 0, None, val)
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 
 __all__ = [
+    "cli_device",
     "cli_float",
     "cli_int",
     "check_choice",
@@ -231,3 +232,18 @@ def cli_float(*, low: float | None = None, high: float | None = None, low_open: 
     """An ``argparse`` ``type=`` for a finite float option, checked by :func:`check_float`."""
     return _cli(float, lambda v: check_float("value", v, low=low, high=high, low_open=low_open,
                                              high_open=high_open), "a number")
+
+
+def cli_device(text: str) -> str:
+    """An ``argparse`` ``type=`` for ``--device``: a torch device string of type cpu or cuda (``cuda:N``).
+
+    Checked when parsed; whether CUDA (and device ``N``) is present is checked when the run starts, by
+    :func:`companion.lab.get_device`.
+    """
+    try:
+        ok = torch.device(text).type in ("cpu", "cuda")
+    except (RuntimeError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N")
+    return text

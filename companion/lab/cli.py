@@ -7,7 +7,7 @@ import json
 import platform
 import time
 
-from companion.lab.checks import cli_int
+from companion.lab.checks import cli_device, cli_int
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -31,10 +31,14 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _perplexity(args: argparse.Namespace) -> int:
-    from companion.lab import corpus_tokens, load_model, perplexity, save_results, seed_everything
+    from companion.lab import corpus_tokens, get_device, load_model, perplexity, save_results, seed_everything
 
+    try:
+        device = get_device(args.device)
+    except ValueError as err:  # e.g. cuda on a machine without CUDA
+        raise SystemExit(f"--device {args.device}: {err}") from None
     seed_everything(args.seed)
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, device=device)
     ids = corpus_tokens(tokenizer, "validation")
     max_tokens = None if args.full else args.max_tokens
     rows = []
@@ -46,7 +50,8 @@ def _perplexity(args: argparse.Namespace) -> int:
         print(f"context {context:5d}: perplexity {ppl:.3f} on {n} validation tokens ({rows[-1]['seconds']:.0f} s)")
     if args.full:
         path = save_results("lab", "perplexity", {"model": args.model or "SmolLM2-135M-Instruct (Q4_1 GGUF)",
-                                                  "split": "validation", "rows": rows}, seed=args.seed)
+                                                  "split": "validation", "device": str(device), "rows": rows},
+                            seed=args.seed)
         print(f"wrote {path}")
     return 0
 
@@ -61,4 +66,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     ppl.add_argument("--context", type=cli_int(low=2), nargs="+", default=[512, 2048], help="window lengths (default 512 2048)")
     ppl.add_argument("--model", default=None, help="model name or path (default: the book's SmolLM2)")
     ppl.add_argument("--seed", type=cli_int(low=0, high=2**32 - 1), default=0)
+    ppl.add_argument("--device", type=cli_device, default="cpu", help="where to run (cpu, cuda, cuda:N)")
     ppl.set_defaults(run=_perplexity)

@@ -42,6 +42,9 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"device must be like 'cpu', 'cuda' or 'cuda:0', got {device!r}") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was requested but CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device} was requested but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s): use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

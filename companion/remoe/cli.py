@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from companion.lab.checks import cli_device, cli_int
+
 #: the full-mode settings of each experiment (also written into the results file)
 FULL: dict[str, dict[str, Any]] = {
     "compare": {"model": dict(d_model=128, n_layers=4, n_heads=4, d_ff=384, num_experts=8, k=1),
@@ -51,16 +53,20 @@ def _line(name: str, s: dict[str, Any]) -> str:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from companion.lab import save_results, seed_everything
+    from companion.lab import get_device, save_results, seed_everything
 
     from . import experiments as ex
 
+    try:
+        device = get_device(args.device)
+    except ValueError as err:  # e.g. cuda on a machine without CUDA
+        raise SystemExit(f"--device {args.device}: {err}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     spec = (FULL if args.full else QUICK_CLI)[args.experiment]
     base = ex.QUICK.replace(**spec["model"])
-    train_kw = {**spec["train"], "seed": args.seed, "show_progress": args.progress}
+    train_kw = {**spec["train"], "seed": args.seed, "show_progress": args.progress, "device": device}
     name = args.experiment
     if name == "compare":
         result = ex.compare_routers(base, **train_kw)
@@ -82,7 +88,8 @@ def _run(args: argparse.Namespace) -> int:
         if result["dense"]:
             print(f"dense: {result['dense']['final_val_loss']:.3f}")
     if args.full:
-        path = save_results("remoe", name, {"experiment": name, "mode": "full", **result}, seed=args.seed)
+        path = save_results("remoe", name, {"experiment": name, "mode": "full", **result, "device": str(device)},
+                            seed=args.seed)
         print(f"wrote {path}")
     return 0
 
@@ -100,7 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = experiments.add_parser(name, help=text)
         p.add_argument("--full", action="store_true",
                        help=f"the larger run; writes results/remoe/{name}.json with its provenance")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+        p.add_argument("--seed", type=cli_int(low=0, high=2**32 - 1), default=0)
+        p.add_argument("--threads", type=cli_int(low=0), default=0, help="torch threads (default: torch's choice)")
         p.add_argument("--progress", action="store_true", help="show a progress bar per training run")
+        p.add_argument("--device", type=cli_device, default="cpu", help="where to run (cpu, cuda, cuda:N)")
         p.set_defaults(run=_run, experiment=name)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from companion.lab.checks import check_float, check_int, check_tensor, describe
+
 from .moe import MoE, dispatch
 from .routers import TopKRouter, check_experts
 
@@ -45,20 +47,42 @@ class LogitSweep:
         return {name: float((y[1:] - y[:-1]).norm(dim=-1).max()) for name, y in (("topk", self.topk), ("relu", self.relu))}
 
 
+def _numbers(name: str, value) -> torch.Tensor:
+    """``value`` (a tensor or a sequence of real numbers) as a float32 tensor of finite numbers."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must hold real numbers, got {describe(value)}")
+    elif isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a tensor or a sequence of numbers, got {describe(value)}")
+    else:
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name} must be a tensor or a sequence of numbers, got {describe(value)}") from None
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must hold real numbers, got {describe(value)}")
+    value = torch.as_tensor(value, dtype=torch.float32)
+    return check_tensor(name, value, nonempty=False, finite=True)
+
+
 def _setup(values, *, expert, d_model, d_ff, num_experts, k, logits, seed):
     """The shared layer, TopK router, token and swept logits of :func:`logit_sweep` and :func:`gradient_check`."""
-    check_experts(num_experts, k)
-    if isinstance(expert, bool) or not isinstance(expert, int) or not 0 <= expert < num_experts:
-        raise ValueError(f"expert must be an int in [0, {num_experts}), got {expert!r}")
-    gen = torch.Generator().manual_seed(seed)
-    values = torch.linspace(-1, 1, 401) if values is None else torch.as_tensor(values, dtype=torch.float32)
+    num_experts, k = check_experts(num_experts, k)
+    expert = check_int("expert", expert, low=0, high=num_experts - 1)
+    d_model = check_int("d_model", d_model, low=1)
+    d_ff = check_int("d_ff", d_ff, low=1)
+    seed = check_int("seed", seed, low=0, high=2**32 - 1)
+    values = torch.linspace(-1, 1, 401) if values is None else _numbers("values", values)
     if values.dim() != 1 or values.numel() < 2:
         raise ValueError(f"values must be a 1-D sequence of at least 2 logits, got shape {tuple(values.shape)}")
+    if logits is not None:
+        logits = _numbers("logits", logits)
+        if logits.shape != (num_experts,):
+            raise ValueError(f"logits must have shape [E] = [{num_experts}], got {list(logits.shape)}")
+    gen = torch.Generator().manual_seed(seed)
     if logits is None:
         logits = torch.randn(num_experts, generator=gen) * 0.3
     logits = torch.as_tensor(logits, dtype=torch.float32)
-    if logits.shape != (num_experts,):
-        raise ValueError(f"logits must have shape [E] = [{num_experts}], got {list(logits.shape)}")
     torch_state = torch.get_rng_state()
     torch.manual_seed(seed)
     layer = MoE(d_model, d_ff, num_experts=num_experts, k=k, router="relu", init_std=0.5)
@@ -116,8 +140,7 @@ def gradient_check(values: torch.Tensor | None = None, *, expert: int = 0, eps: 
     Returns:
         ``{"values", "relu_autograd", "relu_fd", "topk_autograd", "topk_fd"}``, lists of floats.
     """
-    if not (isinstance(eps, (int, float)) and eps > 0):
-        raise ValueError(f"eps must be a number > 0, got {eps!r}")
+    check_float("eps", eps, low=0, low_open=True)
     values = torch.linspace(-1, 1, 41) if values is None else values
     layer, topk_router, x, swept, values, _ = _setup(values, expert=expert, d_model=d_model, d_ff=d_ff,
                                                      num_experts=num_experts, k=k, logits=logits, seed=seed)

@@ -20,6 +20,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from companion.lab.checks import check_float, check_int, check_type
+
 from .model import FFN_KINDS, LMConfig
 from .training import History, experts_vs_frequency, measure_routing, train
 
@@ -58,8 +60,8 @@ def stages(sparsity: Sequence[float], target: float, *, band: float = 0.02) -> d
     s = np.asarray(sparsity, dtype=float)
     if s.ndim != 1 or s.size == 0:
         raise ValueError(f"sparsity must be a non-empty 1-D sequence, got shape {s.shape}")
-    if not 0 < target < 1:
-        raise ValueError(f"target must be in (0, 1), got {target!r}")
+    check_float("target", target, low=0, high=1, low_open=True, high_open=True)
+    check_float("band", band, low=0)
     reached = np.flatnonzero(s >= target - band)
     end = int(reached[0]) if reached.size else s.size
     low = int(np.argmin(s[: max(1, end)]))
@@ -91,6 +93,9 @@ def summarize(history: History, *, val_ids: torch.Tensor | None = None, seq_len:
     """
     if not isinstance(history, History):
         raise TypeError(f"history must be a History from train(), got {type(history).__name__}")
+    check_int("seq_len", seq_len, low=1)
+    check_int("routing_tokens", routing_tokens, low=1)
+    check_float("tail", tail, low=0, high=1, low_open=True)
     c = history.config
     out: dict[str, Any] = {"ffn": c.ffn, "config": asdict(c), "val": [list(v) for v in history.column("val_loss")],
                            "loss": list(history.trace["loss"]), "final_val_loss": history.final_val_loss,
@@ -123,8 +128,7 @@ def _run_kw(train_kw: dict[str, Any], vocab_size: int = 4096) -> dict[str, Any]:
 
 
 def _check_config(base) -> None:
-    if not isinstance(base, LMConfig):
-        raise TypeError(f"base must be an LMConfig, got {type(base).__name__}")
+    check_type("base", base, LMConfig, what="an LMConfig")
 
 
 def train_routers(base: LMConfig = QUICK, *, kinds: Iterable[str] = FFN_KINDS, **train_kw) -> dict[str, History]:
@@ -194,8 +198,8 @@ def alpha_sweep(base: LMConfig = QUICK, *, alphas: Sequence[float] = (1.05, 1.2,
         and ``stages``).
     """
     _check_config(base)
-    alphas = [float(a) for a in alphas]
-    if not alphas or any(not a > 1 for a in alphas):
+    alphas = [check_float(f"alphas[{i}]", a, low=1, low_open=True) for i, a in enumerate(alphas)]
+    if not alphas:
         raise ValueError(f"alphas must be a non-empty list of numbers > 1, got {alphas}")
     kw = _run_kw(train_kw, base.vocab_size)
     runs = []
@@ -240,8 +244,9 @@ def expert_scaling(base: LMConfig = QUICK, *, experts: Sequence[int] = (4, 8, 16
     """
     _check_config(base)
     experts = list(experts)
-    if not experts or any(isinstance(e, bool) or not isinstance(e, int) or e < max(2, base.k + 1) for e in experts):
+    if not experts:
         raise ValueError(f"experts must be ints > k = {base.k} (and >= 2), got {experts}")
+    experts = [check_int(f"experts[{i}] (E > k = {base.k})", e, low=max(2, base.k + 1)) for i, e in enumerate(experts)]
     kw = _run_kw(train_kw, base.vocab_size)
     out: dict[str, Any] = {"settings": _settings(base, kw), "experts": experts, "dense": None, "topk": [],
                            "remoe": []}

@@ -23,6 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from companion.lab.checks import (
+    check_choice,
+    check_float,
+    check_int,
+    check_same_device,
+    check_tensor,
+    check_type,
+    describe,
+)
+
 from .moe import MoE, SwiGLU
 from .routers import Routing, check_experts
 
@@ -66,18 +76,25 @@ class LMConfig:
     tie_embeddings: bool = True
 
     def __post_init__(self):
-        if self.ffn not in FFN_KINDS:
-            raise ValueError(f"ffn must be one of {FFN_KINDS}, got {self.ffn!r}")
-        if self.l1 not in ("balanced", "plain"):
-            raise ValueError(f"l1 must be 'balanced' or 'plain', got {self.l1!r}")
+        check_choice("ffn", self.ffn, FFN_KINDS)
+        check_choice("l1", self.l1, ("balanced", "plain"))
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            object.__setattr__(self, name, check_int(name, getattr(self, name), low=1))
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ValueError(f"d_model ({self.d_model}) must split into n_heads ({self.n_heads}) heads of even size "
                              "(RoPE rotates pairs of channels)")
-        check_experts(self.num_experts, self.k)
+        num_experts, k = check_experts(self.num_experts, self.k)
+        object.__setattr__(self, "num_experts", num_experts)
+        object.__setattr__(self, "k", k)
+        if self.ffn == "remoe" and k == num_experts:
+            raise ValueError(f"ffn='remoe' needs k < num_experts (its target sparsity 1 - k/E must be > 0), "
+                             f"got k = {k}, num_experts = {num_experts}")
+        for name in ("rope_theta", "norm_eps", "init_std", "router_init_std"):
+            check_float(name, getattr(self, name), low=0, low_open=True)
+        check_float("aux_coef", self.aux_coef, low=0)
+        check_float("lam0", self.lam0, low=0, low_open=True)
+        check_float("alpha", self.alpha, low=1, low_open=True)
+        check_type("tie_embeddings", self.tie_embeddings, bool)
 
     def replace(self, **changes) -> "LMConfig":
         """A copy with some fields changed, e.g. ``config.replace(ffn="topk")``."""
@@ -89,10 +106,16 @@ class RMSNorm(nn.Module):
 
     def __init__(self, d_model: int, *, eps: float = 1e-5):
         super().__init__()
+        d_model = check_int("d_model", d_model, low=1)
+        check_float("eps", eps, low=0, low_open=True)
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x, dtype="floating", nonempty=False)
+        if x.dim() < 1 or x.shape[-1] != self.weight.shape[0]:
+            raise ValueError(f"x must have shape [..., d_model] = [..., {self.weight.shape[0]}], got {describe(x)}")
+        check_same_device(x=x, weight=self.weight)
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
@@ -106,6 +129,14 @@ def rope(x: torch.Tensor, *, theta: float = 10000.0) -> torch.Tensor:
     Returns:
         ``[B, H, S, D]``.
     """
+    check_tensor("x", x, ndim=4, dtype="floating", nonempty=False)
+    if x.shape[-1] < 2 or x.shape[-1] % 2:
+        raise ValueError(f"x must have an even head size D >= 2 (RoPE rotates pairs of channels), got {describe(x)}")
+    check_float("theta", theta, low=0, low_open=True)
+    return _rope(x, theta=theta)
+
+
+def _rope(x: torch.Tensor, *, theta: float) -> torch.Tensor:
     S, D = x.shape[-2], x.shape[-1]
     inv_freq = theta ** (-torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D)  # [D/2]
     angles = torch.outer(torch.arange(S, device=x.device, dtype=torch.float32), inv_freq)  # [S, D/2]
@@ -127,7 +158,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, S, d = x.shape
         q, k, v = self.qkv(x).view(B, S, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)  # [B, H, S, D]
-        q, k = rope(q, theta=self.theta), rope(k, theta=self.theta)
+        q, k = _rope(q, theta=self.theta), _rope(k, theta=self.theta)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(y.transpose(1, 2).reshape(B, S, d))
 
@@ -166,8 +197,7 @@ class TinyLM(nn.Module):
 
     def __init__(self, config: LMConfig):
         super().__init__()
-        if not isinstance(config, LMConfig):
-            raise TypeError(f"config must be an LMConfig, got {type(config).__name__}")
+        check_type("config", config, LMConfig, what="an LMConfig")
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
@@ -180,10 +210,12 @@ class TinyLM(nn.Module):
             self.lm_head.weight = self.embed.weight
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, list[Routing]]:
-        if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
-            raise TypeError("ids must be an integer torch.Tensor of token ids, shape [B, S]")
+        check_tensor("ids", ids, dtype=(torch.int64, torch.int32), nonempty=False)
         if ids.dim() != 2:
             raise ValueError(f"ids must have shape [B, S], got {tuple(ids.shape)}")
+        if ids.numel() == 0:
+            raise ValueError(f"ids must hold at least one token, got {describe(ids)}")
+        check_same_device(ids=ids, model=self.embed.weight)
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
             raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got range "
                              f"[{ids.min().item()}, {ids.max().item()}]")
@@ -197,6 +229,7 @@ class TinyLM(nn.Module):
 
     def num_parameters(self, *, active: bool = False) -> int:
         """Parameter count; with ``active=True`` only ``k`` of the E experts per MoE layer are counted."""
+        check_type("active", active, bool)
         n = sum(p.numel() for p in self.parameters())
         if active and self.config.ffn != "dense":
             c = self.config

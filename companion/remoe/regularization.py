@@ -15,19 +15,22 @@ on target while single layers drift, which :func:`routing_stats` makes visible.
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
+
+from companion.lab.checks import check_float, check_probability, check_tensor, check_type, describe
 
 from .routers import Routing, check_experts
 
 
-def _check_gates(gates) -> None:
-    if not isinstance(gates, torch.Tensor):
-        raise TypeError(f"gates must be a torch.Tensor of shape [T, E], got {type(gates).__name__}")
-    if gates.dim() != 2 or gates.shape[0] == 0:
-        raise ValueError(f"gates must have shape [T, E] with T >= 1, got {tuple(gates.shape)}")
+def _check_gates(gates, *, name: str = "gates", floating: bool = False) -> None:
+    """A ``[T, E]`` tensor with ``T, E >= 1`` (floating-point gates, or also a bool mask unless ``floating``)."""
+    check_tensor(name, gates, dtype="floating" if floating else None, nonempty=False)
+    if gates.dim() != 2 or gates.numel() == 0:
+        raise ValueError(f"{name} must have shape [T, E] with T >= 1 and E >= 1, got {tuple(gates.shape)}")
+    if gates.is_complex():
+        raise TypeError(f"{name} must be real (gates) or bool (a dispatch mask), got {describe(gates)}")
 
 
 def load_balanced_l1(gates: torch.Tensor, *, k: int, balanced: bool = True) -> torch.Tensor:
@@ -40,9 +43,10 @@ def load_balanced_l1(gates: torch.Tensor, *, k: int, balanced: bool = True) -> t
     Returns:
         A 0-d tensor; the gradient flows through R only (``f_e`` is a count).
     """
-    _check_gates(gates)
+    _check_gates(gates, floating=True)
     T, E = gates.shape
     check_experts(E, k)
+    check_type("balanced", balanced, bool)
     if not balanced:
         return gates.sum() / T
     with torch.no_grad():
@@ -74,8 +78,14 @@ def routing_stats(routings: Sequence[Routing]) -> dict:
         "active_experts": mean active experts per token (over layers), "layer_active_experts": [...],
         "dead_tokens": share of (token, layer) pairs with no active expert}``.
     """
+    if isinstance(routings, (str, bytes)) or not isinstance(routings, Sequence):
+        raise TypeError(f"routings must be a sequence of Routing (one per MoE layer), got {describe(routings)}")
     if len(routings) == 0:
-        raise ValueError("routing_stats needs the routing of at least one MoE layer, got none")
+        raise ValueError("routings must hold the routing of at least one MoE layer, got none")
+    for i, r in enumerate(routings):
+        check_type(f"routings[{i}]", r, Routing, what="a Routing")
+        check_tensor(f"routings[{i}].mask", r.mask, dtype=torch.bool, nonempty=False)
+        _check_gates(r.mask, name=f"routings[{i}].mask")
     layer_s, loads, active, dead = [], [], [], []
     for r in routings:
         mask = r.mask
@@ -108,23 +118,21 @@ class LambdaController:
     """
 
     def __init__(self, *, num_experts: int, k: int, lam0: float = 1e-8, alpha: float = 1.2, target: float | None = None):
-        check_experts(num_experts, k)
-        if not (isinstance(lam0, (int, float)) and math.isfinite(lam0) and lam0 > 0):
-            raise ValueError(f"lam0 (λ₀) must be a finite number > 0, got {lam0!r}")
-        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 1):
-            raise ValueError(f"alpha (α) must be a finite number > 1, got {alpha!r}")
+        num_experts, k = check_experts(num_experts, k)
+        lam0 = check_float("lam0 (λ₀)", lam0, low=0, low_open=True)
+        alpha = check_float("alpha (α)", alpha, low=1, low_open=True)
+        if target is None and k == num_experts:
+            raise ValueError(f"target sparsity must be in (0, 1), got 0.0 (1 - k/E with k = {k}, E = {num_experts}): "
+                             "ReMoE needs fewer active experts than experts, k < num_experts")
         target = 1.0 - k / num_experts if target is None else target
-        if not (isinstance(target, (int, float)) and 0 < target < 1):
-            raise ValueError(f"target sparsity must be in (0, 1), got {target!r}"
-                             + (f" (1 - k/E with k = {k}, E = {num_experts})" if k == num_experts else ""))
+        target = check_float("target sparsity", target, low=0, high=1, low_open=True, high_open=True)
         self.num_experts, self.k = num_experts, k
         self.lam0, self.alpha, self.target = float(lam0), float(alpha), float(target)
         self.lam = float(lam0)
 
     def update(self, sparsity: float) -> float:
         """One step: ``λ ← λ·α`` if ``sparsity < target`` else ``λ/α``; returns the new λ."""
-        if not (isinstance(sparsity, (int, float)) and 0 <= sparsity <= 1):
-            raise ValueError(f"sparsity must be a number in [0, 1], got {sparsity!r}")
+        sparsity = check_probability("sparsity", sparsity)
         self.lam = self.lam * self.alpha if sparsity < self.target else self.lam / self.alpha
         return self.lam
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from companion.lab.checks import check_float, check_int, check_tensor, check_type, describe
+
 
 @dataclass
 class Routing:
@@ -43,40 +45,49 @@ class Routing:
         return self.gates.shape[-1]
 
 
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def check_experts(num_experts: int, k: int) -> None:
-    """Raise ``ValueError`` unless ``1 <= k <= num_experts`` (both ints)."""
-    _check_positive_int("num_experts (E)", num_experts)
-    _check_positive_int("k", k)
+def check_experts(num_experts: int, k: int) -> tuple[int, int]:
+    """``(num_experts, k)`` as ints; ``TypeError`` unless both are ints, ``ValueError`` unless
+    ``1 <= k <= num_experts``."""
+    num_experts = check_int("num_experts (E)", num_experts, low=1)
+    k = check_int("k", k, low=1)
     if k > num_experts:
-        raise ValueError(f"k must be <= the number of experts E = {num_experts}, got k = {k}")
+        raise ValueError(f"k must be <= the number of experts E = {num_experts}, got k = {k} "
+                         "(lower k or raise num_experts)")
+    return num_experts, k
+
+
+def _check_input(name: str, x, weight: torch.Tensor, *, what: str) -> torch.Tensor:
+    """``x`` if it is a floating tensor with ``weight``'s dtype and device (``what`` names the weights'
+    owner in the message): mixed dtypes or devices fail here, not inside a matmul."""
+    check_tensor(name, x, dtype="floating", nonempty=False)
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{name} must have the dtype of the {what}'s weights, {weight.dtype} (convert the input "
+                        f"or the layer with .to()), got {describe(x)}")
+    if x.device != weight.device:
+        raise ValueError(f"{name} must be on the device of the {what}'s weights, {weight.device}, "
+                         f"got {describe(x)}")
+    return x
 
 
 class _Router(nn.Module):
     def __init__(self, d_model: int, num_experts: int, init_std: float):
         super().__init__()
-        _check_positive_int("d_model", d_model)
-        _check_positive_int("num_experts (E)", num_experts)
-        if not init_std > 0:
-            raise ValueError(f"init_std must be > 0, got {init_std!r}")
+        d_model = check_int("d_model", d_model, low=1)
+        num_experts = check_int("num_experts (E)", num_experts, low=1)
+        check_float("init_std", init_std, low=0, low_open=True)
         self.d_model, self.num_experts = d_model, num_experts
         self.weight = nn.Parameter(torch.empty(num_experts, d_model))  # W_r: [E, d_model], no bias
         nn.init.normal_(self.weight, mean=0.0, std=init_std)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """``x W_rᵀ``: ``[T, d_model] -> [T, E]``."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor of shape [T, d_model], got {type(x).__name__}")
+        check_type("x", x, torch.Tensor, what=f"a torch.Tensor of shape [T, {self.d_model}]")
         if x.dim() != 2 or x.shape[-1] != self.d_model:
-            raise ValueError(f"router expected input of shape [T, {self.d_model}] (hidden size {self.d_model}), "
+            raise ValueError(f"router expected input x of shape [T, {self.d_model}] (hidden size {self.d_model}), "
                              f"got {tuple(x.shape)}")
+        _check_input("x", x, self.weight, what="router")
+        if x.shape[0] == 0:
+            raise ValueError(f"x must hold at least one token, got {describe(x)}")
         return x @ self.weight.t()
 
     def forward(self, x: torch.Tensor) -> Routing:
@@ -85,6 +96,11 @@ class _Router(nn.Module):
 
     def route(self, logits: torch.Tensor) -> Routing:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _check_logits(self, logits) -> None:
+        check_tensor("logits", logits, dtype="floating")
+        if logits.dim() != 2 or logits.shape[-1] != self.num_experts:
+            raise ValueError(f"logits must have shape [T, E] = [T, {self.num_experts}], got {describe(logits)}")
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, num_experts={self.num_experts}"
@@ -104,6 +120,7 @@ class ReLURouter(_Router):
 
     def route(self, logits: torch.Tensor) -> Routing:
         """Gates from logits ``[T, E]``: ``R_te = max(0, logits_te)``; active where ``R_te > 0``."""
+        self._check_logits(logits)
         gates = torch.relu(logits)
         return Routing(gates=gates, mask=gates > 0, logits=logits)
 
@@ -128,18 +145,18 @@ class TopKRouter(_Router):
 
     def __init__(self, d_model: int, num_experts: int, *, k: int = 1, aux_coef: float = 0.01, init_std: float = 0.01):
         super().__init__(d_model, num_experts, init_std)
-        check_experts(num_experts, k)
-        if not aux_coef >= 0:
-            raise ValueError(f"aux_coef must be >= 0, got {aux_coef!r}")
+        _, k = check_experts(num_experts, k)
+        check_float("aux_coef", aux_coef, low=0)
         self.k, self.aux_coef = k, float(aux_coef)
 
     def route(self, logits: torch.Tensor) -> Routing:
         """Gates from logits ``[T, E]``: softmax over all E, then the k largest probabilities."""
+        self._check_logits(logits)
         probs = torch.softmax(logits.float(), dim=-1).to(logits.dtype)
         top_p, top_i = probs.topk(self.k, dim=-1)  # [T, k]
         gates = torch.zeros_like(probs).scatter(-1, top_i, top_p)
         mask = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, top_i, True)
-        return Routing(gates=gates, mask=mask, logits=logits, aux_loss=self.aux_coef * switch_aux_loss(probs, mask, k=self.k))
+        return Routing(gates=gates, mask=mask, logits=logits, aux_loss=self.aux_coef * _switch_aux_loss(probs, mask, k=self.k))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, k={self.k}, aux_coef={self.aux_coef}"
@@ -155,6 +172,17 @@ def switch_aux_loss(probs: torch.Tensor, mask: torch.Tensor, *, k: int) -> torch
     Returns:
         A 0-d tensor, 1 under perfectly uniform probabilities and dispatch; gradient flows through ``P_e`` only.
     """
+    check_tensor("probs", probs, ndim=2, dtype="floating")
+    check_tensor("mask", mask, dtype=torch.bool)
+    if mask.shape != probs.shape:
+        raise ValueError(f"mask must have the shape of probs, {list(probs.shape)}, got {describe(mask)}")
+    if mask.device != probs.device:
+        raise ValueError(f"mask must be on the device of probs, {probs.device}, got {describe(mask)}")
+    check_experts(probs.shape[1], k)
+    return _switch_aux_loss(probs, mask, k=k)
+
+
+def _switch_aux_loss(probs: torch.Tensor, mask: torch.Tensor, *, k: int) -> torch.Tensor:
     T, E = probs.shape
     f = mask.sum(0).to(probs.dtype) / (k * T)  # share of the dispatches, no gradient
     P = probs.mean(0)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from companion.lab.cache import atomic_write, cache_dir
+from companion.lab.checks import check_choice, check_int, check_type, describe
 from companion.lab.corpus import SPLITS, load_corpus
 
 EOS = "<|endoftext|>"
@@ -35,10 +36,18 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 4096):
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 258:
-        raise ValueError(f"vocab_size must be an int >= 258 (256 bytes + EOS + one merge), got {vocab_size!r}")
+    vocab_size = check_int("vocab_size", vocab_size, low=258)  # 256 bytes + EOS + one merge
     if isinstance(texts, str):
         raise TypeError("texts must be an iterable of documents (strings), not a single string")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"texts must be an iterable of documents (strings), got {describe(texts)}") from None
+    for i, text in enumerate(texts):
+        check_type(f"texts[{i}]", text, str, what="a document (str)")
+    if not any(texts):
+        raise ValueError("texts must hold at least one non-empty document, got "
+                         + ("none" if not texts else f"{len(texts)} empty ones"))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -68,9 +77,8 @@ def _documents(split: str, max_chars: int | None):
     return corpus, docs
 
 
-def _check_max_chars(max_chars) -> None:
-    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1):
-        raise ValueError(f"max_chars must be a positive int or None, got {max_chars!r}")
+def _check_max_chars(max_chars) -> int | None:
+    return None if max_chars is None else check_int("max_chars", max_chars, low=1)
 
 
 def tokenizer_path(*, vocab_size: int = 4096, max_chars: int | None = None) -> Path:
@@ -92,9 +100,9 @@ def load_tokenizer(*, vocab_size: int = 4096, max_chars: int | None = None, rebu
     """
     from tokenizers import Tokenizer
 
-    _check_max_chars(max_chars)
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 258:
-        raise ValueError(f"vocab_size must be an int >= 258, got {vocab_size!r}")
+    max_chars = _check_max_chars(max_chars)
+    vocab_size = check_int("vocab_size", vocab_size, low=258)
+    check_type("rebuild", rebuild, bool)
     path = tokenizer_path(vocab_size=vocab_size, max_chars=max_chars)
     if path.exists() and not rebuild:
         try:
@@ -132,9 +140,11 @@ def corpus_ids(split: Literal["train", "validation"] = "train", *, tokenizer=Non
     Returns:
         ``LongTensor[N]``.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    _check_max_chars(max_chars)
+    check_choice("split", split, SPLITS)
+    max_chars = _check_max_chars(max_chars)
+    vocab_size = check_int("vocab_size", vocab_size, low=258)
+    if tokenizer is not None and (not hasattr(tokenizer, "encode_batch") or not hasattr(tokenizer, "to_str")):
+        raise TypeError(f"tokenizer must be a tokenizers.Tokenizer (from load_tokenizer), got {describe(tokenizer)}")
     tok = load_tokenizer(vocab_size=vocab_size) if tokenizer is None else tokenizer
     if not hasattr(tok, "encode_batch") or not hasattr(tok, "to_str"):
         raise TypeError(f"tokenizer must be a tokenizers.Tokenizer (from load_tokenizer), got {type(tok).__name__}")

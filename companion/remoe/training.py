@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from companion.lab.checks import check_float, check_int, check_tensor, check_type, describe
 from companion.lab.runtime import get_device, progress, seed_everything
 
 from .model import LMConfig, TinyLM
@@ -74,13 +75,17 @@ class History:
                 "snapshots": self.snapshots, "seconds": self.seconds}
 
 
-def _check_int(name: str, value, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-
 def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, steps: int) -> float:
     """Learning rate at ``step`` (0-based): linear warm-up to ``lr``, then cosine decay to ``min_lr``."""
+    step = check_int("step", step, low=0)
+    lr = check_float("lr", lr, low=0, low_open=True)
+    min_lr = check_float("min_lr", min_lr, low=0, high=lr)
+    warmup_steps = check_int("warmup_steps", warmup_steps, low=0)
+    steps = check_int("steps", steps, low=1)
+    return _lr_at(step, lr=lr, min_lr=min_lr, warmup_steps=warmup_steps, steps=steps)
+
+
+def _lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, steps: int) -> float:
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     progress_ = (step - warmup_steps) / max(1, steps - warmup_steps)
@@ -96,7 +101,11 @@ def _windows(ids: torch.Tensor, starts: torch.Tensor, seq_len: int) -> tuple[tor
 @torch.no_grad()
 def evaluate(model: TinyLM, ids: torch.Tensor, *, seq_len: int = 128, batch_size: int = 16, max_windows: int = 32) -> float:
     """Mean next-token cross-entropy (nats) on up to ``max_windows`` windows spread evenly over ``ids``."""
-    _check_int("seq_len", seq_len, 2)
+    check_type("model", model, TinyLM, what="a TinyLM")
+    check_tensor("ids", ids, ndim=1, dtype="integer")
+    seq_len = check_int("seq_len", seq_len, low=2)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    max_windows = check_int("max_windows", max_windows, low=1)
     if ids.numel() < seq_len + 1:
         raise ValueError(f"need at least seq_len + 1 = {seq_len + 1} ids to evaluate, got {ids.numel()}")
     device = next(model.parameters()).device
@@ -125,19 +134,12 @@ class Trainer:
                  seq_len: int = 128, lr: float = 5e-4, min_lr: float | None = None, warmup_steps: int | None = None,
                  weight_decay: float = 0.1, grad_clip: float = 1.0, seed: int = 0,
                  device: str | torch.device | None = None):
-        if not isinstance(config, LMConfig):
-            raise TypeError(f"config must be an LMConfig, got {type(config).__name__}")
-        _check_int("steps", steps)
-        _check_int("batch_size", batch_size)
-        _check_int("seq_len", seq_len, 2)
+        steps, batch_size, seq_len, lr, min_lr, warmup_steps, seed = _check_run(
+            config, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, min_lr=min_lr,
+            warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed)
         warmup_steps = max(1, steps // 20) if warmup_steps is None else warmup_steps
-        _check_int("warmup_steps", warmup_steps, 0)
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
         min_lr = lr / 10 if min_lr is None else min_lr
-        if not 0 <= min_lr <= lr:
-            raise ValueError(f"min_lr must be in [0, lr = {lr}], got {min_lr!r}")
-        _check_ids("train_ids", train_ids, seq_len)
+        _check_ids("train_ids", train_ids, seq_len, config.vocab_size)
         self.config, self.steps, self.batch_size, self.seq_len = config, steps, batch_size, seq_len
         self.lr, self.min_lr, self.warmup_steps, self.grad_clip = lr, min_lr, warmup_steps, grad_clip
         self.device = get_device(device)
@@ -159,7 +161,7 @@ class Trainer:
         """One optimizer step; returns ``loss`` (cross-entropy), ``lr``, ``routings``, and for MoE models
         ``sparsity`` (mean over layers), plus ``aux_loss`` (TopK) or ``lam`` (used in this step) and ``reg_loss``."""
         c = self.config
-        lr = lr_at(self.done, lr=self.lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps, steps=self.steps)
+        lr = _lr_at(self.done, lr=self.lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps, steps=self.steps)
         for group in self.opt.param_groups:
             group["lr"] = lr
         starts = torch.randint(0, self.train_ids.numel() - self.seq_len, (self.batch_size,), generator=self.gen)
@@ -192,11 +194,41 @@ class Trainer:
         return out
 
 
-def _check_ids(name: str, ids, seq_len: int) -> None:
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{name} must be a 1-D integer torch.Tensor of token ids")
+def _check_run(config, *, steps, batch_size, seq_len, lr, min_lr, warmup_steps, weight_decay, grad_clip, seed):
+    """The checks shared by :class:`Trainer` and :func:`train`; returns the normalised
+    ``(steps, batch_size, seq_len, lr, min_lr, warmup_steps, seed)`` (``None`` left as ``None``)."""
+    check_type("config", config, LMConfig, what="an LMConfig")
+    steps = check_int("steps", steps, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    seq_len = check_int("seq_len", seq_len, low=2)
+    warmup_steps = None if warmup_steps is None else check_int("warmup_steps", warmup_steps, low=0)
+    lr = check_float("lr", lr, low=0, low_open=True)
+    min_lr = None if min_lr is None else check_float("min_lr", min_lr, low=0, high=lr)
+    check_float("weight_decay", weight_decay, low=0)
+    if grad_clip is not None:  # None or 0: no clipping
+        check_float("grad_clip", grad_clip, low=0)
+    seed = check_int("seed", seed, low=0, high=2**32 - 1)
+    return steps, batch_size, seq_len, lr, min_lr, warmup_steps, seed
+
+
+def _check_ids(name: str, ids, seq_len: int, vocab_size: int | None = None) -> None:
+    check_tensor(name, ids, ndim=1, dtype="integer", nonempty=False)
     if ids.numel() < seq_len + 1:
         raise ValueError(f"{name} has {ids.numel()} ids, fewer than seq_len + 1 = {seq_len + 1}")
+    if vocab_size is not None:
+        _check_vocab(name, ids, vocab_size)
+
+
+def _check_vocab(name: str, ids: torch.Tensor, vocab_size: int) -> None:
+    """Token ids in ``[0, vocab_size)`` (checked once, up front, not at the step that would read them)."""
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"{name} must hold token ids in [0, vocab_size = {vocab_size}), got range [{low}, {high}]")
+
+
+def _check_moe_model(model) -> None:
+    if not isinstance(model, TinyLM) or model.config.ffn == "dense":
+        raise TypeError(f"model must be a TinyLM with MoE layers (ffn 'topk' or 'remoe'), got {describe(model)}")
 
 
 def train(
@@ -246,19 +278,24 @@ def train(
     Returns:
         A :class:`History` with the trained model (and its :attr:`History.snapshots`).
     """
-    if not isinstance(config, LMConfig):
-        raise TypeError(f"config must be an LMConfig, got {type(config).__name__}")
-    _check_int("steps", steps)
-    _check_int("log_every", log_every)
-    eval_every = max(log_every, steps // 10) if eval_every is None else eval_every
-    _check_int("eval_every", eval_every)
+    steps, _, seq_len, *_ = _check_run(config, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
+                                       min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
+                                       grad_clip=grad_clip, seed=seed)
+    log_every = check_int("log_every", log_every, low=1)
+    eval_every = max(log_every, steps // 10) if eval_every is None else check_int("eval_every", eval_every, low=1)
+    eval_windows = check_int("eval_windows", eval_windows, low=1)
+    check_type("show_progress", show_progress, bool)
+    get_device(device)  # a bad device fails now, not after the corpus is loaded
+    for name, ids in (("train_ids", train_ids), ("val_ids", val_ids)):
+        if ids is not None:
+            _check_ids(name, ids, seq_len, config.vocab_size)
+    snap_at = _snapshot_plan(config, steps, snapshot_every, snapshot_steps, snapshot_ids)
     if train_ids is None or val_ids is None:
         from .tokenizer import corpus_ids
 
         train_ids = corpus_ids("train", vocab_size=config.vocab_size) if train_ids is None else train_ids
         val_ids = corpus_ids("validation", vocab_size=config.vocab_size) if val_ids is None else val_ids
     _check_ids("val_ids", val_ids, seq_len)
-    snap_at = _snapshot_plan(config, steps, snapshot_every, snapshot_steps, snapshot_ids)
     trainer = Trainer(config, train_ids=train_ids, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
                       min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
                       seed=seed, device=device)
@@ -306,23 +343,23 @@ def train(
 
 
 def _snapshot_plan(config: LMConfig, steps: int, every, at, ids) -> set[int]:
+    if every is not None:
+        every = check_int("snapshot_every", every, low=1)
+    if at is not None:
+        if isinstance(at, (str, bytes)) or not hasattr(at, "__iter__"):
+            raise TypeError(f"snapshot_steps must be an iterable of ints in [0, steps = {steps}], got {describe(at)}")
+        at = [check_int(f"snapshot_steps[{i}] (steps = {steps})", s, low=0, high=steps) for i, s in enumerate(at)]
     if every is None and at is None:
         return set()
     if every is not None and at is not None:
         raise ValueError("pass snapshot_every or snapshot_steps, not both")
     if config.ffn == "dense":
         raise ValueError("snapshots read the routing, and a dense model has none (ffn='dense')")
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.numel() == 0 or ids.is_floating_point():
-        raise TypeError("snapshot_ids must be a non-empty 1-D integer torch.Tensor of token ids (the fixed text)")
+    check_tensor("snapshot_ids", ids, ndim=1, dtype="integer")  # the fixed text
+    _check_vocab("snapshot_ids", ids, config.vocab_size)
     if every is not None:
-        _check_int("snapshot_every", every)
         return {0, steps, *range(every, steps, every)}
-    plan = set()
-    for s in at:
-        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= steps:
-            raise ValueError(f"snapshot_steps must be ints in [0, steps = {steps}], got {s!r}")
-        plan.add(s)
-    return plan
+    return set(at)
 
 
 @torch.no_grad()
@@ -337,10 +374,8 @@ def routing_snapshot(model: TinyLM, ids: torch.Tensor) -> dict[str, Any]:
         experts of every token, "sparsity": S = 1 − #nonzero/(T·E) averaged over layers,
         "dead_tokens": share of (token, layer) pairs with no expert}``.
     """
-    if not isinstance(model, TinyLM) or model.config.ffn == "dense":
-        raise TypeError("model must be a TinyLM with MoE layers (ffn 'topk' or 'remoe')")
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.numel() == 0:
-        raise TypeError("ids must be a non-empty 1-D torch.Tensor of token ids")
+    _check_moe_model(model)
+    check_tensor("ids", ids, ndim=1, dtype="integer")
     was_training = model.training
     model.eval()
     try:
@@ -368,13 +403,15 @@ def measure_routing(model: TinyLM, ids: torch.Tensor, *, seq_len: int = 128, max
     """
     from .routers import Routing
 
-    if not isinstance(model, TinyLM) or model.config.ffn == "dense":
-        raise TypeError("model must be a TinyLM with MoE layers (ffn 'topk' or 'remoe')")
-    _check_int("seq_len", seq_len)
+    _check_moe_model(model)
+    check_tensor("ids", ids, ndim=1, dtype="integer")
+    seq_len = check_int("seq_len", seq_len, low=1)
+    max_tokens = check_int("max_tokens", max_tokens, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
     ids = ids.long()[:max_tokens]
     n = (ids.numel() // seq_len) * seq_len
     if n == 0:
-        raise ValueError(f"need at least seq_len = {seq_len} ids, got {ids.numel()}")
+        raise ValueError(f"need at least seq_len = {seq_len} ids, got {ids.numel()} (max_tokens = {max_tokens})")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -403,10 +440,8 @@ def expert_counts(model: TinyLM, ids: torch.Tensor) -> torch.Tensor:
     Returns:
         ``LongTensor[n_layers, T]``.
     """
-    if not isinstance(model, TinyLM) or model.config.ffn == "dense":
-        raise TypeError("model must be a TinyLM with MoE layers (ffn 'topk' or 'remoe')")
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 1:
-        raise TypeError("ids must be a 1-D torch.Tensor of token ids")
+    _check_moe_model(model)
+    check_tensor("ids", ids, ndim=1, dtype="integer")
     device = next(model.parameters()).device
     _, routings = model(ids.long()[None].to(device))
     return torch.stack([r.mask.sum(-1) for r in routings]).cpu()
@@ -414,7 +449,11 @@ def expert_counts(model: TinyLM, ids: torch.Tensor) -> torch.Tensor:
 
 def text_expert_counts(model: TinyLM, tokenizer, text: str) -> tuple[list[str], torch.Tensor]:
     """Tokenize ``text`` and return ``(token strings, LongTensor[n_layers, T] of active experts)``."""
-    if not isinstance(text, str) or not text:
+    _check_moe_model(model)
+    if not hasattr(tokenizer, "encode") or not hasattr(tokenizer, "decode"):
+        raise TypeError(f"tokenizer must be a tokenizers.Tokenizer (from load_tokenizer), got {describe(tokenizer)}")
+    check_type("text", text, str)
+    if not text:
         raise ValueError("text must be a non-empty string")
     enc = tokenizer.encode(text)
     tokens = [tokenizer.decode([i]) for i in enc.ids]
@@ -423,7 +462,10 @@ def text_expert_counts(model: TinyLM, tokenizer, text: str) -> tuple[list[str], 
 
 def token_frequency(ids: torch.Tensor, vocab_size: int) -> np.ndarray:
     """Relative frequency of each token id in ``ids``, ``float64[vocab_size]`` summing to 1."""
-    counts = np.bincount(ids.numpy().astype(np.int64), minlength=vocab_size).astype(np.float64)
+    check_tensor("ids", ids, ndim=1, dtype="integer")
+    vocab_size = check_int("vocab_size", vocab_size, low=1)
+    _check_vocab("ids", ids, vocab_size)
+    counts = np.bincount(ids.cpu().numpy().astype(np.int64), minlength=vocab_size).astype(np.float64)
     return counts / max(1.0, counts.sum())
 
 
@@ -445,16 +487,25 @@ def experts_vs_frequency(model: TinyLM, ids: torch.Tensor, frequency: np.ndarray
         ``{"frequency": median frequency per bin, "low", "high": bin edges, "mean_experts", "tokens"}`` lists,
         rarest bin first.
     """
-    if not isinstance(model, TinyLM) or model.config.ffn == "dense":
-        raise TypeError("model must be a TinyLM with MoE layers (ffn 'topk' or 'remoe')")
-    _check_int("bins", bins)
-    frequency = np.asarray(frequency, dtype=np.float64)
+    _check_moe_model(model)
+    check_tensor("ids", ids, ndim=1, dtype="integer")
+    bins = check_int("bins", bins, low=1)
+    seq_len = check_int("seq_len", seq_len, low=1)
+    max_tokens = check_int("max_tokens", max_tokens, low=1)
+    if isinstance(frequency, (str, bytes)) or frequency is None:
+        raise TypeError(f"frequency must be a numpy array of [vocab] relative frequencies, got {describe(frequency)}")
+    try:
+        frequency = np.asarray(frequency, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"frequency must be an array of numbers, got {describe(frequency)}") from None
     if frequency.shape != (model.config.vocab_size,):
         raise ValueError(f"frequency must have shape [{model.config.vocab_size}], got {frequency.shape}")
+    if not (np.isfinite(frequency).all() and (frequency >= 0).all()):
+        raise ValueError("frequency must hold finite numbers >= 0 (relative token frequencies)")
     ids = ids.long()[:max_tokens]
     n = (ids.numel() // seq_len) * seq_len
     if n == 0:
-        raise ValueError(f"need at least seq_len = {seq_len} ids, got {ids.numel()}")
+        raise ValueError(f"need at least seq_len = {seq_len} ids, got {ids.numel()} (max_tokens = {max_tokens})")
     device = next(model.parameters()).device
     counts = []
     for chunk in ids[:n].view(-1, seq_len).split(16):
