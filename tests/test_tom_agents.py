@@ -146,9 +146,9 @@ def test_bad_agent_input_is_rejected():
         make_agent("llama")
     with pytest.raises(ValueError, match="known-ness threshold"):
         RMax(m=0)
-    with pytest.raises(ValueError, match="gamma must be in"):
+    with pytest.raises(ValueError, match=r"gamma must be a number >= 0.0 and < 1.0"):
         RMax(gamma=1.0)
-    with pytest.raises(ValueError, match="epsilon must be in"):
+    with pytest.raises(ValueError, match=r"epsilon must be a number >= 0.0 and <= 1.0"):
         make_agent("q-learning", epsilon=2)
     with pytest.raises(ValueError, match="rule must be"):
         make_agent("surrogate", rule="greedy")
@@ -171,3 +171,54 @@ def test_oracle_plans_are_reused_only_for_identical_partners():
 def test_rmax_variants_also_settle_on_the_best_response(kwargs):
     ep = play("rps", RMax(**kwargs), "single-scissors", horizon=150, seed=1)
     assert (ep.actions[-50:] == 0).all()  # rock breaks scissors
+
+
+# ------------------------------------------------------------------------------------ bad input, one way
+def test_rmax_rejects_bool_m():
+    with pytest.raises(TypeError, match=r"m \(the known-ness threshold\) must be an int"):
+        RMax(m=True)
+
+
+@pytest.mark.parametrize("kwargs, name", [({"r_max": np.nan}, "r_max"), ({"gamma": np.nan}, "gamma")])
+def test_rmax_rejects_nan_hyperparameters(kwargs, name):
+    with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+        RMax(**kwargs)  # r_max=nan was an IndexError deep in the planner
+
+
+def test_fictitious_play_rejects_nan_prior():
+    with pytest.raises(ValueError, match="prior .* must be a finite number"):
+        make_agent("fictitious-play", prior=np.nan)  # was accepted: NaN counts, an arbitrary best response
+
+
+def test_agent_reset_rejects_a_float_horizon():
+    with pytest.raises(TypeError, match="horizon must be an int"):
+        RMax().reset("rps", horizon=3.5, rng=np.random.default_rng(0))  # was a TypeError from numpy
+
+
+def test_oracle_rejects_a_partner_it_cannot_plan_against():
+    rng = np.random.default_rng(0)
+    with pytest.raises(TypeError, match="partner must be a Partner"):
+        Oracle().reset("rps", horizon=3, rng=rng, partner="tft")  # was AttributeError
+    with pytest.raises(ValueError, match="partner .* must be reset"):
+        oracle_plan(get_game("rps"), SingleAction(0), 3)  # was AttributeError: no attribute '_k'
+    ipd_partner = SingleAction(0)
+    ipd_partner.reset("ipd", horizon=3)
+    with pytest.raises(ValueError, match="partner .* was reset for .*ipd.* not for game .*rps"):
+        oracle_plan(get_game("rps"), ipd_partner, 3)
+
+
+def test_game_names_work_wherever_a_game_is_expected():
+    from companion.tom import CountPredictor, best_response
+
+    assert best_response("rps", [1, 0, 0]).tolist() == [False, True, False]  # was AttributeError for a name
+    assert CountPredictor("ipd").counts.shape == (5, 2, 2)
+    p = TitForTat()
+    p.reset("ipd", horizon=4)
+    assert oracle_plan("ipd", p, 4)[1] == 3 * 3 + 5
+
+
+def test_best_response_rejects_nan_probabilities():
+    from companion.tom import best_response
+
+    with pytest.raises(ValueError, match="probs must be 3 finite numbers"):
+        best_response("rps", [np.nan, 0, 1])  # was an all-False mask

@@ -62,25 +62,25 @@ def test_summarize_means_and_stds():
 
 
 def test_bad_experiment_input_is_rejected():
-    with pytest.raises(ValueError, match="unknown partner kind"):
+    with pytest.raises(ValueError, match="kind must be one of"):
         ex.make_partner_factory("rps", "nasty")
-    with pytest.raises(ValueError, match="unknown game"):
+    with pytest.raises(ValueError, match=r"games\[0\] must be one of"):
         ex.grid(games=["chess"])
-    with pytest.raises(ValueError, match="unknown agent"):
+    with pytest.raises(ValueError, match=r"agents\[0\] must be one of"):
         ex.grid(agents=["alphazero"])
-    with pytest.raises(ValueError, match="seeds must be ints"):
+    with pytest.raises(ValueError, match=r"seeds\[0\] must be an int >= 0"):
         ex.grid(seeds=[-1])
     with pytest.raises(ValueError, match="must not be empty"):
         ex.grid(partners=[])
-    with pytest.raises(ValueError, match="horizons must be ints"):
+    with pytest.raises(ValueError, match=r"horizons\[0\] must be an int >= 1"):
         ex.horizon_sweep(horizons=[0])
     with pytest.raises(TypeError, match="Episode"):
         ex.best_response_rate({"actions": []})
-    with pytest.raises(ValueError, match="at least one row"):
+    with pytest.raises(ValueError, match="rows must not be empty"):
         ex.summarize([])
     with pytest.raises(TypeError, match="model and its tokenizer"):
         ex.llm_runs(horizon=2)
-    with pytest.raises(ValueError, match="unknown prompt"):
+    with pytest.raises(ValueError, match=r"prompts\[0\] must be one of"):
         ex.llm_runs(object(), object(), prompts=["cot"])
     with pytest.raises(ValueError, match="temperature"):
         ex.llm_runs(object(), object(), temperature=-1)
@@ -130,3 +130,29 @@ def test_llm_quick_runs_with_smollm(smollm):
     assert [r["prompt"] for r in rows] == ["lm", "oracle"]
     for r in rows:
         assert r["invalid"] == 0 and sum(r["action_counts"].values()) == 3 and 0 <= r["br_rate"] <= 1
+
+
+# ------------------------------------------------------------------------------------ bad input, one way
+def test_grid_rejects_a_list_horizon_and_a_lone_seed():
+    with pytest.raises(TypeError, match="horizon must be an int"):
+        ex.grid(games=["rps"], partners=["single"], agents=["random"], seeds=[0], horizon=[10, 20])  # used 10
+    with pytest.raises(TypeError, match=r"seeds must be a list of ints \(e.g. range\(5\)\)"):
+        ex.grid(seeds=5)  # was seed 5 alone (arena(seeds=5) was a TypeError)
+
+
+def test_llm_runs_rejects_nan_temperature_and_a_non_model_early():
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        ex.llm_runs(object(), object(), temperature=float("nan"))
+    with pytest.raises(TypeError, match="model must be a causal language model"):
+        ex.oracle_diagnostic(object(), object(), horizon=2)  # was AttributeError in the first game
+
+
+def test_summarize_takes_one_key_as_a_key():
+    (s,) = ex.summarize([{"game": "g", "regret": 1.0}], by="game", metrics="regret")  # was split into letters
+    assert s == {"game": "g", "regret": 1.0, "regret_std": 0.0, "n": 1}
+
+
+def test_cli_threads_must_be_a_positive_int(capsys):
+    with pytest.raises(SystemExit):
+        main(["tom", "grid", "--threads", "0"])
+    assert "argument --threads: must be an int >= 1, got 0" in capsys.readouterr().err

@@ -81,3 +81,35 @@ def test_bad_action_words_are_rejected():
         make_game(np.eye(2), np.eye(2), partner_actions=("x", "X"))
     with pytest.raises(TypeError, match="2-D array of numbers"):
         make_game([["a", "b"]], [[1, 2]])
+
+
+# ------------------------------------------------------------------------------------ bad input, one way
+def test_make_game_rejects_bool_payoffs():
+    with pytest.raises(TypeError, match=r"payoff \(A\) must be a 2-D array of numbers"):
+        make_game([[True, False]], [[1, 0]])  # was silently the matrix [[1.0, 0.0]]
+
+
+def test_make_game_rejects_one_string_of_action_words():
+    with pytest.raises(TypeError, match="partner_actions must be a sequence of 2 strings"):
+        make_game([[1, 0]], [[1, 0]], partner_actions="lr")  # was split into the words ("l", "r")
+
+
+def test_matrix_game_made_directly_checks_its_shapes():
+    from companion.tom import MatrixGame
+
+    with pytest.raises(ValueError, match="partner_actions must be 1 non-empty strings"):
+        MatrixGame("g", ("a",), ("b", "c"), np.ones((1, 1)), np.ones((1, 1)))  # was accepted
+    with pytest.raises(ValueError, match="name must be a non-empty string"):
+        MatrixGame("", ("a",), ("b",), np.ones((1, 1)), np.ones((1, 1)))
+
+
+def test_reward_rejects_negative_action_indices():
+    with pytest.raises(ValueError, match="a must be an int >= 0 and <= 2"):
+        get_game("rps").reward(-1, 0)  # was the last row (Python's negative index)
+
+
+def test_expected_payoff_rejects_nan_and_non_distributions():
+    with pytest.raises(ValueError, match="probs must be 3 finite numbers >= 0 summing to 1"):
+        get_game("rps").expected_payoff([np.nan, 0, 1])
+    with pytest.raises(ValueError, match="probs must be 3 finite numbers >= 0 summing to 1"):
+        get_game("rps").expected_payoff([0.5, 0.5, 0.5])

@@ -13,7 +13,7 @@ def test_rules_text_states_every_payoff_cell_unless_told_not_to():
 
 
 def test_bad_llm_agent_input_is_rejected():
-    with pytest.raises(ValueError, match="unknown prompt family 'cot'"):
+    with pytest.raises(ValueError, match="prompt must be one of .*got 'cot'"):
         LLMAgent(prompt="cot")
     with pytest.raises(ValueError, match="temperature must be"):
         LLMAgent(temperature=-1)
@@ -72,7 +72,7 @@ def test_parse_action_takes_the_first_legal_word():
     assert parse_action("ROCK!", words) == 0
     assert parse_action("rocks and papers", words) is None  # whole words only
     assert parse_action("", words) is None
-    with pytest.raises(TypeError, match="text must be a string"):
+    with pytest.raises(TypeError, match="text must be str"):
         parse_action(None, words)
 
 
@@ -147,3 +147,31 @@ def test_bad_http_input_is_rejected():
         HTTPBackend("http://x", "m", timeout=0)
     with pytest.raises(TypeError, match="backend must be an HTTPBackend"):
         HTTPAgent("http://x")
+
+
+# ------------------------------------------------------------------------------------ bad input, one way
+def test_llm_agent_rejects_nan_temperature_and_a_non_model():
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        LLMAgent(temperature=float("nan"))  # was accepted: NaN probabilities at the first sampled round
+    with pytest.raises(TypeError, match="model must be a causal language model"):
+        LLMAgent(object(), object())  # was accepted, then AttributeError at reset
+    with pytest.raises(TypeError, match="model must be a causal language model"):
+        ScoringLM(object(), lambda text, **kw: {"input_ids": []})  # was AttributeError: no 'parameters'
+
+
+def test_http_backend_rejects_a_non_positive_max_tokens():
+    with pytest.raises(ValueError, match="max_tokens must be an int >= 1"):
+        HTTPBackend("http://x", "m", max_tokens=-5)  # was sent to the endpoint
+    with pytest.raises(TypeError, match="base_url must be str"):
+        HTTPBackend(3, "m")
+
+
+def test_parse_action_rejects_one_string_of_words():
+    with pytest.raises(TypeError, match="words must be a sequence of words, not one string"):
+        parse_action("r", "rock")  # was the index of the letter 'r'
+
+
+def test_rules_text_takes_a_game_name():
+    assert rules_text("ipd") == rules_text(get_game("ipd"))  # was AttributeError for a name
+    with pytest.raises(TypeError, match="payoffs must be bool"):
+        rules_text("ipd", payoffs="no")

@@ -97,11 +97,47 @@ def test_bad_metric_and_play_input_is_rejected():
         regret_curve([1, 2], [1])
     with pytest.raises(ValueError, match=r"shape \[T, 3\]"):
         rationalized_regret(RPS, [[1, 0]], [[1, 0]])
-    with pytest.raises(ValueError, match="horizon must be >= 1"):
+    with pytest.raises(ValueError, match="horizon must be an int >= 1"):
         play("rps", "random", "tft", horizon=0)
     with pytest.raises(TypeError, match="horizon must be an int"):
         play("rps", "random", "tft", horizon=10.0)
-    with pytest.raises(ValueError, match="seed must be in"):
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
         play("rps", "random", "tft", horizon=10, seed=-1)
     with pytest.raises(ValueError, match="unknown partner"):
         arena(["rps"], ["rmax"], ["nobody"])
+
+
+# ------------------------------------------------------------------------------------ bad input, one way
+def test_literal_accuracy_rejects_float_and_out_of_range_partner_actions():
+    with pytest.raises(TypeError, match="partner_actions must be an array of int action indices"):
+        literal_accuracy([ROCK, [0, 1, 0]], [0.7, 1.2])  # was truncated to [0, 1]: accuracy 1.0
+    with pytest.raises(ValueError, match=r"partner_actions must be action indices in \[0, 3\)"):
+        literal_accuracy([ROCK, [0, 0, 1]], [0, -1])  # was read as the last action: accuracy 1.0
+    with pytest.raises(ValueError, match=r"partner_actions must be action indices in \[0, 3\)"):
+        literal_accuracy([ROCK, [0, 0, 1]], [0, 5])  # was IndexError
+    with pytest.raises(TypeError, match="partner_actions must be an array of int"):
+        literal_accuracy([ROCK], [True])
+
+
+def test_metrics_reject_empty_and_non_finite_input():
+    with pytest.raises(ValueError, match="predictions must have at least one round and one partner action"):
+        literal_accuracy([[]], [0])  # was a numpy reduction error
+    with pytest.raises(ValueError, match="oracle_rewards must hold finite numbers"):
+        functional_regret([1, np.nan], [0, 0])  # was NaN
+    with pytest.raises(ValueError, match="at least one round"):
+        regret_curve([], [])
+    with pytest.raises(ValueError, match="partner_policies must hold finite numbers"):
+        rationalized_regret("rps", [ROCK], [[np.nan, 0, 1]])
+
+
+def test_play_and_arena_reject_bool_and_empty_arguments():
+    with pytest.raises(TypeError, match="horizon must be an int"):
+        play("rps", "random", "tft", horizon=True)
+    with pytest.raises(ValueError, match="games must not be empty"):
+        arena([], ["rmax"], ["tft"])  # was [] silently
+    with pytest.raises(TypeError, match=r"seeds must be a list of ints"):
+        arena(["rps"], ["rmax"], ["tft"], seeds=3)  # was TypeError: 'int' object is not iterable
+    with pytest.raises(ValueError, match=r"agents\[0\]: unknown agent 'llama'"):
+        arena(["rps"], ["llama"], ["tft"])
+    with pytest.raises(TypeError, match="episodes must be bool"):
+        arena(["rps"], ["rmax"], ["tft"], episodes="yes")

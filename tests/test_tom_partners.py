@@ -72,3 +72,37 @@ def test_bad_partner_input_is_rejected():
         SingleAction().policy_from_history([])
     with pytest.raises(TypeError, match="partner must be a name"):
         make_partner(3)
+
+
+# ------------------------------------------------------------------------------------ bad input, one way
+def test_partner_actions_are_checked_at_construction_and_named_at_reset():
+    with pytest.raises(TypeError, match="action must be an action word"):
+        SingleAction(3.5)  # was accepted, and failed only at reset
+    with pytest.raises(ValueError, match="first must be an int >= 0"):
+        TitForTat(first=-1)
+    with pytest.raises(ValueError, match=r"cycle\[1\]: partner action index must be in \[0, 3\)"):
+        _reset(Cyclic([0, 7]))
+    with pytest.raises(TypeError, match="cycle must be a sequence"):
+        Cyclic(3)  # was a TypeError from len()
+
+
+def test_switching_between_the_same_action_is_rejected():
+    with pytest.raises(ValueError, match="second must be another action than first"):
+        _reset(Switching("rock", "rock"))  # was a partner that never switches
+
+
+def test_partner_reset_rejects_a_non_generator_rng():
+    with pytest.raises(TypeError, match="rng must be a numpy Generator"):
+        Switching().reset(RPS, horizon=4, rng=0)  # was AttributeError: 'int' object has no attribute 'integers'
+
+
+def test_mixed_rejects_non_numbers_at_construction():
+    with pytest.raises(TypeError, match="probs must be a sequence of numbers"):
+        Mixed(["a", "b", "c"])  # was a numpy conversion error at reset
+    with pytest.raises(ValueError, match="probs must be non-negative numbers summing to 1"):
+        Mixed([np.nan, 0.5, 0.5])
+
+
+def test_policy_from_history_rejects_out_of_range_actions():
+    with pytest.raises(ValueError, match=r"history\[0\] \(our action a\) must be an int >= 0 and <= 2"):
+        _reset(TitForTat()).policy_from_history([(5, 0)])  # was IndexError: list index out of range

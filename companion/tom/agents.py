@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..lab.checks import check_choice, check_float, check_int, check_probability, check_type, describe
 from .games import MatrixGame, get_game
 from .partners import Partner
 
@@ -30,22 +31,16 @@ _MAX_PLANS = 256
 
 
 def best_response(game: MatrixGame, probs: np.ndarray) -> np.ndarray:
-    """The myopic best-response set to ``b ~ probs``: a bool mask ``[n]`` of ``argmax_a Σ_b probs_b A[a, b]``."""
-    v = game.expected_payoff(probs)
+    """The myopic best-response set to ``b ~ probs``: a bool mask ``[n]`` of ``argmax_a Σ_b probs_b A[a, b]``.
+
+    ``game`` is a :class:`MatrixGame` or a name; ``probs`` a distribution over the partner's ``m`` actions."""
+    v = get_game(game).expected_payoff(probs)
     return v >= v.max() - _TOL
 
 
 def _argmax_random(values: np.ndarray, rng: np.random.Generator) -> int:
     best = np.flatnonzero(values >= values.max() - _TOL)
     return int(best[0]) if len(best) == 1 else int(best[rng.integers(len(best))])
-
-
-def _check_prob(name: str, value: float, *, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (0 < value <= 1 if low_open else 0 <= value <= 1):
-        raise ValueError(f"{name} must be in {'(0, 1]' if low_open else '[0, 1]'}, got {value}")
-    return float(value)
 
 
 class Agent:
@@ -55,7 +50,13 @@ class Agent:
 
     def reset(self, game: MatrixGame, *, horizon: int, rng: np.random.Generator,
               partner: Partner | None = None) -> None:
-        self.game, self.horizon, self.rng = get_game(game), horizon, rng
+        """Start an episode of ``horizon`` rounds of ``game``, drawing from ``rng``; ``partner`` is read only by
+        agents that are told it (the oracle)."""
+        game = get_game(game)
+        horizon = check_int("horizon", horizon, low=1)
+        check_type("rng", rng, np.random.Generator, what="a numpy Generator (np.random.default_rng(seed))")
+        check_type("partner", partner, (Partner, type(None)), what="a Partner or None")
+        self.game, self.horizon, self.rng = game, horizon, rng
 
     def act(self, history: Sequence[tuple[int, int]], t: int) -> int:
         raise NotImplementedError
@@ -92,6 +93,16 @@ def oracle_plan(game: MatrixGame, partner: Partner, horizon: int) -> tuple[dict,
         optimal expected return; ``expected_rewards`` ``[T]``, the oracle's expected reward in each round when
         it follows the plan (their sum is ``value``).
     """
+    game = get_game(game)
+    check_type("partner", partner, Partner)
+    horizon = check_int("horizon", horizon, low=1)
+    if partner.game is None:
+        raise ValueError(f"partner {partner!r} must be reset (partner.reset(game, horizon=...)) before planning "
+                         "against it")
+    if partner.game is not game and (partner.game.payoff.shape != game.payoff.shape
+                                     or not np.array_equal(partner.game.payoff, game.payoff)
+                                     or not np.array_equal(partner.game.partner_payoff, game.partner_payoff)):
+        raise ValueError(f"partner {partner!r} was reset for {partner.game!r}, not for game {game!r}")
     cached = getattr(partner, "_plan_cache", None)
     if cached is not None and cached[0] is game and cached[1] == horizon:
         return cached[2]
@@ -166,7 +177,7 @@ class Oracle(Agent):
     name = "oracle"
 
     def reset(self, game, *, horizon, rng, partner=None):
-        super().reset(game, horizon=horizon, rng=rng)
+        super().reset(game, horizon=horizon, rng=rng, partner=partner)
         if partner is None:
             raise ValueError("Oracle needs the partner: reset(game, horizon=..., rng=..., partner=partner)")
         self.partner = partner
@@ -176,7 +187,7 @@ class Oracle(Agent):
     def act(self, history, t):
         s = self._state
         if s not in self.plan[t]:  # off-plan (only if someone else drove the history): plan one step greedily
-            return int(np.argmax(self.game.expected_payoff(self.partner.policy(s, t))))
+            return int(np.argmax(self.game._values(self.partner.policy(s, t))))
         return self.plan[t][s]
 
     def predict(self, history, t):
@@ -196,6 +207,8 @@ class CountPredictor:
     """
 
     def __init__(self, game: MatrixGame, *, backoff: bool = True) -> None:
+        game = get_game(game)
+        check_type("backoff", backoff, bool)
         n, m = game.n_actions, game.n_partner_actions
         self.n, self.m, self.backoff = n, m, backoff
         self.counts = np.zeros((1 + n * m, n, m))
@@ -245,10 +258,13 @@ class RMax(Agent):
 
     def __init__(self, *, m: int = 1, r_max: float | None = None, gamma: float | None = None,
                  explore_ties: bool = False, predict_backoff: bool = False) -> None:
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-            raise ValueError(f"m (the known-ness threshold) must be an int >= 1, got {m!r}")
-        if gamma is not None and not (isinstance(gamma, (int, float)) and 0 <= gamma < 1):
-            raise ValueError(f"gamma must be in [0, 1) or None (finite horizon), got {gamma!r}")
+        check_int("m (the known-ness threshold)", m, low=1)
+        if r_max is not None:
+            check_float("r_max", r_max)
+        if gamma is not None:
+            check_float("gamma", gamma, low=0.0, high=1.0, high_open=True)
+        check_type("explore_ties", explore_ties, bool)
+        check_type("predict_backoff", predict_backoff, bool)
         self.m, self.r_max, self.gamma, self.explore_ties = int(m), r_max, gamma, explore_ties
         self.predict_backoff = predict_backoff
 
@@ -330,9 +346,7 @@ class FictitiousPlay(Agent):
     name = "fictitious-play"
 
     def __init__(self, *, prior: float = 1.0) -> None:
-        if not isinstance(prior, (int, float)) or isinstance(prior, bool) or prior < 0:
-            raise ValueError(f"prior (pseudo-count per action) must be a number >= 0, got {prior!r}")
-        self.prior = float(prior)
+        self.prior = check_float("prior (pseudo-count per action)", prior, low=0.0)
 
     def reset(self, game, *, horizon, rng, partner=None):
         super().reset(game, horizon=horizon, rng=rng)
@@ -344,7 +358,7 @@ class FictitiousPlay(Agent):
         return self.counts / tot if tot > 0 else np.full(m, 1.0 / m)
 
     def act(self, history, t):
-        return _argmax_random(self.game.expected_payoff(self.predict(history, t)), self.rng)
+        return _argmax_random(self.game._values(self.predict(history, t)), self.rng)
 
     def observe(self, a, b, r, t):
         self.counts[b] += 1
@@ -361,9 +375,9 @@ class QLearning(Agent):
     name = "q-learning"
 
     def __init__(self, *, alpha: float = 0.5, gamma: float = 0.9, epsilon: float = 0.1) -> None:
-        self.alpha = _check_prob("alpha", alpha, low_open=True)
-        self.gamma = _check_prob("gamma", gamma)
-        self.epsilon = _check_prob("epsilon", epsilon)
+        self.alpha = check_probability("alpha", alpha, low_open=True)
+        self.gamma = check_probability("gamma", gamma)
+        self.epsilon = check_probability("epsilon", epsilon)
 
     def reset(self, game, *, horizon, rng, partner=None):
         super().reset(game, horizon=horizon, rng=rng)
@@ -402,10 +416,8 @@ class Surrogate(Agent):
     name = "surrogate"
 
     def __init__(self, *, exploit: float = 0.0, rule: str = "random") -> None:
-        self.exploit = _check_prob("exploit", exploit)
-        if rule not in ("random", "mirror"):
-            raise ValueError(f"rule must be 'random' or 'mirror', got {rule!r}")
-        self.rule = rule
+        self.exploit = check_probability("exploit", exploit)
+        self.rule = check_choice("rule", rule, ("random", "mirror"))
 
     def reset(self, game, *, horizon, rng, partner=None):
         super().reset(game, horizon=horizon, rng=rng)
@@ -415,7 +427,7 @@ class Surrogate(Agent):
         self._s = self.model.state(history)
         p = self.model.predict(self._s)
         if self.rng.random() < self.exploit:
-            return _argmax_random(self.game.expected_payoff(p), self.rng)
+            return _argmax_random(self.game._values(p), self.rng)
         if self.rule == "mirror" and self.game.n_actions == self.game.n_partner_actions:
             return _argmax_random(p, self.rng)
         return int(self.rng.integers(self.game.n_actions))
@@ -443,7 +455,7 @@ def make_agent(name: str | Agent, **kwargs) -> Agent:
     if isinstance(name, Agent):
         return name
     if not isinstance(name, str):
-        raise TypeError(f"agent must be a name {sorted(AGENTS)} or an Agent, got {type(name).__name__}")
+        raise TypeError(f"agent must be a name {sorted(AGENTS)} or an Agent, got {describe(name)}")
     if name.lower() not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; expected one of {sorted(AGENTS)}")
     return AGENTS[name.lower()](**kwargs)

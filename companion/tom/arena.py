@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from ..lab.checks import check_int, check_type, describe
 from .agents import Agent, make_agent, oracle_plan
 from .games import MatrixGame, get_game
 from .metrics import Episode
@@ -20,20 +21,9 @@ from .partners import Partner, make_partner
 __all__ = ["arena", "play"]
 
 
-def _check_horizon(horizon) -> int:
-    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)):
-        raise TypeError(f"horizon must be an int (number of rounds T), got {type(horizon).__name__} {horizon!r}")
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1 round, got {horizon}")
-    return int(horizon)
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
-    return int(seed)
+#: seeds are 32-bit, as everywhere in the companion (``np.random.SeedSequence`` takes larger ones, but a seed
+#: should mean the same thing in every chapter)
+_SEED_MAX = 2**32 - 1
 
 
 def play(game: str | MatrixGame, agent: str | Agent, partner: str | Partner, *, horizon: int = 100,
@@ -45,7 +35,8 @@ def play(game: str | MatrixGame, agent: str | Agent, partner: str | Partner, *, 
     it sees the same realised partner (e.g. the same switching step). T = 100 in the paper's main tables.
     """
     game = get_game(game)
-    horizon, seed = _check_horizon(horizon), _check_seed(seed)
+    horizon = check_int("horizon", horizon, low=1)
+    seed = check_int("seed", seed, low=0, high=_SEED_MAX)
     agent, partner = make_agent(agent), make_partner(partner)
     agent_ss, partner_ss = np.random.SeedSequence(seed).spawn(2)
     prng = np.random.default_rng(partner_ss)
@@ -109,21 +100,42 @@ def play(game: str | MatrixGame, agent: str | Agent, partner: str | Partner, *, 
 
 def _factory(kind: str, spec, make) -> tuple[str, Callable]:
     if isinstance(spec, str):
-        make(spec)  # validate the name now
+        _named(kind, make, spec)  # validate the name now
         return spec, lambda: make(spec)
     if callable(spec) and not isinstance(spec, (Agent, Partner)):
         return getattr(spec, "name", getattr(spec, "__name__", kind)), spec
     if isinstance(spec, (Agent, Partner)):
         return spec.name, lambda: spec
-    raise TypeError(f"{kind} must be a name, an instance or a zero-argument factory, got {type(spec).__name__}")
+    raise TypeError(f"{kind} must be a name, an instance or a zero-argument factory, got {describe(spec)}")
+
+
+def _named(kind: str, make: Callable, spec):
+    """``make(spec)``, its TypeError/ValueError prefixed with ``kind`` (e.g. ``agents[1]: unknown agent ...``)."""
+    try:
+        return make(spec)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{kind}: {err}") from None
+
+
+def _listed(kind: str, specs, single: tuple) -> list:
+    """``specs`` as a non-empty list (one item of the ``single`` types becomes a list of one)."""
+    if isinstance(specs, single):
+        return [specs]
+    if isinstance(specs, (str, bytes)) or not isinstance(specs, Iterable):
+        raise TypeError(f"{kind} must be a list (or one item), got {describe(specs)}")
+    specs = list(specs)
+    if not specs:
+        raise ValueError(f"{kind} must not be empty")
+    return specs
 
 
 def _items(kind: str, specs, make) -> list[tuple[str, Callable]]:
     if isinstance(specs, Mapping):
-        return [(str(k), _factory(kind, v, make)[1]) for k, v in specs.items()]
-    if isinstance(specs, (str, Agent, Partner)):
-        specs = [specs]
-    return [_factory(kind, s, make) for s in specs]
+        if not specs:
+            raise ValueError(f"{kind} must not be empty")
+        return [(str(k), _factory(f"{kind}[{k!r}]", v, make)[1]) for k, v in specs.items()]
+    specs = _listed(kind, specs, (str, Agent, Partner))
+    return [_factory(f"{kind}[{i}]", s, make) for i, s in enumerate(specs)]
 
 
 def arena(games: Iterable, agents: Iterable | Mapping, partners: Iterable | Mapping, *, horizon: int = 100,
@@ -135,10 +147,15 @@ def arena(games: Iterable, agents: Iterable | Mapping, partners: Iterable | Mapp
     ``game, agent, partner, seed, horizon, regret (Δ_F/T), tom_regret (Δ_ToM/T), accuracy, return, oracle_value,
     invalid, seconds``; with ``episodes=True`` also the :class:`Episode` under ``"episode"``.
     """
-    horizon = _check_horizon(horizon)
-    games = [get_game(g) for g in ([games] if isinstance(games, (str, MatrixGame)) else games)]
-    agent_items, partner_items = _items("agent", agents, make_agent), _items("partner", partners, make_partner)
-    seeds = [_check_seed(s) for s in seeds]
+    horizon = check_int("horizon", horizon, low=1)
+    games = [_named(f"games[{i}]", get_game, g) for i, g in enumerate(_listed("games", games, (str, MatrixGame)))]
+    agent_items, partner_items = _items("agents", agents, make_agent), _items("partners", partners, make_partner)
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise TypeError(f"seeds must be a list of ints (e.g. range(5)), got {describe(seeds)}")
+    seeds = [check_int(f"seeds[{i}]", s, low=0, high=_SEED_MAX) for i, s in enumerate(seeds)]
+    if not seeds:
+        raise ValueError("seeds must not be empty")
+    check_type("episodes", episodes, bool)
     rows = []
     for g in games:
         for a_label, a_make in agent_items:

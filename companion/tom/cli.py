@@ -27,6 +27,8 @@ import argparse
 import time
 from typing import Any
 
+from companion.lab.checks import cli_device, cli_int
+
 #: the full-mode settings of each experiment (also written into the results file)
 FULL: dict[str, dict[str, Any]] = {
     "table1": {"seeds": list(range(20)), "horizon": 100, "llm_prompts": ["lm", "social"], "llm_greedy_seeds": [0],
@@ -152,10 +154,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = experiments.add_parser(name, help=text)
         p.add_argument("--full", action="store_true",
                        help=f"the larger run; writes results/tom/{name}.json with its provenance")
-        p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+        p.add_argument("--threads", type=cli_int(low=1), default=1, help="torch threads (default 1)")
         p.add_argument("--no-llm", action="store_true", help="tabular agents only (no model is loaded)")
         p.add_argument("--model", default=None, help="a Hugging Face id or local folder instead of SmolLM2")
-        p.add_argument("--device", default="cpu", help="where to run the local model (cpu, cuda)")
+        p.add_argument("--device", type=cli_device, default="cpu", help="where to run the local model (cpu, cuda, cuda:N)")
         p.add_argument("--base-url", default=None,
                        help="an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) instead of a local model")
         p.add_argument("--api-model", default=None, help="the endpoint's model name")

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..lab.checks import check_choice, check_float, check_int, check_type, describe
 from .agents import AGENTS, Agent, RMax, make_agent
 from .arena import arena, play
 from .games import GAMES, MatrixGame, get_game
@@ -62,35 +63,32 @@ PAPER_ORACLE: dict[str, dict[str, float]] = {
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def _check_names(kind: str, names, allowed) -> list[str]:
-    if isinstance(names, str):
-        names = [names]
-    try:
-        names = list(names)
-    except TypeError:
-        raise TypeError(f"{kind} must be a list of names from {list(allowed)}, got {type(names).__name__}") from None
-    if not names:
-        raise ValueError(f"{kind} must not be empty; choose from {list(allowed)}")
-    for n in names:
-        if n not in allowed:
-            raise ValueError(f"unknown {kind[:-1] if kind.endswith('s') else kind} {n!r}; expected one of "
-                             f"{list(allowed)}")
-    return names
-
-
-def _check_ints(kind: str, values, *, low: int) -> list[int]:
-    if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
-        values = [values]
+def _as_list(kind: str, values, what: str) -> list:
+    """``values`` as a non-empty list; a lone string is a list of one name (not of its characters)."""
+    if isinstance(values, str):
+        return [values]
     try:
         values = list(values)
     except TypeError:
-        raise TypeError(f"{kind} must be a list of ints, got {type(values).__name__}") from None
+        raise TypeError(f"{kind} must be a list of {what}, got {describe(values)}") from None
     if not values:
         raise ValueError(f"{kind} must not be empty")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-            raise ValueError(f"{kind} must be ints >= {low}, got {v!r}")
-    return [int(v) for v in values]
+    return values
+
+
+def _check_names(kind: str, names, allowed) -> list[str]:
+    """A non-empty list of names, each one of ``allowed`` (a lone name is a list of one)."""
+    names = _as_list(kind, names, f"names from {list(allowed)}")
+    for i, n in enumerate(names):
+        check_choice(f"{kind}[{i}]", n, list(allowed))
+    return names
+
+
+def _check_ints(kind: str, values, *, low: int, high: int | None = None) -> list[int]:
+    """A non-empty list of ints in ``[low, high]`` (a lone int is not accepted: ``seeds=5`` could mean seed 5 or
+    five seeds)."""
+    values = _as_list(kind, values, "ints (e.g. range(5))")
+    return [check_int(f"{kind}[{i}]", v, low=low, high=high) for i, v in enumerate(values)]
 
 
 def make_partner_factory(game: str | MatrixGame, kind: str) -> Callable[[], Partner]:
@@ -102,8 +100,7 @@ def make_partner_factory(game: str | MatrixGame, kind: str) -> Callable[[], Part
     another at a random round in [T/4, 3T/4].
     """
     g = get_game(game)
-    if kind not in PARTNER_KINDS:
-        raise ValueError(f"unknown partner kind {kind!r}; expected one of {list(PARTNER_KINDS)}")
+    check_choice("kind", kind, PARTNER_KINDS)
     if kind == "single":
         action = SINGLE_ACTION.get(g.name, 0) if g.name in GAMES else 0
         return lambda: SingleAction(action)
@@ -117,8 +114,7 @@ def make_partner_factory(game: str | MatrixGame, kind: str) -> Callable[[], Part
 def best_response_rate(episode: Episode) -> float:
     """Share of rounds whose action is a myopic best response to the partner's *actual* move that round,
     ``mean_t 1[a_t ∈ argmax_a A[a, b_t]]`` — for the oracle prompt, how often the model used the move it was told."""
-    if not isinstance(episode, Episode):
-        raise TypeError(f"episode must be an Episode from companion.tom.play, got {type(episode).__name__}")
+    check_type("episode", episode, Episode, what="an Episode from companion.tom.play")
     A = episode.game.payoff
     cols = A[:, episode.partner_actions]  # [n, T]
     best = cols >= cols.max(0, keepdims=True) - 1e-9
@@ -127,6 +123,7 @@ def best_response_rate(episode: Episode) -> float:
 
 def episode_row(episode: Episode, **extra) -> dict[str, Any]:
     """An episode's JSON-ready summary plus the best-response rate and the count of each of our actions."""
+    check_type("episode", episode, Episode, what="an Episode from companion.tom.play")
     g = episode.game
     counts = np.bincount(episode.actions, minlength=g.n_actions)
     return {**episode.summary(), "br_rate": best_response_rate(episode),
@@ -137,10 +134,14 @@ def summarize(rows: Sequence[dict], *, by: Sequence[str] = ("game", "agent", "pa
               metrics: Sequence[str] = ("regret", "tom_regret", "accuracy")) -> list[dict[str, Any]]:
     """Group ``rows`` (one per episode) by the keys ``by`` and give each metric's mean and standard deviation over
     the group (``<metric>`` and ``<metric>_std``), with ``n`` the number of episodes. Groups keep first-seen order."""
-    if not rows:
-        raise ValueError("summarize needs at least one row")
+    if isinstance(rows, (str, bytes, dict)):
+        raise TypeError(f"rows must be a list of dicts (one per episode), got {describe(rows)}")
+    rows = _as_list("rows", rows, "dicts (one per episode)")
+    by = _as_list("by", by, "row keys")
+    metrics = _as_list("metrics", metrics, "row keys")
     groups: dict[tuple, list[dict]] = {}
-    for r in rows:
+    for i, r in enumerate(rows):
+        check_type(f"rows[{i}]", r, dict)
         missing = [k for k in (*by, *metrics) if k not in r]
         if missing:
             raise ValueError(f"row lacks the keys {missing}; it has {sorted(r)}")
@@ -170,8 +171,8 @@ def grid(*, games: Iterable[str] = GAME_NAMES, partners: Iterable[str] = PARTNER
     games = _check_names("games", games, GAMES)
     partners = _check_names("partners", partners, PARTNER_KINDS)
     agents = _check_names("agents", agents, [*AGENTS, *EXTRA_AGENTS])
-    seeds = _check_ints("seeds", seeds, low=0)
-    horizon = _check_ints("horizon", horizon, low=1)[0]
+    seeds = _check_ints("seeds", seeds, low=0, high=2**32 - 1)
+    horizon = check_int("horizon", horizon, low=1)
     start = time.perf_counter()
     rows = []
     for g in games:
@@ -204,6 +205,11 @@ def horizon_sweep(*, horizons: Iterable[int] = (10, 30, 100, 300, 1000), agents:
     Returns ``{"settings", "summary", "seconds"}``; each summary row carries its ``horizon``.
     """
     horizons = _check_ints("horizons", horizons, low=1)
+    # the grids' own checks, once before the first (slow) one runs
+    check_choice("game", game, list(GAMES))
+    agents = _check_names("agents", agents, [*AGENTS, *EXTRA_AGENTS])
+    partners = _check_names("partners", partners, PARTNER_KINDS)
+    seeds = _check_ints("seeds", seeds, low=0, high=2**32 - 1)
     start = time.perf_counter()
     summary = []
     for T in horizons:
@@ -215,7 +221,7 @@ def horizon_sweep(*, horizons: Iterable[int] = (10, 30, 100, 300, 1000), agents:
 
 # ------------------------------------------------------------------------------------------------- LLM runs
 def _llm_factory(model, tokenizer, backend) -> Callable[[str, float], Agent]:
-    from .llm import HTTPAgent, HTTPBackend, LLMAgent
+    from .llm import HTTPAgent, HTTPBackend, LLMAgent, _check_model
 
     if backend is not None:
         if not isinstance(backend, HTTPBackend):
@@ -231,6 +237,7 @@ def _llm_factory(model, tokenizer, backend) -> Callable[[str, float], Agent]:
         return make_http
     if model is None or tokenizer is None:
         raise TypeError("llm runs need a model and its tokenizer (companion.lab.load_model()) or backend=")
+    _check_model(model, tokenizer)
     agent_cache: dict = {}
 
     def make_local(prompt: str, temperature: float) -> Agent:  # one agent per family: its ScoringLM is reused
@@ -261,10 +268,12 @@ def llm_runs(model=None, tokenizer=None, *, backend=None, game: str = "rps", par
     from .llm import PROMPTS
 
     prompts = _check_names("prompts", prompts, PROMPTS)
-    seeds = _check_ints("seeds", seeds, low=0)
-    horizon = _check_ints("horizon", horizon, low=1)[0]
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    seeds = _check_ints("seeds", seeds, low=0, high=2**32 - 1)
+    horizon = check_int("horizon", horizon, low=1)
+    temperature = check_float("temperature", temperature, low=0.0)
+    check_type("label", label, str)
+    check_choice("partner", partner, PARTNER_KINDS)
+    get_game(game)
     make = _llm_factory(model, tokenizer, backend)
     part = make_partner_factory(game, partner)
     rows = []
@@ -290,6 +299,13 @@ def oracle_diagnostic(model=None, tokenizer=None, *, backend=None, games: Iterab
     """
     games = _check_names("games", games, GAMES)
     partners = _check_names("partners", partners, PARTNER_KINDS)
+    from .llm import PROMPTS
+
+    prompts = _check_names("prompts", prompts, PROMPTS)
+    horizon = check_int("horizon", horizon, low=1)
+    seed = check_int("seed", seed, low=0, high=2**32 - 1)
+    check_type("label", label, str)
+    _llm_factory(model, tokenizer, backend)  # the model/backend checks, before the first game
     rows = []
     for g in games:
         for p in partners:

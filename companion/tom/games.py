@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..lab.checks import check_int, check_type, describe
+
 __all__ = ["GAMES", "MatrixGame", "get_game", "make_game"]
 
 
@@ -41,6 +43,19 @@ class MatrixGame:
     partner_actions: tuple[str, ...]
     payoff: np.ndarray = field(repr=False)
     partner_payoff: np.ndarray = field(repr=False)
+
+    def __post_init__(self) -> None:
+        # the same checks as make_game (which builds its arguments): a game made directly is held to them too
+        check_type("name", self.name, str)
+        if not self.name:
+            raise ValueError("name must be a non-empty string, got ''")
+        A = _matrix("payoff (A)", self.payoff, None)
+        B = _matrix("partner_payoff (B)", self.partner_payoff, A.shape)
+        n, m = A.shape
+        object.__setattr__(self, "actions", _words("actions", self.actions, n, "row"))
+        object.__setattr__(self, "partner_actions", _words("partner_actions", self.partner_actions, m, "column"))
+        object.__setattr__(self, "payoff", A)
+        object.__setattr__(self, "partner_payoff", B)
 
     @property
     def n_actions(self) -> int:
@@ -76,25 +91,58 @@ class MatrixGame:
 
     def reward(self, a: int, b: int) -> tuple[float, float]:
         """``(A[a, b], B[a, b])``: our reward and the partner's when we play a and the partner plays b."""
+        a = check_int("a", a, low=0, high=self.n_actions - 1)
+        b = check_int("b", b, low=0, high=self.n_partner_actions - 1)
         return float(self.payoff[a, b]), float(self.partner_payoff[a, b])
 
     def expected_payoff(self, probs: np.ndarray) -> np.ndarray:
-        """``A p``: our expected reward of each action against a partner who plays ``b ~ p``, shape ``[n]``."""
-        probs = np.asarray(probs, dtype=float)
-        if probs.shape != (self.n_partner_actions,):
-            raise ValueError(f"expected a distribution of shape ({self.n_partner_actions},) over the partner's "
-                             f"actions {list(self.partner_actions)}, got shape {probs.shape}")
+        """``A p``: our expected reward of each action against a partner who plays ``b ~ p``, shape ``[n]``.
+
+        ``probs`` must be a distribution over the partner's actions: ``m`` finite numbers >= 0 summing to 1."""
+        return self.payoff @ self._check_distribution("probs", probs)
+
+    def _values(self, probs: np.ndarray) -> np.ndarray:
+        """``A p`` without checks, for the agents' per-round calls (``probs`` a float distribution of shape [m])."""
         return self.payoff @ probs
+
+    def _check_distribution(self, name: str, probs) -> np.ndarray:
+        """``probs`` as a float array ``[m]`` if it is a distribution over the partner's actions (``m`` finite
+        numbers >= 0 summing to 1, as ``np.isclose`` reads it); else ``TypeError`` (not numbers) or ``ValueError``
+        naming ``name``."""
+        arr = _numbers(name, probs)
+        m = self.n_partner_actions
+        if arr.shape != (m,):
+            raise ValueError(f"{name} must be a distribution of shape ({m},) over the partner's actions "
+                             f"{list(self.partner_actions)}, got shape {arr.shape}")
+        if not np.isfinite(arr).all() or (arr < 0).any() or not np.isclose(arr.sum(), 1.0):
+            raise ValueError(f"{name} must be {m} finite numbers >= 0 summing to 1 (a distribution over the "
+                             f"partner's actions {list(self.partner_actions)}), got {arr.tolist()}")
+        return arr
 
     def __repr__(self) -> str:
         return f"MatrixGame({self.name!r}, actions={self.actions}, partner_actions={self.partner_actions})"
 
 
+def _numbers(name: str, value) -> np.ndarray:
+    """``value`` as a float array if it holds real numbers (ints or floats; not bools, strings or complex)."""
+    try:
+        kind = np.asarray(value).dtype.kind
+        arr = np.asarray(value, dtype=float) if kind in "iuf" else None
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None:
+        raise TypeError(f"{name} must be an array of real numbers (ints or floats), got {describe(value)}")
+    return arr
+
+
 def _matrix(name: str, value, shape: tuple[int, int] | None) -> np.ndarray:
     try:
+        kind = np.asarray(value).dtype.kind
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a 2-D array of numbers, got {type(value).__name__}") from err
+        raise TypeError(f"{name} must be a 2-D array of numbers, got {describe(value)}") from err
+    if kind not in "iuf":
+        raise TypeError(f"{name} must be a 2-D array of numbers (ints or floats), got {describe(value)}")
     if arr.ndim != 2 or 0 in arr.shape:
         raise ValueError(f"{name} must be a non-empty 2-D matrix [n our actions, m partner actions], "
                          f"got shape {arr.shape}")
@@ -115,17 +163,31 @@ def make_game(payoff, partner_payoff, *, name: str = "custom", actions=None, par
     A = _matrix("payoff (A)", payoff, None)
     B = _matrix("partner_payoff (B)", partner_payoff, A.shape)
     n, m = A.shape
-    actions = tuple(actions) if actions is not None else tuple(f"a{i}" for i in range(n))
-    partner_actions = tuple(partner_actions) if partner_actions is not None else tuple(f"b{j}" for j in range(m))
-    for label, names, k in (("actions", actions, n), ("partner_actions", partner_actions, m)):
-        if len(names) != k or not all(isinstance(s, str) and s for s in names):
-            raise ValueError(f"{label} must be {k} non-empty strings (one per matrix {'row' if k == n else 'column'}),"
-                             f" got {list(names)}")
-        if len({s.lower() for s in names}) != k:
-            raise ValueError(f"{label} must be distinct (case-insensitive), got {list(names)}")
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty string, got {name!r}")
+    actions = _words("actions", actions, n, "row") if actions is not None else tuple(f"a{i}" for i in range(n))
+    partner_actions = (_words("partner_actions", partner_actions, m, "column") if partner_actions is not None
+                       else tuple(f"b{j}" for j in range(m)))
+    check_type("name", name, str)
+    if not name:
+        raise ValueError("name must be a non-empty string, got ''")
     return MatrixGame(name, actions, partner_actions, A, B)
+
+
+def _words(label: str, names, k: int, where: str) -> tuple[str, ...]:
+    """``names`` as a tuple of ``k`` distinct (case-insensitive) non-empty strings, one per matrix row/column."""
+    try:
+        if isinstance(names, (str, bytes)):
+            raise TypeError
+        names = tuple(names)
+    except TypeError:
+        raise TypeError(f"{label} must be a sequence of {k} strings (one per matrix {where}), "
+                        f"got {describe(names)}") from None
+    if not all(isinstance(s, str) for s in names):
+        raise TypeError(f"{label} must be {k} strings (one per matrix {where}), got {list(names)}")
+    if len(names) != k or not all(names):
+        raise ValueError(f"{label} must be {k} non-empty strings (one per matrix {where}), got {list(names)}")
+    if len({s.lower() for s in names}) != k:
+        raise ValueError(f"{label} must be distinct (case-insensitive), got {list(names)}")
+    return names
 
 
 _RPS = np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]])  # rows/cols: rock, paper, scissors; paper beats rock

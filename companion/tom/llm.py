@@ -47,8 +47,9 @@ import numpy as np
 import torch
 
 from ..lab import cache_kwargs
+from ..lab.checks import check_choice, check_float, check_int, check_type, describe
 from .agents import Agent
-from .games import MatrixGame
+from .games import MatrixGame, get_game
 
 __all__ = ["PROMPTS", "HTTPAgent", "HTTPBackend", "LLMAgent", "ScoringLM", "parse_action", "rules_text"]
 
@@ -61,6 +62,8 @@ def _fmt(x: float) -> str:
 
 def rules_text(game: MatrixGame, *, payoffs: bool = True) -> str:
     """The prompt's header: the rules, and (unless ``payoffs=False``) every cell of both payoff matrices."""
+    game = get_game(game)
+    check_type("payoffs", payoffs, bool)
     lines = [
         "You are playing a game repeatedly with a partner. In each round you both choose an action at the same time.",
         f"Your actions: {', '.join(game.actions)}. The partner's actions: {', '.join(game.partner_actions)}.",
@@ -93,8 +96,13 @@ class ScoringLM:
     """
 
     def __init__(self, model, tokenizer, *, reuse_cache: bool = True) -> None:
+        _check_model(model, tokenizer)
+        check_type("reuse_cache", reuse_cache, bool)
+        first = next(model.parameters(), None)
+        if first is None:
+            raise ValueError("model must have parameters (a causal language model), got a module without any")
         self.model, self.tokenizer, self.reuse_cache = model, tokenizer, reuse_cache
-        self.device = next(model.parameters()).device
+        self.device = first.device
         self.reset("")
         self.tokens_encoded = 0  # tokens run through the model, to compare the two paths
 
@@ -113,6 +121,7 @@ class ScoringLM:
         """Start a new prompt with ``text``."""
         from transformers import DynamicCache
 
+        check_type("text", text, str)
         self.ids: list[int] = []
         self.cache = DynamicCache(config=self.model.config) if self.reuse_cache else None
         self._last: torch.Tensor | None = None  # log-probs of the next token after the prompt
@@ -121,6 +130,7 @@ class ScoringLM:
 
     def extend(self, text: str) -> None:
         """Append ``text`` to the prompt (with the cache: encode only these tokens)."""
+        check_type("text", text, str)
         new = self._encode(text)
         if not new:
             return
@@ -131,8 +141,13 @@ class ScoringLM:
     @torch.no_grad()
     def score(self, query: str, options: Sequence[str]) -> np.ndarray:
         """``[k]`` total log-probabilities ``log p(" " + option | prompt + query)``; the prompt is unchanged."""
+        check_type("query", query, str)
+        options = _check_words("options", options)
         q = self._encode(query)
         opts = [self._encode(" " + o) for o in options]
+        for k, o in enumerate(opts):
+            if not o:
+                raise ValueError(f"options[{k}] {options[k]!r} encodes to no tokens; give a word to score")
         if not self.ids and not q:
             raise ValueError("score needs a non-empty prompt or query to condition on")
         out = np.empty(len(opts))
@@ -156,6 +171,30 @@ class ScoringLM:
         return out
 
 
+def _check_words(name: str, words) -> list[str]:
+    """``words`` as a non-empty list of non-empty strings (a single string is not a list of words)."""
+    if isinstance(words, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of words, not one string, got {describe(words)}")
+    try:
+        words = list(words)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of words, got {describe(words)}") from None
+    if not words:
+        raise ValueError(f"{name} must not be empty")
+    for k, w in enumerate(words):
+        check_type(f"{name}[{k}]", w, str)
+        if not w:
+            raise ValueError(f"{name}[{k}] must be a non-empty word, got ''")
+    return words
+
+
+def _check_model(model, tokenizer) -> None:
+    """A local causal LM and its tokenizer (``companion.lab.load_model``): a module, and a callable."""
+    check_type("model", model, torch.nn.Module, what="a causal language model (a torch.nn.Module)")
+    if not callable(tokenizer):
+        raise TypeError(f"tokenizer must be a Hugging Face tokenizer (callable), got {describe(tokenizer)}")
+
+
 class _PromptedAgent(Agent):
     """What the two LLM agents share: the prompt family, and for ``prompt="oracle"`` the partner whose next
     move is written into the question (its state is followed round by round)."""
@@ -163,7 +202,7 @@ class _PromptedAgent(Agent):
     prompt: str
 
     def reset(self, game, *, horizon, rng, partner=None):
-        super().reset(game, horizon=horizon, rng=rng)
+        super().reset(game, horizon=horizon, rng=rng, partner=partner)
         if self.prompt == "oracle":
             if partner is None:
                 raise ValueError("the 'oracle' prompt tells the model its partner's next move, so reset needs partner=")
@@ -192,12 +231,13 @@ class LLMAgent(_PromptedAgent):
 
     def __init__(self, model=None, tokenizer=None, *, prompt: str = "lm", reuse_cache: bool = True,
                  temperature: float = 0.0) -> None:
-        if prompt not in PROMPTS:
-            raise ValueError(f"unknown prompt family {prompt!r}; expected one of {list(PROMPTS)}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
-            raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+        check_choice("prompt", prompt, PROMPTS)
+        temperature = check_float("temperature", temperature, low=0.0)
         if (model is None) != (tokenizer is None):
             raise TypeError("give both model and tokenizer, or neither (to load the book's model)")
+        if model is not None:
+            _check_model(model, tokenizer)
+        check_type("reuse_cache", reuse_cache, bool)
         self.model, self.tokenizer = model, tokenizer
         self.prompt, self.reuse_cache, self.temperature = prompt, reuse_cache, float(temperature)
         self.name = f"llm-{prompt}"
@@ -263,8 +303,8 @@ class LLMAgent(_PromptedAgent):
 # --------------------------------------------------------------------------------------------- HTTP backend
 def parse_action(text: str, words: Sequence[str]) -> int | None:
     """The index of the legal word that appears first in ``text`` (whole words, case-insensitive), or None."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    check_type("text", text, str)
+    words = _check_words("words", words)
     best, where = None, len(text) + 1
     for k, w in enumerate(words):
         m = re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", text, flags=re.IGNORECASE)
@@ -283,20 +323,26 @@ class HTTPBackend:
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 30.0,
                  max_tokens: int = 16) -> None:
-        if not isinstance(base_url, str) or not re.match(r"^https?://", base_url):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-        if not isinstance(model, str) or not model:
-            raise ValueError(f"model must be a non-empty model name, got {model!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        check_type("base_url", base_url, str)
+        if not re.match(r"^https?://[^\s/]", base_url):
+            raise ValueError(f"base_url must start with http:// or https:// and a host, got {base_url!r}")
+        check_type("model", model, str)
+        if not model:
+            raise ValueError("model must be a non-empty model name, got ''")
+        check_type("api_key_env", api_key_env, str)
+        if not api_key_env:
+            raise ValueError("api_key_env must name an environment variable, got ''")
+        timeout = check_float("timeout", timeout, low=0.0, low_open=True)
+        max_tokens = check_int("max_tokens", max_tokens, low=1)
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.api_key_env, self.timeout, self.max_tokens = model, api_key_env, float(timeout), max_tokens
+        self.model, self.api_key_env, self.timeout, self.max_tokens = model, api_key_env, timeout, max_tokens
 
     def __repr__(self) -> str:
         return f"HTTPBackend({self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
 
     def complete(self, prompt: str) -> str:
         """The reply text to one user message (temperature 0)."""
+        check_type("prompt", prompt, str)
         body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
                            "max_tokens": self.max_tokens, "temperature": 0}).encode()
         headers = {"Content-Type": "application/json"}
@@ -332,10 +378,8 @@ class HTTPAgent(_PromptedAgent):
     """
 
     def __init__(self, backend: HTTPBackend, *, prompt: str = "lm") -> None:
-        if not isinstance(backend, HTTPBackend):
-            raise TypeError(f"backend must be an HTTPBackend, got {type(backend).__name__}")
-        if prompt not in PROMPTS:
-            raise ValueError(f"unknown prompt family {prompt!r}; expected one of {list(PROMPTS)}")
+        check_type("backend", backend, HTTPBackend, what="an HTTPBackend")
+        check_choice("prompt", prompt, PROMPTS)
         self.backend, self.prompt, self.name = backend, prompt, f"http-{prompt}"
 
     def reset(self, game, *, horizon, rng, partner=None):

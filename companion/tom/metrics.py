@@ -24,17 +24,53 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .games import MatrixGame
+from ..lab.checks import describe
+from .games import MatrixGame, get_game
 
 __all__ = ["Episode", "functional_regret", "literal_accuracy", "rationalized_regret", "regret_curve"]
 
 
-def _as_2d(name: str, x, m: int | None = None) -> np.ndarray:
-    arr = np.asarray(x, dtype=float)
+def _numbers(name: str, x) -> np.ndarray:
+    """``x`` as a float array if it holds real numbers (ints or floats; not bools, strings or objects)."""
+    try:
+        kind = np.asarray(x).dtype.kind
+    except (TypeError, ValueError):  # ragged nested lists
+        kind = "O"
+    if kind not in "iuf" or isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be an array of real numbers, got {describe(x)}")
+    return np.asarray(x, dtype=float)
+
+
+def _as_2d(name: str, x, m: int | None = None, *, nan_rows: bool = True) -> np.ndarray:
+    """``x`` as a float ``[T, m]`` array with T >= 1, m >= 1; entries finite (NaN allowed with ``nan_rows``:
+    a round without a prediction)."""
+    arr = _numbers(name, x)
     if arr.ndim != 2 or (m is not None and arr.shape[1] != m):
         want = f"[T, {m}]" if m is not None else "[T, m]"
         raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+    if 0 in arr.shape:
+        raise ValueError(f"{name} must have at least one round and one partner action, got shape {arr.shape}")
+    bad = np.isinf(arr) if nan_rows else ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(f"{name} must hold finite numbers{' (or NaN rows: no prediction)' if nan_rows else ''}, "
+                         f"got {'an infinity' if nan_rows else 'NaN or an infinity'} in row "
+                         f"{int(np.flatnonzero(bad.any(1))[0])}")
     return arr
+
+
+def _actions(name: str, x, T: int, m: int) -> np.ndarray:
+    """``x`` as an int array ``[T]`` of action indices in ``[0, m)``."""
+    try:
+        b = np.asarray(x)
+    except (TypeError, ValueError):
+        b = np.asarray(None)
+    if b.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an array of int action indices, got {describe(x)}")
+    if b.shape != (T,):
+        raise ValueError(f"{name} must have shape ({T},) to match predictions, got {b.shape}")
+    if T and (b.min() < 0 or b.max() >= m):
+        raise ValueError(f"{name} must be action indices in [0, {m}), got values from {b.min()} to {b.max()}")
+    return b
 
 
 def literal_accuracy(predictions, partner_actions) -> float:
@@ -47,9 +83,11 @@ def literal_accuracy(predictions, partner_actions) -> float:
         accuracy in [0, 1], or NaN if no round had a prediction.
     """
     P = _as_2d("predictions", predictions)
-    b = np.asarray(partner_actions)
-    if b.shape != (P.shape[0],):
-        raise ValueError(f"partner_actions must have shape ({P.shape[0]},) to match predictions, got {b.shape}")
+    b = _actions("partner_actions", partner_actions, P.shape[0], P.shape[1])
+    return _literal_accuracy(P, b)
+
+
+def _literal_accuracy(P: np.ndarray, b: np.ndarray) -> float:
     ok = ~np.isnan(P).any(1)
     if not ok.any():
         return float("nan")
@@ -59,29 +97,37 @@ def literal_accuracy(predictions, partner_actions) -> float:
 
 
 def regret_curve(oracle_rewards, rewards) -> np.ndarray:
-    """``[T]`` cumulative functional regret ``Σ_{s ≤ t} (r*_s − r_s)``."""
-    o, r = np.asarray(oracle_rewards, dtype=float), np.asarray(rewards, dtype=float)
+    """``[T]`` cumulative functional regret ``Σ_{s ≤ t} (r*_s − r_s)``: two finite ``[T]`` arrays, T >= 1."""
+    o, r = _numbers("oracle_rewards", oracle_rewards), _numbers("rewards", rewards)
     if o.ndim != 1 or o.shape != r.shape:
         raise ValueError(f"oracle_rewards and rewards must be 1-D of equal length, got {o.shape} and {r.shape}")
+    if len(o) == 0:
+        raise ValueError("oracle_rewards and rewards must have at least one round (an episode), got length 0")
+    for name, x in (("oracle_rewards", o), ("rewards", r)):
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name} must hold finite numbers, got NaN or an infinity")
     return np.cumsum(o - r)
 
 
 def functional_regret(oracle_rewards, rewards) -> float:
     """``Δ_F / T = (1/T) Σ_t (r*_t − r_t)``."""
     curve = regret_curve(oracle_rewards, rewards)
-    if len(curve) == 0:
-        raise ValueError("an episode needs at least one round")
     return float(curve[-1] / len(curve))
 
 
 def rationalized_regret(game: MatrixGame, predictions, partner_policies) -> float:
     """``Δ_ToM / T``: the mean one-step regret of best-responding to the predictions ``p̂_t`` (``[T, m]``) when the
     partner actually plays ``π_t`` (``[T, m]``). Rounds without a prediction (NaN rows) are skipped; NaN if none."""
+    game = get_game(game)
     m = game.n_partner_actions
     P = _as_2d("predictions", predictions, m)
-    Pi = _as_2d("partner_policies", partner_policies, m)
+    Pi = _as_2d("partner_policies", partner_policies, m, nan_rows=False)
     if P.shape != Pi.shape:
         raise ValueError(f"predictions {P.shape} and partner_policies {Pi.shape} must have the same shape")
+    return _rationalized_regret(game, P, Pi)
+
+
+def _rationalized_regret(game: MatrixGame, P: np.ndarray, Pi: np.ndarray) -> float:
     ok = ~np.isnan(P).any(1)
     if not ok.any():
         return float("nan")
@@ -122,7 +168,7 @@ class Episode:
     @property
     def accuracy(self) -> float:
         """Literal accuracy (:func:`literal_accuracy`)."""
-        return literal_accuracy(self.predictions, self.partner_actions)
+        return _literal_accuracy(self.predictions, self.partner_actions)  # play's arrays: no checks needed
 
     @property
     def regret(self) -> float:
@@ -132,7 +178,7 @@ class Episode:
     @property
     def tom_regret(self) -> float:
         """Rationalized regret per round ``Δ_ToM / T`` (:func:`rationalized_regret`)."""
-        return rationalized_regret(self.game, self.predictions, self.partner_policies)
+        return _rationalized_regret(self.game, self.predictions, self.partner_policies)
 
     @property
     def regret_curve(self) -> np.ndarray:

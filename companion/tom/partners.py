@@ -20,10 +20,36 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from ..lab.checks import check_choice, check_int, check_type, describe
 from .games import MatrixGame, get_game
 
 __all__ = ["PARTNERS", "Adaptive", "Cyclic", "Mixed", "Partner", "SingleAction", "Switching", "TitForTat",
            "make_partner"]
+
+
+def _check_action(name: str, value, *, optional: bool = False):
+    """``value`` if it can name a partner action: an int index >= 0 or a non-empty word (``None`` when
+    ``optional``). Whether the game has that action is checked at :meth:`Partner.reset`."""
+    if value is None and optional:
+        return value
+    if isinstance(value, str):
+        if not value:
+            raise ValueError(f"{name} must be a non-empty action word or an int index >= 0, got ''")
+        return value
+    try:
+        check_int(name, value, low=0)
+    except TypeError:
+        raise TypeError(f"{name} must be an action word (str) or an int index >= 0"
+                        f"{' or None' if optional else ''}, got {describe(value)}") from None
+    return value
+
+
+def _index(game: MatrixGame, name: str, action) -> int:
+    """``game.action_index(action, partner=True)``, its error prefixed with the argument's name."""
+    try:
+        return game.action_index(action, partner=True)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{name}: {err}") from None
 
 
 def _onehot(k: int, m: int) -> np.ndarray:
@@ -45,10 +71,11 @@ class Partner:
 
     def reset(self, game: MatrixGame, *, horizon: int, rng: np.random.Generator | None = None) -> None:
         """Start an episode of ``horizon`` rounds of ``game``; draw per-episode randomness from ``rng``."""
-        self.game = get_game(game)
-        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
-            raise ValueError(f"horizon must be an int >= 1 (number of rounds), got {horizon!r}")
-        self.horizon = int(horizon)
+        game = get_game(game)
+        horizon = check_int("horizon", horizon, low=1)
+        check_type("rng", rng, (np.random.Generator, type(None)), what="a numpy Generator or None")
+        self.game = game
+        self.horizon = horizon
         self._plan_cache = None  # the oracle's plan against this episode's partner (see oracle_plan)
         self._onehots = [_onehot(k, self.game.n_partner_actions) for k in range(self.game.n_partner_actions)]
 
@@ -71,6 +98,7 @@ class Partner:
     def policy_from_history(self, history: Sequence[tuple[int, int]]) -> np.ndarray:
         """π(· | h_t) for the joint history ``h_t`` (a list of ``(a, b)`` index pairs), t = len(history)."""
         self._need_reset()
+        history = _check_history(history, self.game)
         state = self.initial_state()
         for t, (a, b) in enumerate(history):
             state = self.next_state(state, a, b, t)
@@ -89,12 +117,12 @@ class SingleAction(Partner):
 
     def __init__(self, action: int | str = 0) -> None:
         super().__init__()
-        self.action = action
+        self.action = _check_action("action", action)
         self.name = f"single-{action}"
 
     def reset(self, game, *, horizon, rng=None):
         super().reset(game, horizon=horizon, rng=rng)
-        self._k = self.game.action_index(self.action, partner=True)
+        self._k = _index(self.game, "action", self.action)
         self.name = f"single-{self.game.partner_actions[self._k]}"
 
     def plan_key(self):
@@ -115,15 +143,15 @@ class TitForTat(Partner):
 
     def __init__(self, *, first: int | str = 0, mode: str = "copy") -> None:
         super().__init__()
-        if mode not in ("copy", "beat"):
-            raise ValueError(f"mode must be 'copy' or 'beat', got {mode!r}")
+        _check_action("first", first)
+        check_choice("mode", mode, ("copy", "beat"))
         self.first, self.mode = first, mode
         self.name = "tft" if mode == "copy" else "tft-beat"
 
     def reset(self, game, *, horizon, rng=None):
         super().reset(game, horizon=horizon, rng=rng)
         g = self.game
-        self._first = g.action_index(self.first, partner=True)
+        self._first = _index(g, "first", self.first)
         if self.mode == "copy":
             if [s.lower() for s in g.actions] != [s.lower() for s in g.partner_actions]:
                 raise ValueError(f"TitForTat(mode='copy') needs both players to share the action words; {g.name} "
@@ -150,15 +178,25 @@ class Cyclic(Partner):
 
     def __init__(self, cycle: Sequence[int | str] | None = None) -> None:
         super().__init__()
-        if cycle is not None and (isinstance(cycle, str) or len(cycle) == 0):
-            raise ValueError(f"cycle must be a non-empty sequence of actions, got {cycle!r}")
-        self.cycle = None if cycle is None else list(cycle)
+        if cycle is not None:
+            try:
+                if isinstance(cycle, (str, bytes)):
+                    raise TypeError
+                cycle = list(cycle)
+            except TypeError:
+                raise TypeError(f"cycle must be a sequence of actions (words or int indices) or None, "
+                                f"got {describe(cycle)}") from None
+            if len(cycle) == 0:
+                raise ValueError("cycle must be a non-empty sequence of actions, got []")
+            for i, c in enumerate(cycle):
+                _check_action(f"cycle[{i}]", c)
+        self.cycle = cycle
         self.name = "cyclic"
 
     def reset(self, game, *, horizon, rng=None):
         super().reset(game, horizon=horizon, rng=rng)
         cyc = self.cycle if self.cycle is not None else list(range(self.game.n_partner_actions))
-        self._cycle = [self.game.action_index(c, partner=True) for c in cyc]
+        self._cycle = [_index(self.game, f"cycle[{i}]", c) for i, c in enumerate(cyc)]
 
     def plan_key(self):
         return ("cyclic", tuple(self._cycle))
@@ -178,9 +216,10 @@ class Switching(Partner):
     def __init__(self, first: int | str | None = None, second: int | str | None = None, *,
                  switch_at: int | None = None) -> None:
         super().__init__()
-        if switch_at is not None and (isinstance(switch_at, bool) or not isinstance(switch_at, (int, np.integer))
-                                      or switch_at < 0):
-            raise ValueError(f"switch_at must be an int >= 0 or None, got {switch_at!r}")
+        _check_action("first", first, optional=True)
+        _check_action("second", second, optional=True)
+        if switch_at is not None:
+            check_int("switch_at", switch_at, low=0)
         self.first, self.second, self.switch_at = first, second, switch_at
         self.name = "switching"
 
@@ -190,10 +229,12 @@ class Switching(Partner):
         m = self.game.n_partner_actions
         if m < 2:
             raise ValueError("Switching needs a partner with at least two actions")
-        first = (self.game.action_index(self.first, partner=True) if self.first is not None
+        first = (_index(self.game, "first", self.first) if self.first is not None
                  else int(rng.integers(m)))
         if self.second is not None:
-            second = self.game.action_index(self.second, partner=True)
+            second = _index(self.game, "second", self.second)
+            if second == first:
+                raise ValueError(f"second must be another action than first, got {self.second!r} for both")
         else:
             others = [k for k in range(m) if k != first]
             second = others[int(rng.integers(len(others)))]
@@ -212,6 +253,19 @@ class Mixed(Partner):
 
     def __init__(self, probs: Sequence[float] | None = None) -> None:
         super().__init__()
+        if probs is not None:  # the length is checked against the game's actions at reset
+            try:
+                kind = np.asarray(probs).dtype.kind
+            except (TypeError, ValueError):
+                kind = "O"
+            if kind not in "iuf" or isinstance(probs, (str, bytes)):
+                raise TypeError(f"probs must be a sequence of numbers (one per partner action) or None, "
+                                f"got {describe(probs)}")
+            p = np.asarray(probs, dtype=float)
+            if p.ndim != 1 or p.size == 0 or not np.isfinite(p).all() or (p < 0).any() \
+                    or not np.isclose(p.sum(), 1.0):
+                raise ValueError(f"probs must be non-negative numbers summing to 1 (one per partner action), "
+                                 f"got {probs!r}")
         self.probs = probs
         self.name = "mixed"
 
@@ -269,6 +323,25 @@ class Adaptive(Partner):
         return p
 
 
+def _check_history(history, game: MatrixGame) -> list[tuple[int, int]]:
+    """``history`` as a list of ``(a, b)`` int pairs, our and the partner's action indices in ``game``."""
+    if isinstance(history, (str, bytes)):
+        raise TypeError(f"history must be a sequence of (a, b) action-index pairs, got {describe(history)}")
+    try:
+        history = list(history)
+    except TypeError:
+        raise TypeError(f"history must be a sequence of (a, b) action-index pairs, got {describe(history)}") from None
+    out = []
+    for t, pair in enumerate(history):
+        try:
+            a, b = pair
+        except (TypeError, ValueError):
+            raise TypeError(f"history[{t}] must be an (a, b) pair of action indices, got {describe(pair)}") from None
+        out.append((check_int(f"history[{t}] (our action a)", a, low=0, high=game.n_actions - 1),
+                    check_int(f"history[{t}] (the partner's action b)", b, low=0, high=game.n_partner_actions - 1)))
+    return out
+
+
 PARTNERS = {
     "single": SingleAction,
     "tft": TitForTat,
@@ -285,10 +358,12 @@ def make_partner(name: str | Partner, **kwargs) -> Partner:
     if isinstance(name, Partner):
         return name
     if not isinstance(name, str):
-        raise TypeError(f"partner must be a name {sorted(PARTNERS)} or a Partner, got {type(name).__name__}")
+        raise TypeError(f"partner must be a name {sorted(PARTNERS)} or a Partner, got {describe(name)}")
     key = name.lower()
     if key.startswith("single-"):
         action = name.split("-", 1)[1]
+        if not action:
+            raise ValueError(f"unknown partner {name!r}: name the action after 'single-' (e.g. 'single-rock')")
         return SingleAction(int(action) if action.isdigit() else action, **kwargs)
     if key not in PARTNERS:
         raise ValueError(f"unknown partner {name!r}; expected one of {sorted(PARTNERS)} (or 'single-<action>')")

@@ -20,6 +20,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("companion.tom.peers needs the optional peer library axelrod: pip install axelrod") from err
 
+from ..lab.checks import check_choice, check_int, check_type
 from .agents import AGENTS, Agent, make_agent
 from .games import MatrixGame, get_game, make_game
 
@@ -79,14 +80,11 @@ class CompanionPlayer(axl.Player):
 def axelrod_player(agent: str = "rmax", *, seed: int = 0, default_horizon: int = 200, **agent_kwargs):
     """An ``axl.Player`` that plays our ``agent`` (a name from :data:`companion.tom.AGENTS` other than the oracle,
     which needs to read its partner's policy); hyperparameters as keyword arguments (e.g. ``m=1``)."""
-    if not isinstance(agent, str) or agent not in AGENTS or agent == "oracle":
-        raise ValueError(f"agent must be one of {sorted(set(AGENTS) - {'oracle'})}, got {agent!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if isinstance(default_horizon, bool) or not isinstance(default_horizon, (int, np.integer)) or default_horizon < 1:
-        raise ValueError(f"default_horizon must be an int >= 1, got {default_horizon!r}")
+    check_choice("agent", agent, sorted(set(AGENTS) - {"oracle"}))
+    seed = check_int("seed", seed, low=0, high=2**32 - 1)
+    default_horizon = check_int("default_horizon", default_horizon, low=1)
     make_agent(agent, **agent_kwargs)  # validate the hyperparameters now
-    return CompanionPlayer(agent=agent, seed=int(seed), default_horizon=int(default_horizon),
+    return CompanionPlayer(agent=agent, seed=seed, default_horizon=default_horizon,
                            agent_kwargs=agent_kwargs)
 
 
@@ -99,8 +97,7 @@ class AxelrodAgent(Agent):
     """
 
     def __init__(self, player) -> None:
-        if not isinstance(player, axl.Player):
-            raise TypeError(f"player must be an axelrod.Player instance, got {type(player).__name__}")
+        check_type("player", player, axl.Player, what="an axelrod.Player instance")
         self.player, self.name = player, player.name
         self._C, self._D = axl.Action.C, axl.Action.D
         self._shadow_cls = axl.Player
