@@ -169,14 +169,14 @@ def test_autograd_baseline_lowers_the_error():
     [
         (torch.zeros(8, 8), {"nbits": 5}, ValueError, "nbits must be one of"),
         (torch.zeros(8, 8), {"group_size": 10}, ValueError, "must be a positive int dividing"),
-        (torch.zeros(8, 8, dtype=torch.int32), {}, TypeError, "floating-point"),
+        (torch.zeros(8, 8, dtype=torch.int32), {}, TypeError, "W must have a floating dtype"),
         (torch.zeros(0), {}, ValueError, "empty"),
-        (torch.tensor([1.0, float("nan")] * 32), {}, ValueError, "NaN or Inf"),
-        (torch.tensor([1.0, float("inf")] * 32), {}, ValueError, "NaN or Inf"),
+        (torch.tensor([1.0, float("nan")] * 32), {}, ValueError, "NaN or inf"),
+        (torch.tensor([1.0, float("inf")] * 32), {}, ValueError, "NaN or inf"),
         (torch.zeros(8, 8), {"axis": 2, "group_size": 8}, ValueError, "axis"),
         ([1.0] * 64, {}, TypeError, "torch.Tensor"),
         (torch.zeros(64), {"meta_nbits": 6}, ValueError, "meta_nbits"),
-        (torch.ones(64), {"p": 1.5}, ValueError, "p must be in"),
+        (torch.ones(64), {"p": 1.5}, ValueError, "p must be a number > 0.0 and <= 1.0"),
     ],
 )
 def test_bad_input_is_rejected_clearly(W, kwargs, exc, match):
@@ -194,6 +194,126 @@ def test_constant_groups_reconstruct_exactly():
 def test_dequantize_rejects_foreign_meta():
     with pytest.raises(TypeError, match="QuantMeta"):
         H.dequantize(torch.zeros(2, 2, dtype=torch.uint8), {"nbits": 4})
+
+
+def test_quantize_rejects_bool_nbits():
+    # before: nbits=True quantized silently to 1 bit (True == 1)
+    with pytest.raises(TypeError, match="nbits must be an int"):
+        H.quantize(torch.randn(8, 8), nbits=True, group_size=8)
+    with pytest.raises(TypeError, match="meta_nbits must be an int"):
+        H.quantize(torch.randn(8, 8), group_size=8, meta_nbits=True)
+
+
+def test_quantize_rejects_float_nbits_also_with_bitpack():
+    # before: nbits=4.0 passed the check and failed deep inside pack ("lshift_cpu" not implemented for 'Float')
+    for bitpack in (False, True):
+        with pytest.raises(TypeError, match="nbits must be an int"):
+            H.quantize(torch.randn(8, 8), nbits=4.0, group_size=8, bitpack=bitpack)
+    with pytest.raises(TypeError, match="nbits must be an int"):
+        H.pack(torch.zeros(2, 2, dtype=torch.uint8), 4.0)
+
+
+@pytest.mark.parametrize("name", ["p", "beta", "kappa"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_quantize_rejects_nan_and_inf_solver_settings(name, value):
+    # before: beta=nan silently turned HQQ into round-to-nearest (a NaN zero-point never "improved")
+    with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+        H.quantize(torch.randn(8, 8), group_size=8, **{name: value})
+    with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+        H.quantize(torch.randn(8, 8), group_size=8, optimize=False, **{name: value})  # checked even for RTN
+
+
+def test_shrink_rejects_a_zero_beta_with_a_message():
+    # before: ZeroDivisionError from 1.0 / beta
+    with pytest.raises(ValueError, match="beta must be a number > 0"):
+        H.shrink_lp(torch.randn(4), 0, 0.7)
+    with pytest.raises(ValueError, match="beta must be a number > 0"):
+        H.shrink_threshold(0, 0.7)
+    with pytest.raises(ValueError, match="p must be a number > 0.0 and <= 1.0"):
+        H.shrink_threshold(10.0, 2.0)  # before: ZeroDivisionError (2 - p = 0)
+    with pytest.raises(ValueError, match="beta=.* is too small"):
+        H.shrink_threshold(5e-324, 1.0)  # before: OverflowError
+
+
+def test_pack_rejects_non_integer_codes():
+    # before: pack(tensor([[1.7]]), 4) packed 1 (the float was truncated)
+    with pytest.raises(TypeError, match="W_q must have an integer dtype"):
+        H.pack(torch.tensor([[1.7]]), 4)
+    with pytest.raises(TypeError, match="packed must have an integer dtype"):
+        H.unpack(torch.zeros(1, 1), 4, 2)
+
+
+def test_dequantize_rejects_codes_that_do_not_match_the_meta_data():
+    W = heavy_tailed((16, 8), seed=12)
+    codes, meta = H.quantize(W, nbits=4, group_size=16)
+    words, packed_meta = H.quantize(W, nbits=4, group_size=16, bitpack=True)
+    # before: unpacked codes with packed meta-data were unpacked again and returned garbage, silently
+    with pytest.raises(ValueError, match="W_q does not match meta: expected 4-bit packed"):
+        H.dequantize(codes, packed_meta)
+    with pytest.raises(ValueError, match="W_q does not match meta: expected unpacked codes"):
+        H.dequantize(words, meta)
+    with pytest.raises(TypeError, match="W_q must have an integer dtype"):
+        H.dequantize(codes.float(), meta)
+    torch.testing.assert_close(H.dequantize(words, packed_meta), H.dequantize(codes, meta))
+
+
+def test_unpack_needs_the_row_count_it_was_packed_from():
+    words = H.pack(torch.randint(0, 16, (10, 3), dtype=torch.uint8), 4)  # 5 words of 2 codes
+    with pytest.raises(ValueError, match="rows=4 does not fit"):
+        H.unpack(words, 4, 4)
+    with pytest.raises(TypeError, match="rows must be an int"):
+        H.unpack(words, 4, 10.0)
+
+
+def test_sizes_are_never_negative():
+    with pytest.raises(ValueError, match="rows must be an int >= 0"):
+        H.packed_bits(-5, 3, 4)  # before: -48 bits
+    with pytest.raises(ValueError, match="cols must be an int >= 0"):
+        H.packed_bits(5, -3, 4)
+
+
+def test_optimize_zero_rejects_scales_that_would_broadcast():
+    Wg = heavy_tailed((16, 8), seed=13)
+    scale, zero = _init_scale_zero(Wg, 4, 0)
+    with pytest.raises(ValueError, match=r"scale must have shape \[1, 8\]"):
+        H.optimize_zero(Wg, scale[:, :1], zero, nbits=4, axis=0)
+    scale1, zero1 = _init_scale_zero(Wg, 4, 1)  # axis 1: one value per row, [16, 1]
+    with pytest.raises(ValueError, match=r"zero must have shape \[16, 1\]"):
+        H.optimize_zero(Wg, scale1, zero1.T, nbits=4, axis=1)
+    with pytest.raises(TypeError, match="W, scale, zero must have the same dtype"):
+        H.optimize_zero(Wg.double(), scale.double(), zero, nbits=4, axis=0)
+    with pytest.raises(ValueError, match="scale .* must be nonzero"):
+        H.optimize_zero(Wg, torch.zeros_like(scale), zero, nbits=4, axis=0)
+
+
+def test_quantize_model_is_all_or_nothing():
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # group_size 256 divides the first layer's 256 weights but not the second's 128: nothing may change
+    with pytest.raises(ValueError, match="layer '2': group_size must be a positive int dividing"):
+        H.quantize_model(model, nbits=4, group_size=256, progress=False)
+    assert all(type(m) is torch.nn.Linear for m in (model[0], model[2]))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(TypeError, match="nbits must be an int"):
+        H.quantize_model(model, nbits=True, progress=False)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nbit'"):
+        H.quantize_model(model, nbit=4, progress=False)
+    with pytest.raises(TypeError, match="skip must be a tuple of str"):
+        H.quantize_model(model, skip="lm_head", progress=False)  # a str would skip every name containing "l", "m"...
+    assert all(type(m) is torch.nn.Linear for m in (model[0], model[2]))
+    with pytest.raises(ValueError, match="model is a single nn.Linear"):
+        H.quantize_model(torch.nn.Linear(16, 16), progress=False)
+
+
+def test_hqq_linear_checks_its_parts():
+    lin = torch.nn.Linear(16, 8)
+    W_q, meta = H.quantize(lin.weight.detach(), nbits=4, group_size=16, bitpack=True)
+    with pytest.raises(ValueError, match=r"bias must have shape \[8\]"):
+        H.HQQLinear(W_q, meta, torch.zeros(16))
+    with pytest.raises(TypeError, match="linear must be an nn.Linear"):
+        H.HQQLinear.from_linear(torch.nn.ReLU())
+    with pytest.raises(ValueError, match="meta must describe a 2-D"):
+        H.HQQLinear(*H.quantize(torch.randn(2, 8, 8), nbits=4, group_size=16, bitpack=True), None)
 
 
 # ------------------------------------------------------------------------------------------ the peer: PyPI hqq

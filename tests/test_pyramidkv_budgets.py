@@ -56,13 +56,18 @@ def test_exact_schedule_hits_the_target_mean_and_official_never_underspends(capa
         ({"capacity": 64, "window": 8, "num_layers": 0, "prompt_len": 100}, "num_layers"),
         ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 100, "beta": 0}, "beta"),
         ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 100, "schedule": "kvcompose"}, "schedule"),
-        ({"capacity": 64.5, "window": 8, "num_layers": 4, "prompt_len": 100}, "capacity"),
     ],
 )
 def test_bad_input(kwargs, match):
     capacity = kwargs.pop("capacity")
     with pytest.raises(ValueError, match=match):
         layer_budgets(capacity, **kwargs)
+
+
+def test_a_float_capacity_is_a_type_error():
+    # a float where an int is meant is the wrong type (the shared convention of companion.lab.checks)
+    with pytest.raises(TypeError, match="capacity must be an int"):
+        layer_budgets(64.5, window=8, num_layers=4, prompt_len=100)
 
 
 def test_kvpress_schedule_falls_back_to_uniform_below_beta_times_window():
@@ -92,3 +97,39 @@ def test_mean_by_groups_rows_and_accuracy_table_is_the_share_found():
     assert mean_by(rows, "kept_tokens")[("pyramidkv", 64)] == 74.5
     assert mean_by(rows, "found", by=("method", "depth")) == {("snapkv", 0.0): 1.0, ("snapkv", 1.0): 0.0,
                                                               ("pyramidkv", 0.0): 1.0}
+
+
+# ------------------------------------------------------------------------------------------ bad input, one way
+def test_regime_rejects_what_layer_budgets_rejects():
+    # before: regime(8, window=8, prompt_len=100) answered "pyramid" for budgets layer_budgets refuses to compute
+    for kwargs, exc, match in [
+        ({"capacity": 8, "window": 8, "prompt_len": 100}, ValueError, "window .* must be smaller than capacity"),
+        ({"capacity": 64, "window": 8, "prompt_len": 8}, ValueError, "window .* must be shorter than the prompt"),
+        ({"capacity": 0, "window": 8, "prompt_len": 100}, ValueError, "capacity must be an int >= 1"),
+        ({"capacity": 64.5, "window": 8, "prompt_len": 100}, TypeError, "capacity must be an int"),
+        ({"capacity": 64, "window": True, "prompt_len": 100}, TypeError, "window must be an int"),
+    ]:
+        capacity = kwargs.pop("capacity")
+        with pytest.raises(exc, match=match):
+            layer_budgets(capacity, num_layers=4, **kwargs)
+        with pytest.raises(exc, match=match):
+            regime(capacity, **kwargs)
+
+
+def test_budget_functions_accept_numpy_ints_and_return_plain_ints():
+    import numpy as np
+
+    b = layer_budgets(np.int64(128), window=np.int64(8), num_layers=np.int64(30), prompt_len=np.int64(4000))
+    assert b == layer_budgets(128, window=8, num_layers=30, prompt_len=4000)
+    assert all(type(x) is int for x in b)
+    assert regime(np.int64(128), window=8, prompt_len=np.int64(240)) == "pyramid"
+    assert overspend(np.array(b), np.int64(128), 8) == pytest.approx(overspend(b, 128, 8))
+
+
+def test_overspend_rejects_a_zero_target_and_bad_budgets():
+    with pytest.raises(ValueError, match="window .* must be smaller than capacity"):
+        overspend([1, 2], 8, 8)  # before: ZeroDivisionError
+    with pytest.raises(ValueError, match="budgets must not be empty"):
+        overspend([], 64, 8)  # before: nan (and a numpy warning)
+    with pytest.raises(ValueError, match=r"budgets\[1\] must be an int >= 0"):
+        overspend([3, -1], 64, 8)

@@ -59,9 +59,9 @@ def test_a_budget_at_least_the_prompt_is_a_no_op(pre):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"capacity": 0}, "capacity must be a positive int"),
+    ({"capacity": 0}, "capacity must be an int >= 1"),
     ({"capacity": 8, "window": 8}, "capacity .* must be larger than the window"),
-    ({"capacity": 64, "window": 0}, "window must be a positive int"),
+    ({"capacity": 64, "window": 0}, "window must be an int >= 1"),
     ({"capacity": 299, "window": 300}, "capacity .* must be larger than the window"),
 ])
 def test_compress_bad_budgets_are_named(pre, kwargs, match):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from companion.pyramidkv import cache_bytes, select_tokens, window_scores
+from companion.pyramidkv import cache_bytes, keep_positions, select_tokens, window_scores
 
 
 def test_single_query_scores_by_hand():
@@ -160,3 +160,89 @@ def test_funnel_on_the_real_model(smollm):
         torch.testing.assert_close(p.sum(-1), torch.ones(9))
     with pytest.raises(ValueError, match="one prompt"):
         funnel(model, ids.expand(2, -1))
+
+
+# ------------------------------------------------------------------------------------------ bad input, one way
+@pytest.fixture(scope="module")
+def tiny():
+    """A two-layer random Llama (no download) and a 12-token prompt."""
+    from badinput_lab import tiny_lm
+
+    return tiny_lm(), (torch.arange(12) * 7 % 32)[None]
+
+
+def test_keep_positions_rejects_a_float_budget():
+    # before: budget=3.5 failed inside topk ("argument 'k' must be int, not float")
+    with pytest.raises(TypeError, match="budget must be an int"):
+        keep_positions(torch.rand(1, 2, 6), budget=3.5)
+    with pytest.raises(ValueError, match="budget must be an int >= 0"):
+        keep_positions(torch.rand(1, 2, 6), budget=-1)
+    with pytest.raises(TypeError, match="budget must be an int"):
+        select_tokens(torch.zeros(1, 1, 8, 4), torch.zeros(1, 1, 8, 4), torch.rand(1, 1, 6), budget=2.0, window=2)
+
+
+def test_cache_bytes_rejects_negative_sizes():
+    # before: cache_bytes([-5], ...) returned a negative number of bytes
+    with pytest.raises(ValueError, match=r"num_layers_tokens\[0\] must be an int >= 0"):
+        cache_bytes([-5], heads=3, head_dim=64)
+    for name in ("heads", "head_dim", "bytes_per_value"):
+        with pytest.raises(ValueError, match=f"{name} must be an int >= 1"):
+            cache_bytes([5], **{"heads": 3, "head_dim": 64, name: -2})
+    with pytest.raises(TypeError, match=r"num_layers_tokens\[0\] must be an int"):
+        cache_bytes([1.5], heads=3, head_dim=64)
+    assert cache_bytes(iter([30, 10]), heads=3, head_dim=64, bytes_per_value=2) == 2 * 3 * 64 * 2 * 40
+
+
+def test_prefill_rejects_an_empty_prompt(tiny):
+    from companion.pyramidkv import funnel, prefill, queries_keys
+
+    model, _ = tiny
+    empty = torch.zeros(1, 0, dtype=torch.long)
+    # before: a transformers reshape error ("cannot reshape tensor of 0 elements ...")
+    with pytest.raises(ValueError, match="input_ids must hold at least one token"):
+        prefill(model, empty)
+    with pytest.raises(ValueError, match="input_ids must hold at least one token"):
+        queries_keys(model, empty)
+    with pytest.raises(ValueError, match="input_ids must be token ids in \\[0, 32\\)"):
+        prefill(model, torch.tensor([[3, 40]]))  # before: IndexError inside the embedding
+    with pytest.raises(TypeError, match="input_ids must have an integer dtype"):
+        prefill(model, torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="window must be an int >= 1 and <= 3"):
+        funnel(model, torch.zeros(1, 4, dtype=torch.long), window=8)  # checked before the model runs
+
+
+def test_compress_accepts_the_numpy_ints_layer_budgets_accepts(tiny):
+    import numpy as np
+
+    from companion.pyramidkv import compress, layer_budgets, prefill
+
+    model, ids = tiny
+    pre = prefill(model, ids)
+    # before: compress rejected capacity=np.int64(6), which layer_budgets accepted
+    for method in ("snapkv", "pyramidkv", "streaming"):
+        a, kept_a = compress(pre, method, capacity=np.int64(6), window=np.int64(2), sink=np.int64(1))
+        b, kept_b = compress(pre, method, capacity=6, window=2, sink=1)
+        assert kept_a == kept_b and all(torch.equal(x.keys, y.keys) for x, y in zip(a.layers, b.layers))
+    assert layer_budgets(np.int64(6), window=2, num_layers=2, prompt_len=12) == [k - 2 for k in
+                                                                                 compress(pre, "pyramidkv", capacity=6, window=2)[1]]
+    with pytest.raises(TypeError, match="capacity must be an int"):
+        compress(pre, "snapkv", capacity=6.0)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        compress(pre, "snapkv", capacity=6, window=2, schedule="exactly")  # checked although snapkv ignores it
+    with pytest.raises(TypeError, match="pre must be the Prefill returned by prefill"):
+        compress(pre.cache, "snapkv", capacity=6)
+
+
+def test_greedy_continue_checks_its_arguments(tiny):
+    from companion.pyramidkv import compress, greedy_continue, prefill
+
+    model, ids = tiny
+    pre = prefill(model, ids)
+    cache, _ = compress(pre, "full", capacity=6)
+    with pytest.raises(TypeError, match="max_new_tokens must be an int"):
+        greedy_continue(model, pre, cache, max_new_tokens=2.0)
+    with pytest.raises(ValueError, match="suffix must be one prompt"):
+        greedy_continue(model, pre, cache, suffix=torch.tensor([1, 2]))
+    with pytest.raises(TypeError, match="cache must be a transformers cache"):
+        greedy_continue(model, pre, None)
+    assert len(greedy_continue(model, pre, cache, max_new_tokens=2, suffix=torch.zeros(1, 0, dtype=torch.long))) == 2

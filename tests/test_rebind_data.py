@@ -1,6 +1,7 @@
 """ReBind's data: featurization, the Laplacian encoding, padded batches, the cache, both sources, bad input."""
 
 import ast
+import math
 import warnings
 
 import pytest
@@ -218,7 +219,7 @@ def test_collate_rejects_bad_batches():
     good = molecule_from_smiles("CO")
     with pytest.raises(ValueError, match="empty"):
         collate([])
-    with pytest.raises(TypeError, match="item 1 must be a Molecule"):
+    with pytest.raises(TypeError, match=r"mols\[1\] must be a Molecule"):
         collate([good, "CO"])
     broken = Molecule(name="broken", mol=good.mol, z=good.z, coords=good.coords[:-1], features=good.features,
                       adjacency=good.adjacency, pe=good.pe)
@@ -229,7 +230,7 @@ def test_collate_rejects_bad_batches():
 def test_loader_arguments_are_checked():
     with pytest.raises(ValueError, match="split must be"):
         load_qm9("validation")
-    with pytest.raises(ValueError, match="n must be a positive int"):
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
         load_nci(0)
 
 
@@ -247,3 +248,62 @@ def test_strained_qm9_cage_needs_the_hueckel_fallback():
 
     flat = lambda smi: Chem.MolToSmiles(Chem.MolFromSmiles(smi), isomericSmiles=False)  # noqa: E731
     assert flat(mol.smiles) == flat(row["SMILES"])  # the same graph as QM9's SMILES (stereo aside)
+
+
+# ------------------------------------------------------------------------- bad input, one way everywhere
+
+def test_molecule_from_xyz_rejects_a_float_charge():
+    with pytest.raises(TypeError, match="charge must be an int"):  # was: an RDKit argument error as "bonds"
+        molecule_from_xyz(WATER_XYZ, charge=0.5)
+
+
+def test_embed_conformer_rejects_float_and_negative_seeds():
+    from rdkit import Chem
+
+    from companion.rebind import embed_conformer
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("CO"))
+    with pytest.raises(TypeError, match="seed must be an int"):  # was: seed 1.5 used as 1
+        embed_conformer(mol, seed=1.5)
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):  # was: an RDKit invariant violation
+        embed_conformer(mol, seed=-5)
+    with pytest.raises(ValueError, match="seed must be an int >= 0 and <= 2147483647"):  # was: OverflowError
+        embed_conformer(mol, seed=2**31)
+    assert mol.GetNumConformers() == 0  # nothing changed
+
+
+def test_split_molecules_rejects_empty_and_non_molecules():
+    with pytest.raises(ValueError, match="mols must be a non-empty list"):  # was: three empty lists
+        split_molecules([])
+    with pytest.raises(TypeError, match=r"mols\[0\] must be a Molecule"):
+        split_molecules(["CO"])
+    with pytest.raises(ValueError, match=r"fractions\[0\] must be a finite number"):
+        split_molecules([molecule_from_smiles("CO")], (math.nan, 0.5, 0.5))
+
+
+def test_seeds_have_one_range_in_the_chapter():
+    """load_qm9 took seed=-1 while train (through seed_everything) refused it; now both refuse it."""
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        load_qm9("test", max_molecules=2, seed=-1)
+    with pytest.raises(TypeError, match="max_molecules must be an int"):
+        load_qm9("test", max_molecules=True)
+
+
+def test_rdkit_functions_reject_non_molecules():
+    from companion.rebind import bond_adjacency
+
+    with pytest.raises(TypeError, match="mol must be an rdkit.Chem.Mol"):  # was: AttributeError
+        atom_features("CCO")
+    with pytest.raises(TypeError, match="mol must be an rdkit.Chem.Mol"):
+        bond_adjacency(None)
+
+
+def test_xyz_block_checks_symbols_coordinates_and_comment():
+    with pytest.raises(ValueError, match="coords must hold finite numbers"):
+        xyz_block(["H", "H"], [[0, 0, 0], [0, 0, math.nan]])
+    with pytest.raises(TypeError, match="coords must hold real numbers"):  # was: a format-string ValueError
+        xyz_block(["H", "H"], [["0", "0", "0"], ["0", "0", "1"]])
+    with pytest.raises(ValueError, match="comment must be a single line"):  # was: a broken XYZ block
+        xyz_block(["H", "H"], [[0, 0, 0], [0, 0, 0.74]], "two\nlines")
+    with pytest.raises(TypeError, match=r"symbols\[1\] must be an element symbol"):
+        xyz_block(["H", 1], [[0, 0, 0], [0, 0, 0.74]])

@@ -211,7 +211,7 @@ def test_mismatched_shapes_and_types_are_rejected():
         force_edges(torch.ones(1, 4, 4), z[None], adj[None], torch.ones(1, 5, dtype=torch.bool))
     with pytest.raises(TypeError, match="integer atomic numbers"):
         lj_parameters(torch.tensor([6.0, 1.0]))
-    with pytest.raises(TypeError, match="torch tensors"):
+    with pytest.raises(TypeError, match="dist must be a torch.Tensor"):
         force_edges([[0, 1], [1, 0]], z, adj)
 
 
@@ -255,9 +255,70 @@ def test_budget_override_k_picks_the_k_largest_forces_per_row(real_batch):
         assert (picked_min >= rest_max).all()
         near = nearest_edges(d, b.adjacency, b.mask, k=k)
         assert torch.equal(near.sum(-1).long(), want)
-    with pytest.raises(ValueError, match="k must be >= 0"):
+    with pytest.raises(ValueError, match="k must be an int >= 0"):
         force_edges(d, b.z, b.adjacency, b.mask, k=-1)
     with pytest.raises(TypeError, match="k must be None, an int"):
         force_edges(d, b.z, b.adjacency, b.mask, k=1.5)
     with pytest.raises(ValueError, match=r"k must be \[N\] or \[B, N\]"):
         nearest_edges(d, b.adjacency, b.mask, k=torch.ones(3, dtype=torch.long))
+
+
+# ------------------------------------------------------------------------- bad input, one way everywhere
+
+def test_hop_distance_rejects_bool_and_float_max_hops():
+    _, adj = chain()
+    with pytest.raises(TypeError, match="max_hops must be an int"):  # was: max_hops=1, silently
+        hop_distance(adj, max_hops=True)
+    with pytest.raises(TypeError, match="max_hops must be an int"):  # was: a TypeError from range()
+        hop_distance(adj, max_hops=2.5)
+
+
+def test_hop_distance_rejects_negative_max_hops():
+    _, adj = chain()
+    with pytest.raises(ValueError, match="max_hops must be an int >= 0"):  # was: every pair 0 hops apart
+        hop_distance(adj, max_hops=-1)
+
+
+def test_pair_forces_reject_negative_and_nan_distances():
+    z, adj = chain()
+    d = torch.cdist(torch.arange(4.0)[:, None], torch.arange(4.0)[:, None]) * 1.5
+    with pytest.raises(ValueError, match="dist must hold distances >= 0"):  # was: clamped, answered silently
+        pair_forces(-d, z, adj)
+    with pytest.raises(ValueError, match="dist must hold finite distances"):
+        force_edges(d.masked_fill(torch.eye(4, dtype=torch.bool).roll(1, 0), math.nan), z, adj)
+
+
+def test_lj_force_at_zero_distance_is_a_value_error():
+    with pytest.raises(ValueError, match="r must be a number > 0"):  # was: ZeroDivisionError
+        lj_force(0.0, 3.2, 0.07)
+    with pytest.raises(ValueError, match="r must be > 0 everywhere"):  # was: inf in the tensor
+        lj_potential(torch.tensor([0.0, 1.0]), 3.2, 0.07)
+    with pytest.raises(ValueError, match="eps must be a finite number"):
+        lj_force(2.0, 3.2, math.nan)
+
+
+def test_lj_force_rejects_shapes_that_do_not_broadcast():
+    with pytest.raises(ValueError, match="r, sigma and eps must broadcast"):  # was: a RuntimeError from torch
+        lj_force(torch.linspace(2, 3, 4), torch.tensor([3.0, 3.2]), 0.07)
+
+
+def test_float_masks_are_rejected():
+    """A float mask was read two ways: ``.long()`` (0.5 -> padding) in the budget, ``.bool()`` (real) elsewhere."""
+    z, adj = chain()
+    half = torch.tensor([1.0, 0.5, 1.0, 1.0])
+    with pytest.raises(TypeError, match="mask must have torch.bool"):
+        extra_edge_counts(adj, half)
+    with pytest.raises(TypeError, match="mask must have torch.bool"):
+        force_edges(torch.ones(4, 4), z, adj, half)
+    assert torch.equal(extra_edge_counts(adj, half.bool()), extra_edge_counts(adj))  # bool and 0/1 ints are fine
+    assert torch.equal(extra_edge_counts(adj, torch.tensor([1, 1, 1, 1])), extra_edge_counts(adj))
+
+
+def test_non_tensor_arguments_name_the_argument():
+    z, adj = chain()
+    with pytest.raises(TypeError, match="mask must be a torch.Tensor"):  # was: AttributeError 'str' ... 'bool'
+        lj_parameters(z, "mask")
+    with pytest.raises(TypeError, match="adj must be a torch.Tensor"):
+        nearest_edges(torch.ones(4, 4), [[0, 1], [1, 0]])
+    with pytest.raises(TypeError, match="released_code must be bool"):
+        force_edges(torch.ones(4, 4), z, adj, released_code="yes")

@@ -132,7 +132,7 @@ def test_bad_configs_and_inputs(mols):
         ConformerConfig(variant="egnn")
     with pytest.raises(ValueError, match="divisible by n_heads"):
         ConformerConfig(d_model=30, n_heads=4)
-    with pytest.raises(ValueError, match="d_model must be a positive int"):
+    with pytest.raises(ValueError, match="d_model must be an int >= 1"):
         ConformerConfig(d_model=0)
     with pytest.raises(TypeError, match="expected a Batch"):
         ConformerModel()(mols)
@@ -159,3 +159,53 @@ def test_same_seed_gives_every_variant_the_same_initial_weights():
             else:
                 assert torch.equal(other, value), key
     assert models["rebind"]["decoder.0.attn.beta"].std() > 0.3  # N(0, 1) draws, as the official code
+
+
+# ------------------------------------------------------------------------- bad input, one way everywhere
+
+def test_config_rejects_bool_and_nan_beta_init():
+    with pytest.raises(TypeError, match="beta_init must be a real number"):  # was: beta_init=True kept
+        ConformerConfig(beta_init=True)
+    with pytest.raises(ValueError, match="beta_init must be a finite number"):  # was: a model of NaN outputs
+        ConformerConfig(beta_init=math.nan)
+    with pytest.raises(TypeError, match="d_model must be an int"):
+        ConformerConfig(d_model=64.0)
+    with pytest.raises(TypeError, match="released_code must be bool"):
+        ConformerConfig(released_code=1)
+
+
+def test_config_accepts_numpy_ints_as_plain_ints():
+    """numpy ints were rejected here but accepted by RelationAttention; now accepted (and stored as int) by both."""
+    import numpy as np
+
+    c = ConformerConfig(d_model=np.int64(32), n_heads=np.int32(4))
+    assert c.d_model == 32 and type(c.d_model) is int and type(c.n_heads) is int
+    RelationAttention(np.int64(32), 4, 1)
+
+
+def test_modulated_scores_rejects_batch_broadcasting():
+    with pytest.raises(ValueError, match="same B and N"):  # was: relations of molecule 0 used for all four
+        modulated_scores(torch.randn(4, 2, 3, 3), torch.randn(1, 2, 3, 3), torch.randn(2, 2))
+
+
+def test_modulated_scores_rejects_mixed_dtypes():
+    with pytest.raises(TypeError, match="relations, beta must have the same dtype"):  # was: einsum RuntimeError
+        modulated_scores(torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3, dtype=torch.float64), torch.randn(2, 2))
+
+
+def test_distance_loss_rejects_wrong_objects(mols):
+    b = collate(mols)
+    with pytest.raises(TypeError, match="out must be ConformerOutput"):  # was: AttributeError
+        distance_loss(None, b)
+    out = ConformerModel()(b)
+    with pytest.raises(ValueError, match="out.enc_coords must have the shape of batch.coords"):
+        distance_loss(out, collate(mols[:2]))
+    with pytest.raises(TypeError, match="config must be ConformerConfig"):  # was: TypeError from replace()
+        ConformerModel("rebind", d_model=32)
+
+
+def test_relation_attention_checks_the_head_split_at_construction():
+    with pytest.raises(ValueError, match="d_model \\(30\\) must be divisible by n_heads \\(4\\)"):  # was: at forward
+        RelationAttention(30, 4, 1)
+    with pytest.raises(ValueError, match="n_relations must be an int >= 1"):
+        RelationAttention(32, 4, 0)

@@ -168,7 +168,7 @@ def test_training_arguments_are_checked(nci):
         train("rebind", tr, ["CCO"])
     with pytest.raises(ValueError, match="epochs must be an int >= 1"):
         train("rebind", tr, va, epochs=0)
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr must be a number > 0"):
         train("rebind", tr, va, lr=0.0)
 
 
@@ -230,3 +230,67 @@ def test_seed_summary_and_per_degree_summary_by_hand():
     assert s == {"bond": {"d_mae": (2.0, 1.0, 2)}, "etkdg": {"d_mae": (0.5, 0.0, 1)}}
     d = per_degree_summary([a, b], ["bond", "etkdg"])
     assert d == {"bond": {1: (3.0, 5)}, "etkdg": {1: (0.7, 5)}}
+
+
+# ------------------------------------------------------------------------- bad input, one way everywhere
+
+def test_lr_at_rejects_a_negative_step():
+    with pytest.raises(ValueError, match="step must be an int >= 0"):  # was: a negative learning rate
+        lr_at(-3, lr=1e-3, warmup_steps=5, steps=20, min_lr=1e-4)
+    with pytest.raises(ValueError, match="warmup_steps must be <= steps"):
+        lr_at(0, lr=1e-3, warmup_steps=30, steps=20, min_lr=1e-4)
+    with pytest.raises(TypeError, match="step must be an int"):
+        lr_at(True, lr=1e-3, warmup_steps=5, steps=20, min_lr=1e-4)
+
+
+def test_train_rejects_nan_hyperparameters(nci):
+    tr, va, _ = nci
+    with pytest.raises(ValueError, match="grad_clip must be a finite number"):  # was: NaN weights, silently
+        train("bond", tr, va, grad_clip=math.nan)
+    with pytest.raises(ValueError, match="weight_decay must be a finite number"):
+        train("bond", tr, va, weight_decay=math.inf)
+    with pytest.raises(TypeError, match="lr must be a real number"):  # was: lr=True trained at lr 1
+        train("bond", tr, va, lr=True)
+
+
+def test_per_degree_errors_rejects_empty_input():
+    with pytest.raises(ValueError, match="molecules must be a non-empty list"):  # was: {} silently
+        per_degree_errors([], [])
+
+
+def test_metrics_reject_a_mask_with_lists_and_nan_coordinates():
+    true = [torch.randn(3, 3)]
+    with pytest.raises(ValueError, match="mask is only for a padded"):  # was: the mask silently ignored
+        d_mae([t + 0.1 for t in true], true, torch.ones(1, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"pred\[0\] holds NaN"):  # was: nan returned
+        d_rmse([torch.full((3, 3), math.nan)], true)
+
+
+def test_predict_rejects_a_non_model(nci):
+    tr, _, _ = nci
+    with pytest.raises(TypeError, match="model must be ConformerModel"):  # was: AttributeError
+        predict("model", tr)
+
+
+def test_numpy_ints_work_like_ints(nci):
+    tr, _, _ = nci
+    hist = train("bond", tr[:4], tr[4:6], epochs=np.int64(1), batch_size=np.int64(2), show_progress=False)
+    assert len(predict(hist.model, tr[:3], batch_size=np.int64(2))) == 3
+
+
+def test_train_rejects_molecules_too_large_for_d_model_before_training():
+    """Was: the small training molecules trained for an epoch, then the larger validation one failed."""
+    small, large = molecule_from_smiles("CO"), molecule_from_smiles("CCO")  # 6 and 9 atoms
+    with pytest.raises(ValueError, match=r"config.d_model \(8\) must be >= the largest molecule's atom count \(9\)"):
+        train(ConformerConfig(d_model=8, n_heads=2), [small], [large], show_progress=False)
+
+
+def test_cli_numeric_options_are_checked_when_parsed(capsys):
+    from companion.__main__ import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["rebind", "edges", "--seed", "-1"])
+    assert "argument --seed: must be an int >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["rebind", "compare", "--threads", "1.5"])
+    assert "argument --threads: expected an int" in capsys.readouterr().err

@@ -210,7 +210,7 @@ def test_training_and_helpers_bad_input(data):
         train(TINY, steps=1, train_ids=train_ids[:10], val_ids=val_ids, seq_len=32, show_progress=False)
     with pytest.raises(TypeError, match="config must be an LMConfig"):
         train({"ffn": "remoe"}, steps=1, **kw)
-    with pytest.raises(TypeError, match="train_ids must have a integer dtype"):
+    with pytest.raises(TypeError, match="train_ids must have an integer dtype"):
         train(TINY, steps=1, train_ids=train_ids.float(), val_ids=val_ids, show_progress=False)
     model = TinyLM(TINY)
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 300\)"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from companion.lab.checks import cli_device, cli_int
+
 FULL_CONFIGS = [
     {"label": "RTN 8-bit g128", "nbits": 8, "group_size": 128, "optimize": False},
     {"label": "HQQ 8-bit g128", "nbits": 8, "group_size": 128},
@@ -19,10 +21,14 @@ FULL_CONFIGS = [
 
 def _perplexity(args: argparse.Namespace) -> int:
     from companion.hqq.experiments import perplexity_table
-    from companion.lab import corpus_tokens, load_model, save_results, seed_everything
+    from companion.lab import corpus_tokens, get_device, load_model, save_results, seed_everything
 
+    try:
+        device = get_device(args.device)
+    except ValueError as err:  # e.g. cuda on a machine without CUDA
+        raise SystemExit(f"--device {args.device}: {err}") from None
     seed_everything(args.seed)
-    model, tokenizer = load_model()
+    model, tokenizer = load_model(device=device)
     ids = corpus_tokens(tokenizer, "validation")
     tokens = args.tokens if args.full else min(args.tokens, 1024)
     configs = FULL_CONFIGS if args.full else FULL_CONFIGS[2:4]
@@ -33,7 +39,7 @@ def _perplexity(args: argparse.Namespace) -> int:
     if args.full:
         path = save_results("hqq", "perplexity", {"model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)",
                                                   "split": "validation", "tokens": tokens, "context": args.context,
-                                                  "axis": 0, "rows": rows}, seed=args.seed)
+                                                  "axis": 0, "rows": rows, "device": str(device)}, seed=args.seed)
         print(f"wrote {path}")
     return 0
 
@@ -42,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     hqq = sub.add_parser("hqq", help="chapter 4: HQQ quantization").add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     ppl = hqq.add_parser("perplexity", help="held-out perplexity after quantizing every linear layer (RTN vs HQQ)")
     ppl.add_argument("--full", action="store_true", help="all nine configurations on --tokens tokens; writes results/hqq/perplexity.json")
-    ppl.add_argument("--tokens", type=int, default=16384, help="validation tokens in a full run (default 16384)")
-    ppl.add_argument("--context", type=int, default=512)
-    ppl.add_argument("--seed", type=int, default=0)
+    ppl.add_argument("--tokens", type=cli_int(low=2), default=16384, help="validation tokens in a full run (default 16384)")
+    ppl.add_argument("--context", type=cli_int(low=2), default=512)
+    ppl.add_argument("--seed", type=cli_int(low=0, high=2**32 - 1), default=0)
+    ppl.add_argument("--device", type=cli_device, default="cpu", help="where to run (cpu, cuda, cuda:N)")
     ppl.set_defaults(run=_perplexity)

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantize import QuantMeta, dequantize, quantize
+from ..lab.checks import check_tensor, check_type
+from .quantize import QuantMeta, _check_codes, _dequantize, quantize
 
 
 class HQQLinear(nn.Module):
@@ -22,6 +23,23 @@ class HQQLinear(nn.Module):
     """
 
     def __init__(self, W_q: torch.Tensor, meta: QuantMeta, bias: torch.Tensor | None):
+        """Wrap quantized codes ``W_q`` of a ``[out, in]`` weight, their :class:`QuantMeta` and the layer's bias.
+
+        Raises:
+            TypeError: ``meta`` not a :class:`QuantMeta`, ``W_q`` not integer codes, ``bias`` not ``None`` or a
+                floating-point tensor.
+            ValueError: ``meta`` not of a 2-D weight, ``W_q`` not the codes ``meta`` describes, ``bias`` not of
+                length ``out``.
+        """
+        _check_codes(W_q, meta)
+        if len(meta.shape) != 2:
+            raise ValueError(f"meta must describe a 2-D [out, in] weight, got shape {tuple(meta.shape)}")
+        for name in ("scale", "zero"):
+            check_tensor(f"meta.{name}", getattr(meta, name), dtype="floating")
+        if meta.meta_q is not None and not (isinstance(meta.meta_q, dict) and {"scale", "zero"} <= set(meta.meta_q)):
+            raise ValueError("meta.meta_q must be None or the dict {'scale': ..., 'zero': ...} that quantize builds")
+        if bias is not None:
+            check_tensor("bias", bias, shape=[meta.shape[0]], dtype="floating")
         super().__init__()
         self.register_buffer("W_q", W_q)
         self._meta_layout = {}
@@ -43,9 +61,9 @@ class HQQLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, **quant_kwargs) -> "HQQLinear":
-        """Quantize ``linear.weight`` with :func:`companion.hqq.quantize` (packed) and wrap it."""
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"expected an nn.Linear, got {type(linear).__name__}")
+        """Quantize ``linear.weight`` with :func:`companion.hqq.quantize` (packed) and wrap it; ``quant_kwargs``
+        are checked by :func:`~companion.hqq.quantize`."""
+        check_type("linear", linear, nn.Linear, what="an nn.Linear")
         W_q, meta = quantize(linear.weight.detach(), bitpack=True, **quant_kwargs)
         return cls(W_q, meta, linear.bias)
 
@@ -54,12 +72,12 @@ class HQQLinear(nn.Module):
             return getattr(self, name).float()
         layout, shape = self._meta_layout[name]
         m = dataclasses.replace(layout, scale=getattr(self, f"{name}_scale").float(), zero=getattr(self, f"{name}_zero").float())
-        return dequantize(getattr(self, f"{name}_q"), m, dtype=torch.float32).reshape(shape)
+        return _dequantize(getattr(self, f"{name}_q"), m, dtype=torch.float32).reshape(shape)
 
     def weight_dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Ŵ = (W_q − z)·s from the packed codes and the stored scale and zero, shape ``[out, in]``."""
         meta = dataclasses.replace(self.meta, scale=self._meta_value("scale"), zero=self._meta_value("zero"))
-        return dequantize(self.W_q, meta, dtype=dtype)
+        return _dequantize(self.W_q, meta, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_dequantized(x.dtype), self.bias)
@@ -94,28 +112,50 @@ def quantize_model(model: nn.Module, *, skip: tuple[str, ...] = ("lm_head",), pr
                    **quant_kwargs) -> QuantReport:
     """Replace every ``nn.Linear`` of ``model`` (in place) by an :class:`HQQLinear`.
 
+    All or nothing: every layer is quantized first and the model is changed only once all of them succeeded, so
+    a bad argument (or a layer whose size ``group_size`` does not divide) leaves ``model`` untouched.
+
     Args:
         model: e.g. a Hugging Face causal LM.
         skip: module names containing any of these strings stay in full precision. The default keeps
             ``lm_head`` (tied to the token embedding in SmolLM2; quantizing it would untie them).
         quant_kwargs: passed to :func:`companion.hqq.quantize` (``nbits``, ``group_size``, ``axis``,
             ``optimize``, ``faithful``, ``meta_nbits`` ...).
+    Raises:
+        TypeError: ``model`` not an ``nn.Module``, ``skip`` not a tuple/list of strings, ``progress`` not a bool,
+            a bad or unknown entry of ``quant_kwargs``.
+        ValueError: ``model`` is itself an ``nn.Linear`` (use :meth:`HQQLinear.from_linear`) or has no linear layer
+            outside ``skip``; a value of ``quant_kwargs`` out of range for some layer (the message names the layer).
     """
     from companion.lab import progress as bar
 
+    check_type("model", model, nn.Module, what="a torch.nn.Module")
+    if isinstance(skip, str) or not isinstance(skip, (tuple, list)) or not all(isinstance(s, str) for s in skip):
+        raise TypeError(f"skip must be a tuple of str (module name parts), got {skip!r}")
+    check_type("progress", progress, bool)
+    if isinstance(model, nn.Linear):
+        raise ValueError("model is a single nn.Linear, which cannot be replaced in place: use HQQLinear.from_linear")
     targets = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and not any(s in name for s in skip)]
     if not targets:
         raise ValueError("the model has no nn.Linear layers to quantize (outside `skip`)")
     before = after = n_weights = 0
     bits = 0.0
     start = time.perf_counter()
+    quantized = []
     for name, linear in (bar(targets, desc="quantizing") if progress else targets):
-        q = HQQLinear.from_linear(linear, **quant_kwargs)
+        try:
+            q = HQQLinear.from_linear(linear, **quant_kwargs)
+        except (TypeError, ValueError) as err:  # nothing replaced yet: the model is unchanged
+            if type(err) not in (TypeError, ValueError):
+                raise
+            raise type(err)(f"layer {name!r}: {err}") from err
         before += linear.weight.numel() * linear.weight.element_size()
         before += 0 if linear.bias is None else linear.bias.numel() * linear.bias.element_size()
         after += q.storage_bytes()
         bits += q.bits_per_weight * linear.weight.numel()
         n_weights += linear.weight.numel()
+        quantized.append((name, q))
+    for name, q in quantized:  # every layer quantized: now change the model
         parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
         setattr(parent, name.rsplit(".", 1)[-1], q)
     return QuantReport(len(targets), before, after, time.perf_counter() - start, bits / n_weights)

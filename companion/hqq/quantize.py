@@ -36,9 +36,27 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..lab.checks import check_choice, check_float, check_int, check_same_device, check_same_dtype, check_tensor, \
+    check_type
 from . import packing
 
 SUPPORTED_BITS = (8, 4, 3, 2, 1)
+
+
+def _check_nbits(name: str, value) -> int:
+    """``value`` as one of :data:`SUPPORTED_BITS` (an int: ``True`` and ``4.0`` are rejected)."""
+    return check_choice(name, check_int(name, value), SUPPORTED_BITS)
+
+
+def _check_solver(p, beta, kappa, iters, early_stop, faithful) -> tuple[float, float, float, int]:
+    """The half-quadratic solver's settings, checked: p in (0, 1], beta > 0, kappa >= 1, iters >= 1."""
+    p = check_float("p", p, low=0.0, high=1.0, low_open=True)
+    beta = check_float("beta", beta, low=0.0, low_open=True)
+    kappa = check_float("kappa", kappa, low=1.0)
+    iters = check_int("iters", iters, low=1)
+    check_type("early_stop", early_stop, bool)
+    check_type("faithful", faithful, bool)
+    return p, beta, kappa, iters
 
 
 def shrink_lp(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
@@ -49,7 +67,19 @@ def shrink_lp(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
 
     For ``p < 1`` it zeroes every entry with :math:`|x| \le \beta^{-1/(2-p)}` and shrinks the others
     (computed with the same operation order as hqq's ``shrink_lp_op``).
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor; ``beta`` or ``p`` is not a real number.
+        ValueError: ``beta <= 0`` or ``p`` outside ``(0, 1]`` (or NaN/inf).
     """
+    check_tensor("x", x, dtype="floating", nonempty=False)
+    beta = check_float("beta", beta, low=0.0, low_open=True)
+    p = check_float("p", p, low=0.0, high=1.0, low_open=True)
+    return _shrink_lp(x, beta, p)
+
+
+def _shrink_lp(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
+    """:func:`shrink_lp` without the argument checks (the solver's inner loop)."""
     out = torch.abs(x)
     if p == 1:
         out.sub_(1.0 / beta).clamp_min_(0.0)
@@ -60,8 +90,21 @@ def shrink_lp(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
 
 
 def shrink_threshold(beta: float, p: float) -> float:
-    r"""The magnitude below which :func:`shrink_lp` returns zero: :math:`\beta^{-1/(2-p)}` (p < 1)."""
-    return beta ** (-1.0 / (2.0 - p))
+    r"""The magnitude below which :func:`shrink_lp` returns zero: :math:`\beta^{-1/(2-p)}` (p < 1; 1/β at p = 1).
+
+    Raises:
+        TypeError: ``beta`` or ``p`` is not a real number.
+        ValueError: ``beta <= 0``, ``p`` outside ``(0, 1]``, or ``beta`` so small that the threshold overflows.
+    """
+    beta = check_float("beta", beta, low=0.0, low_open=True)
+    p = check_float("p", p, low=0.0, high=1.0, low_open=True)
+    try:
+        threshold = beta ** (-1.0 / (2.0 - p))
+    except OverflowError:
+        threshold = math.inf
+    if math.isinf(threshold):
+        raise ValueError(f"beta={beta} is too small: the threshold beta^(-1/(2-p)) overflows")
+    return threshold
 
 
 @dataclass
@@ -105,21 +148,17 @@ class QuantMeta:
 META_GROUP = 128  # group size for quantizing the scales and zeros (the blog's 8-bit meta-data recipe)
 
 
-def _validate(W: torch.Tensor, nbits: int, group_size: int, axis: int) -> None:
-    if not isinstance(W, torch.Tensor):
-        raise TypeError(f"W must be a torch.Tensor, got {type(W).__name__}")
-    if not W.is_floating_point():
-        raise TypeError(f"W must be a floating-point tensor, got {W.dtype}")
-    if W.numel() == 0:
-        raise ValueError("W is empty")
-    if nbits not in SUPPORTED_BITS:
-        raise ValueError(f"nbits must be one of {SUPPORTED_BITS}, got {nbits!r}")
-    if axis not in (0, 1):
-        raise ValueError(f"axis must be 0 or 1, got {axis!r}")
-    if not isinstance(group_size, int) or group_size < 1 or W.numel() % group_size:
-        raise ValueError(f"group_size={group_size!r} must be a positive int dividing W.numel()={W.numel()} (shape {tuple(W.shape)})")
-    if not torch.isfinite(W).all():
-        raise ValueError("W contains NaN or Inf; quantization would silently produce NaN weights")
+def _validate(W: torch.Tensor, nbits: int, group_size: int, axis: int) -> tuple[int, int, int]:
+    """Check a weight tensor and its grouping; returns ``(nbits, group_size, axis)`` as plain ints."""
+    check_tensor("W", W, dtype="floating")
+    nbits = _check_nbits("nbits", nbits)
+    axis = check_choice("axis", check_int("axis", axis), (0, 1))
+    group_size = check_int("group_size", group_size, low=1)
+    if W.numel() % group_size:
+        raise ValueError(f"group_size must be a positive int dividing W.numel()={W.numel()} (shape {tuple(W.shape)}), "
+                         f"got {group_size}")
+    check_tensor("W", W, finite=True)  # NaN or inf weights would silently quantize to NaN
+    return nbits, group_size, axis
 
 
 def _grouped(W: torch.Tensor, group_size: int, axis: int) -> torch.Tensor:
@@ -163,11 +202,30 @@ def optimize_zero(
         faithful: reproduce hqq 0.2.8 exactly (no κ, returns the last zero-point).
     Returns:
         ``(zero, trace)``.
+    Raises:
+        TypeError: a non-tensor or non-float tensor, tensors of different dtypes, a non-int ``nbits``/``axis``/
+            ``iters``, a non-number ``p``/``beta``/``kappa``, a non-bool flag.
+        ValueError: ``W`` not 2-D, empty or not finite; ``scale``/``zero`` not shaped like one value per group
+            (``W``'s shape with ``axis`` of size 1), a zero or non-finite scale; tensors on different devices;
+            settings out of range.
     """
-    if not 0 < p <= 1:
-        raise ValueError(f"p must be in (0, 1], got {p}")
-    if beta <= 0 or kappa < 1 or iters < 1:
-        raise ValueError(f"need beta > 0, kappa >= 1 and iters >= 1, got beta={beta}, kappa={kappa}, iters={iters}")
+    check_tensor("W", W, ndim=2, dtype="floating", finite=True)
+    nbits = _check_nbits("nbits", nbits)
+    axis = check_choice("axis", check_int("axis", axis), (0, 1))
+    per_group = [1, W.shape[1]] if axis == 0 else [W.shape[0], 1]
+    for name, value in (("scale", scale), ("zero", zero)):
+        check_tensor(name, value, shape=per_group, dtype="floating", finite=True)
+    check_same_device(W=W, scale=scale, zero=zero)
+    check_same_dtype(W=W, scale=scale, zero=zero)
+    if bool((scale == 0).any()):
+        raise ValueError("scale (the inverse scale sc) must be nonzero: W_r = (W_q - z) / sc divides by it")
+    p, beta, kappa, iters = _check_solver(p, beta, kappa, iters, early_stop, faithful)
+    return _optimize_zero(W, scale, zero, nbits=nbits, axis=axis, p=p, beta=beta, kappa=kappa, iters=iters,
+                          early_stop=early_stop, faithful=faithful)
+
+
+def _optimize_zero(W, scale, zero, *, nbits, axis, p, beta, kappa, iters, early_stop, faithful):
+    """:func:`optimize_zero` without the argument checks (called by :func:`quantize`, which checked them)."""
     max_v = round(2**nbits - 1)
     trace = Trace()
     best_error = torch.tensor(torch.inf)
@@ -175,7 +233,7 @@ def optimize_zero(
     for i in range(iters):
         W_q = torch.round(W * scale + zero).clamp_(0, max_v)
         W_r = (W_q - zero) / scale
-        W_e = shrink_lp(W - W_r, beta, p)
+        W_e = _shrink_lp(W - W_r, beta, p)
         new_zero = torch.mean(W_q - (W - W_e) * scale, axis=axis, keepdim=True)
         error = torch.abs(W - W_r).mean().float()
         trace.errors.append(error.item())
@@ -238,18 +296,27 @@ def quantize(
         ``(W_q, meta)``: ``W_q`` is the grouped code matrix (``uint8``, shape ``[g, numel/g]`` for axis 0,
         ``[numel/g, g]`` for axis 1) or its packed form; ``meta`` a :class:`QuantMeta` with ``meta.trace``
         set when ``optimize``.
+    Raises:
+        TypeError: ``W`` not a floating-point tensor; an int argument given as a bool or float (``nbits=True``,
+            ``nbits=4.0``); a flag that is not a bool; a solver setting that is not a real number.
+        ValueError: ``W`` empty or with NaN/inf; ``nbits``/``meta_nbits`` not supported; ``axis`` not 0 or 1;
+            ``group_size`` not dividing ``W.numel()``; ``p``, ``beta``, ``kappa``, ``iters`` out of range or NaN
+            (all checked even when ``optimize=False``).
     """
-    _validate(W, nbits, group_size, axis)
-    if meta_nbits is not None and meta_nbits not in SUPPORTED_BITS:
-        raise ValueError(f"meta_nbits must be None or one of {SUPPORTED_BITS}, got {meta_nbits!r}")
+    nbits, group_size, axis = _validate(W, nbits, group_size, axis)
+    for name, flag in (("optimize", optimize), ("round_zero", round_zero), ("bitpack", bitpack)):
+        check_type(name, flag, bool)
+    p, beta, kappa, iters = _check_solver(p, beta, kappa, iters, early_stop, faithful)
+    if meta_nbits is not None:
+        meta_nbits = _check_nbits("meta_nbits", meta_nbits)
     Wg = _grouped(W, group_size, axis)
     scale, zero = _init_scale_zero(Wg, nbits, axis)
     if round_zero:
         zero = torch.round(zero)
     trace = None
     if optimize:
-        zero, trace = optimize_zero(Wg, scale, zero, nbits=nbits, axis=axis, p=p, beta=beta, kappa=kappa,
-                                    iters=iters, early_stop=early_stop, faithful=faithful)
+        zero, trace = _optimize_zero(Wg, scale, zero, nbits=nbits, axis=axis, p=p, beta=beta, kappa=kappa,
+                                     iters=iters, early_stop=early_stop, faithful=faithful)
     W_q = torch.round(Wg * scale + zero).clamp(0, round(2**nbits - 1)).to(torch.uint8)
     meta = QuantMeta(nbits=nbits, group_size=group_size, axis=axis, shape=tuple(W.shape), scale=1.0 / scale,
                      zero=zero, rows=W_q.shape[0], dtype=W.dtype, trace=trace)
@@ -266,10 +333,47 @@ def quantize(
     return W_q, meta
 
 
+def _check_codes(W_q: torch.Tensor, meta: QuantMeta) -> None:
+    """``W_q`` must be the codes ``meta`` describes: ``[rows, numel/rows]`` integer codes, or, when ``meta.packed``,
+    their packed words ``[ceil(rows/k), numel/rows]`` in the storage dtype of ``meta.nbits`` (metadata only: no pass
+    over the data)."""
+    check_type("meta", meta, QuantMeta, what="the QuantMeta returned by quantize")
+    check_tensor("W_q", W_q, ndim=2, dtype="integer")
+    numel = math.prod(meta.shape)
+    if meta.nbits not in packing.LAYOUT or meta.rows < 1 or numel % meta.rows:
+        raise ValueError(f"meta does not describe a quantized tensor: nbits={meta.nbits!r}, rows={meta.rows!r}, "
+                         f"shape={meta.shape!r}")
+    cols = numel // meta.rows
+    if meta.packed:
+        storage, k = packing.LAYOUT[meta.nbits]
+        expected, what = (-(-meta.rows // k), cols), f"{meta.nbits}-bit packed {storage} words"
+        ok = W_q.dtype == storage
+    else:
+        expected, what, ok = (meta.rows, cols), "unpacked codes (one per weight)", True
+    if not ok or tuple(W_q.shape) != expected:
+        raise ValueError(f"W_q does not match meta: expected {what} of shape {list(expected)}, got "
+                         f"{W_q.dtype} of shape {list(W_q.shape)} (packed and unpacked codes cannot be mixed)")
+
+
 def dequantize(W_q: torch.Tensor, meta: QuantMeta, *, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Ŵ = (W_q − z)·s, reshaped to the original shape, in ``dtype`` (default: the input's dtype)."""
-    if not isinstance(meta, QuantMeta):
-        raise TypeError(f"meta must be the QuantMeta returned by quantize, got {type(meta).__name__}")
+    """Ŵ = (W_q − z)·s, reshaped to the original shape, in ``dtype`` (default: the input's dtype).
+
+    Raises:
+        TypeError: ``meta`` not a :class:`QuantMeta`; ``W_q`` not an integer tensor; ``dtype`` not a floating dtype.
+        ValueError: ``W_q`` not the codes ``meta`` describes (shape, packed vs unpacked), or on another device
+            than ``meta``'s scale and zero.
+    """
+    _check_codes(W_q, meta)
+    check_tensor("meta.scale", meta.scale, dtype="floating")
+    check_tensor("meta.zero", meta.zero, dtype="floating")
+    check_same_device(W_q=W_q, **{"meta.scale": meta.scale, "meta.zero": meta.zero})
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be None or a floating torch.dtype, got {dtype!r}")
+    return _dequantize(W_q, meta, dtype=dtype)
+
+
+def _dequantize(W_q: torch.Tensor, meta: QuantMeta, *, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """:func:`dequantize` without the argument checks (every forward pass of :class:`~companion.hqq.HQQLinear`)."""
     codes = packing.unpack(W_q, meta.nbits, meta.rows) if meta.packed else W_q
     W_r = (codes.float() - meta.zero) * meta.scale
     return W_r.reshape(meta.shape).to(dtype or meta.dtype)
@@ -277,7 +381,8 @@ def dequantize(W_q: torch.Tensor, meta: QuantMeta, *, dtype: torch.dtype | None 
 
 def quantization_error(W: torch.Tensor, **kwargs) -> dict[str, float]:
     """Quantize and dequantize ``W`` (``kwargs`` as :func:`quantize`) and report the mean absolute, mean squared
-    and max absolute error, and the solver's iterations (0 for round-to-nearest)."""
+    and max absolute error, and the solver's iterations (0 for round-to-nearest). ``kwargs`` are checked by
+    :func:`quantize` (an unknown one raises ``TypeError``)."""
     W_q, meta = quantize(W, **kwargs)
     err = (W.float() - dequantize(W_q, meta, dtype=torch.float32)).abs()
     return {"mae": err.mean().item(), "mse": err.pow(2).mean().item(), "max": err.max().item(),

@@ -158,7 +158,7 @@ def check_tensor(name: str, value: Any, *, ndim: int | Sequence[int] | None = No
         raise TypeError(f"{name} must be a torch.Tensor, got {describe(value)}")
     if dtype is not None:
         if isinstance(dtype, str):
-            ok, expected = _DTYPE_KINDS[dtype](value.dtype), f"a {dtype} dtype"
+            ok, expected = _DTYPE_KINDS[dtype](value.dtype), f"{'an' if dtype[0] in 'aeiou' else 'a'} {dtype} dtype"
         elif isinstance(dtype, torch.dtype):
             ok, expected = value.dtype == dtype, str(dtype)
         else:

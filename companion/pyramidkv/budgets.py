@@ -29,7 +29,22 @@ from typing import Literal
 
 import numpy as np
 
+from ..lab.checks import check_choice, check_float, check_int
+
 SCHEDULES = ("official", "exact", "kvpress")
+
+
+def _check_sizes(capacity, window: int, prompt_len) -> tuple[int, int, int]:
+    """The sizes every budget function shares, checked the same way everywhere: ints >= 1 (``numpy.int64``
+    too), ``window < capacity`` (the capacity counts the window) and ``window < prompt_len``."""
+    capacity = check_int("capacity", capacity, low=1)
+    window = check_int("window", window, low=1)
+    prompt_len = check_int("prompt_len", prompt_len, low=1)
+    if window >= capacity:
+        raise ValueError(f"window ({window}) must be smaller than capacity ({capacity}): the budget counts the window")
+    if window >= prompt_len:
+        raise ValueError(f"window ({window}) must be shorter than the prompt (prompt_len {prompt_len} tokens)")
+    return capacity, window, prompt_len
 
 
 def layer_budgets(capacity: int, *, window: int, num_layers: int, prompt_len: int, beta: float = 20,
@@ -46,18 +61,15 @@ def layer_budgets(capacity: int, *, window: int, num_layers: int, prompt_len: in
             ``"kvpress"`` (as kvpress 0.5.5's ``PyramidKVPress`` with ``compression_ratio = 1 - C / q``).
     Returns:
         ``list[int]`` of length L. In the no-compression regime each entry is ``prompt_len - window``.
+    Raises:
+        TypeError: a size that is not an int (a bool or a float such as ``64.5``); ``beta`` not a real number.
+        ValueError: a size < 1, ``window >= capacity`` or ``window >= prompt_len``; ``beta`` not > 0 and finite;
+            an unknown ``schedule``.
     """
-    for name, value in (("capacity", capacity), ("window", window), ("num_layers", num_layers), ("prompt_len", prompt_len)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if window >= capacity:
-        raise ValueError(f"window ({window}) must be smaller than capacity ({capacity}): the budget counts the window")
-    if window >= prompt_len:
-        raise ValueError(f"window ({window}) must be shorter than the prompt ({prompt_len} tokens)")
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    capacity, window, prompt_len = _check_sizes(capacity, window, prompt_len)
+    num_layers = check_int("num_layers", num_layers, low=1)
+    beta = check_float("beta", beta, low=0.0, low_open=True)
+    check_choice("schedule", schedule, SCHEDULES)
     if schedule == "kvpress":
         return _kvpress_budgets(capacity, window=window, num_layers=num_layers, prompt_len=prompt_len, beta=beta)
     target = capacity - window
@@ -96,12 +108,32 @@ def _kvpress_budgets(capacity: int, *, window: int, num_layers: int, prompt_len:
 
 
 def regime(capacity: int, *, window: int, prompt_len: int) -> str:
-    """Which of the three regimes of the official code applies: "none", "uniform" (SnapKV) or "pyramid"."""
+    """Which of the three regimes of the official code applies: "none", "uniform" (SnapKV) or "pyramid".
+
+    Raises:
+        TypeError / ValueError: for the arguments :func:`layer_budgets` rejects (the same checks).
+    """
+    capacity, window, prompt_len = _check_sizes(capacity, window, prompt_len)
     if prompt_len < capacity:
         return "none"
     return "uniform" if prompt_len < 2 * (capacity - window) else "pyramid"
 
 
 def overspend(budgets: list[int], capacity: int, window: int) -> float:
-    """Relative excess of the mean budget over the target ``C - w`` (0.104 means 10.4% over)."""
+    """Relative excess of the mean budget over the target ``C - w`` (0.104 means 10.4% over).
+
+    Raises:
+        TypeError: ``budgets`` not a sequence of ints; ``capacity`` or ``window`` not an int.
+        ValueError: ``budgets`` empty or with a negative entry; ``capacity``/``window`` < 1 or ``window >= capacity``.
+    """
+    if isinstance(budgets, (str, bytes)) or not hasattr(budgets, "__len__") or not hasattr(budgets, "__iter__"):
+        raise TypeError(f"budgets must be a sequence of ints (one per layer), got {budgets!r}")
+    if len(budgets) == 0:
+        raise ValueError("budgets must not be empty (one entry per layer)")
+    for i, b in enumerate(budgets):
+        check_int(f"budgets[{i}]", b, low=0)
+    capacity = check_int("capacity", capacity, low=1)
+    window = check_int("window", window, low=1)
+    if window >= capacity:
+        raise ValueError(f"window ({window}) must be smaller than capacity ({capacity}): the budget counts the window")
     return float(np.mean(budgets)) / (capacity - window) - 1.0

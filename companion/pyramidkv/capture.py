@@ -14,19 +14,48 @@ import inspect
 import torch
 
 from ..lab import cache_kwargs
+from ..lab.checks import check_tensor, check_type
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 
 
 def _layers(model):
+    """The decoder layers of a supported model; ``TypeError`` naming ``model`` for anything else."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
-    if model.config.model_type not in SUPPORTED or layers is None or not hasattr(layers[0], "self_attn"):
+    if not isinstance(model, torch.nn.Module) or model_type not in SUPPORTED or layers is None or not len(layers) \
+            or not hasattr(layers[0], "self_attn"):
         raise TypeError(
-            f"{type(model).__name__} (model_type {model.config.model_type!r}) is not supported: window scoring knows "
+            f"model: {type(model).__name__} (model_type {model_type!r}) is not supported: window scoring knows "
             f"Llama-style decoders ({', '.join(SUPPORTED)}) with model.model.layers[i].self_attn"
         )
     return layers
+
+
+def _check_input_ids(model, input_ids, *, one_prompt: bool, name: str = "input_ids") -> None:
+    """``input_ids``: a non-empty ``[batch, q_len]`` (``[1, q_len]`` with ``one_prompt``) integer tensor of token
+    ids inside the model's vocabulary."""
+    check_tensor(name, input_ids, dtype="integer", nonempty=False)
+    if input_ids.dim() != 2 or (one_prompt and input_ids.shape[0] != 1):
+        expected = "one prompt, shape [1, q_len]" if one_prompt else "a batch of prompts, shape [batch, q_len]"
+        raise ValueError(f"{name} must be {expected}, got {tuple(input_ids.shape)}")
+    if input_ids.numel() == 0:
+        raise ValueError(f"{name} must hold at least one token, got shape {tuple(input_ids.shape)} (an empty prompt)")
+    vocab = model.get_input_embeddings().num_embeddings
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab:
+        raise ValueError(f"{name} must be token ids in [0, {vocab}) (the model's vocabulary), got ids from "
+                         f"{low} to {high}")
+
+
+def _check_cache(name: str, cache, *, optional: bool = False) -> None:
+    """``cache``: a ``transformers`` cache (``None`` allowed when ``optional``)."""
+    from transformers.cache_utils import Cache
+
+    if cache is None and optional:
+        return
+    check_type(name, cache, Cache, what="a transformers cache (e.g. DynamicCache)" + (" or None" if optional else ""))
 
 
 @torch.no_grad()
@@ -43,10 +72,15 @@ def queries_keys(model, input_ids: torch.Tensor, *, cache=None) -> list[tuple[to
         cache: optional ``transformers.DynamicCache`` to fill during the same forward pass (a prefill).
     Returns:
         ``[(Q [batch, num_heads, q_len, head_dim], K [batch, num_kv_heads, q_len, head_dim]), ...]``, one per layer.
+    Raises:
+        TypeError: an unsupported ``model``; ``input_ids`` not an integer tensor; ``cache`` not a cache.
+        ValueError: ``input_ids`` not 2-D, empty, or with ids outside the vocabulary.
     """
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     layers = _layers(model)
+    _check_input_ids(model, input_ids, one_prompt=False)
+    _check_cache("cache", cache, optional=True)
     rope: list = [None] * len(layers)
     projected: list[dict] = [{} for _ in layers]
 
@@ -91,7 +125,11 @@ def expand_kv_heads(model):
     KV cache has ``num_attention_heads`` heads, so each query head can keep its own tokens: the official
     PyramidKV/SnapKV behaviour, and a cache ``num_attention_heads / num_key_value_heads`` times larger per
     token. All other weights are shared with ``model`` (no copy); the result is cached on ``model``.
+
+    Raises:
+        TypeError: ``model`` is not a supported Llama-style decoder.
     """
+    _layers(model)
     cached = getattr(model, "_companion_expanded", None)
     if cached is not None:
         return cached

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from companion.lab.checks import cli_device
+
 FULL = {"capacities": [16, 32, 64, 128, 256], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "seeds": [0, 1, 2, 3],
         "context_tokens": 2048}
 QUICK = {"capacities": [32, 64, 128, 256], "depths": [0.1, 0.5, 0.9], "seeds": [0], "context_tokens": 1024}
@@ -20,15 +22,19 @@ RUNS = {  # name -> (question placement, selection granularity, methods, Pyramid
 
 
 def _retrieval(args: argparse.Namespace) -> int:
-    from companion.lab import load_model, load_results, save_results, seed_everything
+    from companion.lab import get_device, load_model, load_results, save_results, seed_everything
     from companion.pyramidkv.experiments import accuracy_table, retrieval_sweep
 
+    try:
+        device = get_device(args.device)
+    except ValueError as err:  # e.g. cuda on a machine without CUDA
+        raise SystemExit(f"--device {args.device}: {err}") from None
     seed_everything(0)
-    model, tokenizer = load_model()
+    model, tokenizer = load_model(device=device)
     grid = FULL if args.full else QUICK
     settings = {"window": 8, "kernel": 7, "pooling": "maxpool"}
     payload = {"model": "SmolLM2-135M-Instruct", "task": "pass key in standard-library code", **grid, **settings,
-               "runs": {}}
+               "device": str(device), "runs": {}}
     if args.full and args.resume:  # keep the runs a previous (interrupted) full run finished
         previous = load_results("pyramidkv", "retrieval")
         if previous and all(previous.get(k) == v for k, v in {**grid, **settings}.items()):
@@ -55,4 +61,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     ret.add_argument("--full", action="store_true", help=f"2048-token haystacks, 20 prompts, C = {FULL['capacities']}; "
                                                           "writes results/pyramidkv/retrieval.json")
     ret.add_argument("--resume", action="store_true", help="with --full: keep the runs already in the results file")
+    ret.add_argument("--device", type=cli_device, default="cpu", help="where to run (cpu, cuda, cuda:N)")
     ret.set_defaults(run=_retrieval)

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .budgets import layer_budgets
+from .budgets import SCHEDULES, layer_budgets
 from ..lab import cache_kwargs
-from .capture import queries_keys
-from .scoring import last_queries_attention, select_tokens, window_scores
+from ..lab.checks import check_choice, check_float, check_int, check_tensor, check_type
+from .capture import _check_cache, _check_input_ids, _layers, queries_keys
+from .scoring import _check_pooling, last_queries_attention, select_tokens, window_scores
 
 METHODS = ("full", "streaming", "snapkv", "pyramidkv", "h2o")
 
@@ -44,11 +45,19 @@ class Prefill:
 
 @torch.no_grad()
 def prefill(model, input_ids: torch.Tensor) -> Prefill:
-    """Run the prompt ``[1, q_len]`` once, keeping the cache and the per-layer queries and keys."""
+    """Run the prompt ``[1, q_len]`` once, keeping the cache and the per-layer queries and keys.
+
+    Raises:
+        TypeError: ``model`` not a supported Llama-style causal LM; ``input_ids`` not an integer tensor.
+        ValueError: ``input_ids`` not one prompt ``[1, q_len]``, empty (``q_len = 0``), or with ids outside the
+            vocabulary.
+    """
     from transformers import DynamicCache
 
-    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
-        raise ValueError(f"input_ids must be one prompt, shape [1, q_len], got {tuple(input_ids.shape)}")
+    _layers(model)
+    if not isinstance(getattr(model, "lm_head", None), torch.nn.Module):
+        raise TypeError(f"model must be a *ForCausalLM with an lm_head, got {type(model).__name__}")
+    _check_input_ids(model, input_ids, one_prompt=True)
     cache = DynamicCache(config=model.config)
     logits_holder = {}
     handle = model.lm_head.register_forward_hook(lambda mod, args, out: logits_holder.setdefault("x", out))
@@ -82,13 +91,22 @@ def compress(pre: Prefill, method: str, *, capacity: int, window: int = 8, kerne
         sink: StreamingLLM's first tokens kept.
     Returns:
         ``(cache, kept)``: a ``DynamicCache`` whose layer l holds ``kept[l]`` tokens per head.
+    Raises:
+        TypeError: ``pre`` not a :class:`Prefill`; an int argument that is not an int (``numpy.int64`` is one);
+            ``beta`` not a real number; ``method``/``pooling``/``schedule`` of the wrong type.
+        ValueError: an unknown ``method``/``pooling``/``schedule``; ``capacity``/``window`` < 1, ``sink`` < 0, an
+            even ``kernel``, ``beta`` not > 0; ``capacity <= window`` when the prompt is compressed. All arguments
+            are checked, also those the chosen method does not use.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_type("pre", pre, Prefill, what="the Prefill returned by prefill")
+    check_choice("method", method, METHODS)
     q = pre.prompt_len
-    for name, value in (("capacity", capacity), ("window", window), ("sink", sink)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "sink" else 1):
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    capacity = check_int("capacity", capacity, low=1)
+    window = check_int("window", window, low=1)
+    sink = check_int("sink", sink, low=0)
+    kernel = _check_pooling(pooling, kernel)
+    beta = check_float("beta", beta, low=0.0, low_open=True)
+    check_choice("schedule", schedule, SCHEDULES)
     if method not in ("full", "streaming") and q > capacity:
         if capacity <= window:  # and so window < capacity < q
             raise ValueError(f"capacity ({capacity}) must be larger than the window ({window}): it counts the window")
@@ -130,9 +148,24 @@ def greedy_continue(model, pre: Prefill, cache, *, max_new_tokens: int = 8, suff
     question *after* the compressed context (query-agnostic compression, kvpress's default); without it the
     prompt itself ended with the question (query-aware, KVCache-Factory's setting). ``cache`` is extended in
     place.
+
+    Raises:
+        TypeError: ``model`` not a supported causal LM, ``pre`` not a :class:`Prefill`, ``cache`` not a cache;
+            ``max_new_tokens`` not an int; ``suffix`` not an integer tensor.
+        ValueError: ``max_new_tokens`` < 1; ``cache`` with another number of layers than ``model``; ``suffix`` not
+            ``[1, n]`` or with ids outside the vocabulary.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    layers = _layers(model)
+    check_type("pre", pre, Prefill, what="the Prefill returned by prefill")
+    _check_cache("cache", cache)
+    if len(cache.layers) != len(layers):
+        raise ValueError(f"cache has {len(cache.layers)} layers but model has {len(layers)}: pass the cache "
+                         "compress returned for a prefill of this model")
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
+    if suffix is not None:
+        check_tensor("suffix", suffix, dtype="integer", nonempty=False)
+        if suffix.numel():
+            _check_input_ids(model, suffix, one_prompt=True, name="suffix")
     position = pre.prompt_len
     if suffix is not None and suffix.numel():
         if suffix.dim() != 2 or suffix.shape[0] != 1:

@@ -22,7 +22,18 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ..lab.checks import check_choice, check_int, check_same_device, check_same_dtype, check_tensor, describe
+
 POOLINGS = ("avgpool", "maxpool", None)
+
+
+def _check_pooling(pooling, kernel) -> int:
+    """``pooling`` one of :data:`POOLINGS`; ``kernel`` an int, positive and odd when there is pooling."""
+    check_choice("pooling", pooling, POOLINGS)
+    kernel = check_int("kernel", kernel)
+    if pooling is not None and (kernel < 1 or kernel % 2 == 0):
+        raise ValueError(f"kernel must be a positive odd int, got {kernel}")
+    return kernel
 
 
 def last_queries_attention(queries: torch.Tensor, keys: torch.Tensor, n: int) -> torch.Tensor:
@@ -50,9 +61,18 @@ def window_scores(queries: torch.Tensor, keys: torch.Tensor, *, window: int, poo
         granularity: ``"query"`` (official: one score row per query head) or ``"kv"`` (mean over each group).
     Returns:
         ``[batch, num_heads or num_kv_heads, q_len - window]`` scores (fp32).
+    Raises:
+        TypeError: ``queries``/``keys`` not floating-point tensors; ``window``/``kernel`` not ints; ``pooling`` or
+            ``granularity`` of the wrong type.
+        ValueError: not 4-D, empty, mismatched shapes or devices; ``window`` outside ``[1, q_len)``; an even
+            ``kernel``; an unknown ``pooling`` or ``granularity``.
     """
-    if queries.dim() != 4 or keys.dim() != 4:
-        raise ValueError(f"queries and keys must be [batch, heads, q_len, head_dim], got {tuple(queries.shape)} and {tuple(keys.shape)}")
+    check_tensor("queries", queries, ndim=4, dtype="floating")
+    check_tensor("keys", keys, ndim=4, dtype="floating")
+    check_same_device(queries=queries, keys=keys)
+    window = check_int("window", window)
+    kernel = _check_pooling(pooling, kernel)
+    check_choice("granularity", granularity, ("query", "kv"))
     b, H, q, d = queries.shape
     if keys.shape[0] != b or keys.shape[2] != q or keys.shape[3] != d:
         raise ValueError(f"keys {tuple(keys.shape)} do not match queries {tuple(queries.shape)}")
@@ -61,12 +81,6 @@ def window_scores(queries: torch.Tensor, keys: torch.Tensor, *, window: int, poo
         raise ValueError(f"num_heads ({H}) must be a multiple of num_kv_heads ({Hkv})")
     if not 1 <= window < q:
         raise ValueError(f"window must be in [1, q_len) = [1, {q}), got {window}")
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    if pooling is not None and (kernel < 1 or kernel % 2 == 0):
-        raise ValueError(f"kernel must be a positive odd int, got {kernel}")
-    if granularity not in ("query", "kv"):
-        raise ValueError(f"granularity must be 'query' or 'kv', got {granularity!r}")
     scores = last_queries_attention(queries, keys, window)[:, :, :, :-window].sum(dim=-2)  # [b, H, q - w]
     if pooling is not None:
         flat = scores.reshape(b * H, 1, q - window)
@@ -78,9 +92,14 @@ def window_scores(queries: torch.Tensor, keys: torch.Tensor, *, window: int, poo
 
 
 def keep_positions(scores: torch.Tensor, *, budget: int) -> torch.Tensor:
-    """Positions ``[batch, heads, min(budget, prefix_len)]`` of the best-scored prefix tokens, best first."""
-    if budget < 0:
-        raise ValueError(f"budget must be >= 0, got {budget}")
+    """Positions ``[batch, heads, min(budget, prefix_len)]`` of the best-scored prefix tokens, best first.
+
+    Raises:
+        TypeError: ``scores`` not a floating-point tensor; ``budget`` not an int (``3.5``, ``True``).
+        ValueError: ``scores`` not 3-D ``[batch, heads, prefix_len]`` or empty; ``budget < 0``.
+    """
+    check_tensor("scores", scores, ndim=3, dtype="floating")
+    budget = check_int("budget", budget, low=0)
     return scores.topk(min(budget, scores.shape[-1]), dim=-1).indices
 
 
@@ -96,7 +115,19 @@ def select_tokens(keys: torch.Tensor, values: torch.Tensor, scores: torch.Tensor
     Returns:
         ``(keys, values)`` of shape ``[batch, heads, min(budget, q_len - window) + window, head_dim]``; the kept
         prefix tokens come in descending score order (attention does not depend on the order of keys).
+    Raises:
+        TypeError: non-tensors, non-floating tensors, ``keys`` and ``values`` of different dtypes; ``budget`` or
+            ``window`` not an int.
+        ValueError: wrong ranks or shapes, empty tensors, different devices; ``budget < 0``; ``window`` outside
+            ``[0, q_len)``.
     """
+    check_tensor("keys", keys, ndim=4, dtype="floating")
+    check_tensor("values", values, ndim=4, dtype="floating")
+    check_tensor("scores", scores, ndim=3, dtype="floating")
+    check_same_device(keys=keys, values=values, scores=scores)
+    check_same_dtype(keys=keys, values=values)
+    budget = check_int("budget", budget, low=0)
+    window = check_int("window", window, low=0, high=keys.shape[2] - 1)
     b, Hkv, q, d = keys.shape
     H = scores.shape[1]
     if values.shape != keys.shape:
@@ -112,10 +143,31 @@ def select_tokens(keys: torch.Tensor, values: torch.Tensor, scores: torch.Tensor
 
 
 def cache_bytes(num_layers_tokens: list[int], *, heads: int, head_dim: int, bytes_per_value: int = 4) -> int:
-    """Bytes of a KV cache holding ``tokens[l]`` tokens in layer l: 2 (K and V) · heads · head_dim · tokens."""
+    """Bytes of a KV cache holding ``tokens[l]`` tokens in layer l: 2 (K and V) · heads · head_dim · tokens.
+
+    Raises:
+        TypeError: ``num_layers_tokens`` not a sequence of ints; a size not an int.
+        ValueError: a negative token count; ``heads``, ``head_dim`` or ``bytes_per_value`` < 1.
+    """
+    if isinstance(num_layers_tokens, (str, bytes)) or not hasattr(num_layers_tokens, "__iter__"):
+        raise TypeError(f"num_layers_tokens must be a sequence of ints (tokens per layer), got {num_layers_tokens!r}")
+    num_layers_tokens = [check_int(f"num_layers_tokens[{i}]", t, low=0) for i, t in enumerate(num_layers_tokens)]
+    heads = check_int("heads", heads, low=1)
+    head_dim = check_int("head_dim", head_dim, low=1)
+    bytes_per_value = check_int("bytes_per_value", bytes_per_value, low=1)
     return 2 * heads * head_dim * bytes_per_value * int(sum(num_layers_tokens))
 
 
 def stored_bytes(cache) -> int:
-    """Bytes the keys and values of a ``transformers`` cache occupy as stored (``Tensor.nbytes``, every layer)."""
+    """Bytes the keys and values of a ``transformers`` cache occupy as stored (``Tensor.nbytes``, every layer).
+
+    Raises:
+        TypeError: ``cache`` is not a ``transformers`` cache with layers of key and value tensors.
+    """
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, (list, tuple)) or not all(
+            isinstance(getattr(L, "keys", None), torch.Tensor) and isinstance(getattr(L, "values", None), torch.Tensor)
+            for L in layers):
+        raise TypeError(f"cache must be a filled transformers cache (e.g. a DynamicCache after prefill), got "
+                        f"{describe(cache)}")
     return sum(L.keys.nbytes + L.values.nbytes for L in cache.layers)

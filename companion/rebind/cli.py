@@ -1,7 +1,6 @@
 """``python -m companion rebind <experiment> [--full]``: the chapter's larger runs.
 
-Quick mode (the default) runs a small version on whatever data is installed (QM9 when ``qm9pack`` is present,
-else the RDKit NCI set) and prints a summary; ``--full`` runs the larger version on QM9 and writes
+Quick mode (the default) runs a small version on QM9 (from the ``qm9pack`` package) and prints a summary; ``--full`` runs the larger version on QM9 and writes
 ``results/rebind/<experiment>.json`` with its provenance (:func:`companion.lab.save_results`).
 
 =========== ====================================================================================================
@@ -20,6 +19,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from companion.lab.checks import cli_device, cli_int
+
 #: full-mode settings (also written into the results file)
 FULL: dict[str, dict[str, Any]] = {
     "edges": {"data": dict(source="qm9", n_train=1, n_val=1, n_test=10_000)},
@@ -29,8 +30,8 @@ FULL: dict[str, dict[str, Any]] = {
 }
 #: quick versions: small and short (a smoke run of the same code)
 QUICK_CLI: dict[str, dict[str, Any]] = {
-    "edges": {"data": dict(source="auto", n_train=1, n_val=1, n_test=300)},
-    "compare": {"data": dict(source="auto", n_train=600, n_val=60, n_test=60), "model": {},
+    "edges": {"data": dict(source="qm9", n_train=1, n_val=1, n_test=300)},
+    "compare": {"data": dict(source="qm9", n_train=600, n_val=60, n_test=60), "model": {},
                 "train": dict(epochs=15, batch_size=32, lr=2e-3)},
 }
 
@@ -40,10 +41,14 @@ def _run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from companion.lab import save_results, seed_everything
+    from companion.lab import get_device, save_results, seed_everything
 
     from . import experiments as ex
 
+    try:
+        device = get_device(args.device)
+    except ValueError as err:  # e.g. cuda on a machine without CUDA
+        raise SystemExit(f"--device {args.device}: {err}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
@@ -51,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     data = ex.molecules(**spec["data"], seed=0)  # the same split for every training seed
     name = args.experiment
     if name == "edges":
-        result = ex.edge_census(data["test"])
+        result = ex.edge_census(data["test"], device=device)
         print(f"{data['source']}: {result['molecules']} molecules, {result['edges']} force edges, "
               f"{100 * result['share_repulsive']:.1f}% repulsive, {100 * result['share_1_3']:.1f}% 1-3 pairs, "
               f"{100 * result['share_1_4']:.1f}% 1-4, {100 * result['share_far']:.1f}% farther")
@@ -59,13 +64,14 @@ def _run(args: argparse.Namespace) -> int:
         config = replace(ex.QUICK, **spec["model"])
         result = ex.compare_variants(data, released_code=not args.full, config=config, seed=args.seed,
                                      baseline=not args.full or args.seed == 0, show_progress=args.progress,
-                                     **spec["train"])
+                                     device=device, **spec["train"])
         rows = {**result["runs"], **result.get("baselines", {})}
         print(f"{data['source']}: {result['sizes']}")
         for key, r in rows.items():
             print(f"{key:>16s}: D-MAE {r['d_mae']:.3f}  D-RMSE {r['d_rmse']:.3f}  C-RMSD {r['c_rmsd']:.3f}")
     if args.full:
-        payload = {"experiment": name, "mode": "full", "settings": spec, "source": data["source"], **result}
+        payload = {"experiment": name, "mode": "full", "settings": spec, "source": data["source"], **result,
+                   "device": str(device)}
         if name == "compare":
             name = f"compare_seed{args.seed}"
         path = save_results("rebind", name, payload, seed=args.seed,
@@ -85,7 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = experiments.add_parser(name, help=text)
         p.add_argument("--full", action="store_true",
                        help=f"the larger run; writes results/rebind/{name}.json with its provenance")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+        p.add_argument("--seed", type=cli_int(low=0, high=2**32 - 1), default=0)
+        p.add_argument("--threads", type=cli_int(low=0), default=0, help="torch threads (default: torch's choice)")
         p.add_argument("--progress", action="store_true", help="show a progress bar per training run")
+        p.add_argument("--device", type=cli_device, default="cpu", help="where to run (cpu, cuda, cuda:N)")
         p.set_defaults(run=_run, experiment=name)

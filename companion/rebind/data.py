@@ -29,13 +29,17 @@ import importlib.util
 import json
 import os
 import warnings
+from collections.abc import Sequence as _SequenceABC
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 
-from .forces import check_elements
+from companion.lab.checks import check_choice, check_float, check_int, check_type, describe
+
+from .forces import check_elements, check_square
 
 #: bump when the processed format changes: older cache files are then rebuilt
 CACHE_FORMAT = 1
@@ -67,6 +71,45 @@ def _rdkit():
     return Chem
 
 
+def _check_mol(name: str, mol) -> Any:
+    """``mol`` if it is an RDKit ``Mol`` (``TypeError`` naming ``name`` otherwise)."""
+    Chem = _rdkit()
+    return check_type(name, mol, Chem.Mol, what="an rdkit.Chem.Mol")
+
+
+#: the largest seed RDKit's embedding accepts (a C ``int``)
+RDKIT_MAX_SEED = 2**31 - 1
+#: the largest seed of the random splits (the range :func:`companion.lab.seed_everything` accepts)
+MAX_SEED = 2**32 - 1
+
+
+def _check_fractions(fractions) -> tuple[float, float, float]:
+    """Three finite numbers in [0, 1] summing to 1 (train, validation, test), as floats."""
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, _SequenceABC):
+        raise TypeError(f"fractions must be three numbers (train, valid, test), got {describe(fractions)}")
+    if len(fractions) != 3:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions!r}")
+    values = tuple(check_float(f"fractions[{i}]", f, low=0.0, high=1.0) for i, f in enumerate(fractions))
+    if abs(sum(values) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions!r}")
+    return values
+
+
+def check_molecules(name: str, mols, *, allow_one: bool = False) -> list:
+    """``mols`` if it is a non-empty list or tuple of :class:`Molecule` (``TypeError``/``ValueError`` naming
+    ``name`` and, for a bad item, its index); with ``allow_one`` a single molecule becomes a list of one."""
+    if allow_one and isinstance(mols, Molecule):
+        return [mols]
+    if not isinstance(mols, (list, tuple)):
+        raise TypeError(f"{name} must be a non-empty list of Molecule, got {describe(mols)}")
+    if not mols:
+        raise ValueError(f"{name} must be a non-empty list of Molecule, got an empty {type(mols).__name__}")
+    for i, m in enumerate(mols):
+        if not isinstance(m, Molecule):
+            raise TypeError(f"{name}[{i}] must be a Molecule, got {describe(m)}")
+    return mols
+
+
 def _index(value: int, size: int, offset: int = 0) -> int:
     i = int(value) + offset
     return i if 0 <= i < size - 1 else size - 1
@@ -77,6 +120,7 @@ def atom_features(mol) -> torch.Tensor:
 
     ``num_hs`` counts hydrogens bonded to the atom, explicit graph atoms included (hydrogens are explicit here).
     """
+    _check_mol("mol", mol)
     rows = []
     for a in mol.GetAtoms():
         rows.append([
@@ -96,6 +140,7 @@ def atom_features(mol) -> torch.Tensor:
 
 def bond_adjacency(mol) -> torch.Tensor:
     """Symmetric 0/1 bond adjacency ``A_bond``, ``[N, N]`` (float32, zero diagonal)."""
+    _check_mol("mol", mol)
     n = mol.GetNumAtoms()
     a = torch.zeros(n, n)
     for b in mol.GetBonds():
@@ -112,12 +157,11 @@ def laplacian_pe(adj: torch.Tensor) -> torch.Tensor:
     are arbitrary; they are fixed here by making each column's largest-magnitude entry positive, so the
     encoding is deterministic. The model adds row ``i`` into the first ``N`` channels of atom ``i``'s embedding.
     """
-    if not isinstance(adj, torch.Tensor) or adj.dim() != 2 or adj.shape[0] != adj.shape[1]:
-        raise ValueError(f"adj must be a square [N, N] tensor, got {getattr(adj, 'shape', type(adj).__name__)}")
+    check_square("adj", adj, ndim=(2,))
     a = (adj != 0).double()
     deg = a.sum(-1)
     if (deg == 0).any() and a.shape[0] > 1:
-        raise ValueError(f"atom {int((deg == 0).nonzero()[0])} has no bonds: the molecule is disconnected")
+        raise ValueError(f"adj: atom {int((deg == 0).nonzero()[0])} has no bonds: the molecule is disconnected")
     inv_sqrt = deg.clamp_min(1).rsqrt()
     lap = torch.eye(a.shape[0], dtype=torch.float64) - inv_sqrt[:, None] * a * inv_sqrt[None, :]
     _, vecs = torch.linalg.eigh(lap)
@@ -188,8 +232,8 @@ def molecule_from_mol(mol, *, name: str = "") -> Molecule:
             an element outside H, C, N, O, F (named in the message).
     """
     Chem = _rdkit()
-    if not isinstance(mol, Chem.Mol):
-        raise TypeError(f"mol must be an rdkit.Chem.Mol, got {type(mol).__name__}")
+    _check_mol("mol", mol)
+    check_type("name", name, str)
     label = f" {name!r}" if name else ""
     n = mol.GetNumAtoms()
     if n < 2:
@@ -244,12 +288,14 @@ def molecule_from_xyz(xyz: str, *, name: str = "", charge: int = 0, hueckel_fall
     Chem = _rdkit()
     from rdkit.Chem import rdDetermineBonds
 
-    if not isinstance(xyz, str):
-        raise TypeError(f"xyz must be a string (an XYZ block), got {type(xyz).__name__}")
+    check_type("xyz", xyz, str, what="a string (an XYZ block)")
+    check_type("name", name, str)
+    charge = check_int("charge", charge)
+    check_type("hueckel_fallback", hueckel_fallback, bool)
     raw = Chem.MolFromXYZBlock(xyz)
     if raw is None or raw.GetNumAtoms() == 0:
-        raise ValueError(f"could not parse the XYZ block{f' of {name!r}' if name else ''}: expected a first line "
-                         "with the atom count, a comment line, then 'Element x y z' lines")
+        raise ValueError(f"could not parse the XYZ block{f' of {name!r}' if name else ''}: xyz must have a first "
+                         "line with the atom count, a comment line, then 'Element x y z' lines")
     check_elements(torch.tensor([a.GetAtomicNum() for a in raw.GetAtoms()]))
     if raw.GetNumAtoms() < 2:
         raise ValueError(f"molecule {name!r} has 1 atom: a conformation needs at least 2 atoms")
@@ -267,9 +313,37 @@ def molecule_from_xyz(xyz: str, *, name: str = "", charge: int = 0, hueckel_fall
 
 
 def xyz_block(symbols: Sequence[str], coords: Sequence[Sequence[float]], comment: str = "") -> str:
-    """An XYZ block from element symbols and ``[N, 3]`` coordinates (Å)."""
-    if len(symbols) != len(coords):
-        raise ValueError(f"got {len(symbols)} symbols but {len(coords)} coordinate rows")
+    """An XYZ block from element symbols and ``[N, 3]`` coordinates (Å, finite numbers: a list of rows, an
+    array or a tensor); ``comment`` is the block's one-line second line."""
+    if isinstance(symbols, str) or not isinstance(symbols, _SequenceABC):
+        raise TypeError(f"symbols must be a list of element symbols, got {describe(symbols)}")
+    if not symbols:
+        raise ValueError("symbols must not be empty: a molecule needs atoms")
+    for i, sym in enumerate(symbols):
+        if not isinstance(sym, str):
+            raise TypeError(f"symbols[{i}] must be an element symbol (a str), got {describe(sym)}")
+        if not sym or sym.split() != [sym]:
+            raise ValueError(f"symbols[{i}] must be an element symbol without spaces, got {sym!r}")
+    if isinstance(coords, (str, bytes)) or not isinstance(coords, (_SequenceABC, np.ndarray, torch.Tensor)):
+        raise TypeError(f"coords must be [N, 3] coordinates (rows of numbers, an array or a tensor), got "
+                        f"{describe(coords)}")
+    try:
+        array = np.asarray(coords.detach().cpu() if isinstance(coords, torch.Tensor) else coords)
+    except (TypeError, ValueError):
+        raise ValueError(f"coords must be [N, 3] coordinates, got rows of different lengths: {describe(coords)}") \
+            from None
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"coords must hold real numbers, got dtype {array.dtype} in {describe(coords)}")
+    if array.ndim != 2 or array.shape[1] != 3:
+        raise ValueError(f"coords must be [N, 3] coordinates, got shape {list(array.shape)}")
+    if len(symbols) != len(array):
+        raise ValueError(f"coords must have one row per symbol: got {len(symbols)} symbols but {len(array)} "
+                         "coordinate rows")
+    if not np.isfinite(array).all():
+        raise ValueError("coords must hold finite numbers, got NaN or inf")
+    check_type("comment", comment, str)
+    if "\n" in comment or "\r" in comment:
+        raise ValueError(f"comment must be a single line (it is the XYZ block's second line), got {comment!r}")
     lines = [str(len(symbols)), comment]
     lines += [f"{s} {x:.10f} {y:.10f} {z:.10f}" for s, (x, y, z) in zip(symbols, coords)]
     return "\n".join(lines) + "\n"
@@ -284,6 +358,10 @@ def embed_conformer(mol, *, mmff: bool = True, seed: int = 0, max_iters: int = 2
     """
     from rdkit.Chem import AllChem
 
+    _check_mol("mol", mol)
+    check_type("mmff", mmff, bool)
+    seed = check_int("seed", seed, low=0, high=RDKIT_MAX_SEED)
+    max_iters = check_int("max_iters", max_iters, low=1, high=2**31 - 1)
     params = AllChem.ETKDGv3()
     params.randomSeed = int(seed)
     mol.RemoveAllConformers()
@@ -304,22 +382,25 @@ def molecule_from_smiles(smiles: str, *, mmff: bool = True, seed: int = 0, name:
     Raises ``ValueError`` for SMILES RDKit cannot parse or a molecule it cannot embed.
     """
     Chem = _rdkit()
-    if not isinstance(smiles, str):
-        raise TypeError(f"smiles must be a string, got {type(smiles).__name__}")
+    check_type("smiles", smiles, str, what="a string")
+    check_type("mmff", mmff, bool)
+    seed = check_int("seed", seed, low=0, high=RDKIT_MAX_SEED)
+    if name is not None:
+        check_type("name", name, str, what="a str or None")
     mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
-        raise ValueError(f"could not parse SMILES {smiles!r}")
+        raise ValueError(f"could not parse SMILES {smiles!r}: smiles must be a valid SMILES string")
     if len(Chem.GetMolFrags(mol)) != 1:
-        raise ValueError(f"SMILES {smiles!r} has {len(Chem.GetMolFrags(mol))} disconnected fragments: expected one "
+        raise ValueError(f"smiles {smiles!r} has {len(Chem.GetMolFrags(mol))} disconnected fragments: expected one "
                          "connected molecule")
     mol = Chem.AddHs(mol)
     if mol.GetNumAtoms() < 2:
-        raise ValueError(f"SMILES {smiles!r} has a single atom: a conformation needs at least 2 atoms")
+        raise ValueError(f"smiles {smiles!r} has a single atom: a conformation needs at least 2 atoms")
     z = torch.tensor([a.GetAtomicNum() for a in mol.GetAtoms()])
     try:
         check_elements(z)
     except ValueError as err:
-        raise ValueError(f"SMILES {smiles!r}: {err}") from None
+        raise ValueError(f"smiles {smiles!r}: {err}") from None
     if not embed_conformer(mol, mmff=mmff, seed=seed):
         raise ValueError(f"RDKit could not embed a conformation for {smiles!r}")
     return molecule_from_mol(mol, name=smiles if name is None else name)
@@ -346,6 +427,7 @@ def is_qm9_like(mol, *, max_heavy_atoms: int = 9) -> bool:
 def nci_smiles(*, max_heavy_atoms: int = 9) -> list[str]:
     """QM9-like SMILES from RDKit's NCI file, in file order (419 at the default 9 heavy atoms)."""
     Chem = _rdkit()
+    max_heavy_atoms = check_int("max_heavy_atoms", max_heavy_atoms, low=2)
     out = []
     for line in nci_path().read_text().splitlines():
         parts = line.split()
@@ -396,8 +478,12 @@ def load_nci(n: int | None = None, *, mmff: bool = True, seed: int = 0, max_heav
              cache: bool = True) -> list[Molecule]:
     """The QM9-like NCI molecules with ETKDG (+ MMFF94) reference conformations (the first ``n`` that embed, in
     file order; all 419 by default). Takes ~2 s per 100 molecules the first time, then loads from the cache."""
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n must be a positive int or None, got {n!r}")
+    if n is not None:
+        n = check_int("n", n, low=1)
+    check_type("mmff", mmff, bool)
+    seed = check_int("seed", seed, low=0, high=RDKIT_MAX_SEED)
+    max_heavy_atoms = check_int("max_heavy_atoms", max_heavy_atoms, low=2)
+    check_type("cache", cache, bool)
 
     def build() -> list[Molecule]:
         out = []
@@ -497,13 +583,12 @@ def load_qm9(split: str = "test", *, max_molecules: int | None = 1000, seed: int
     Raises:
         ModuleNotFoundError: ``qm9pack`` is not installed (``pip install qm9pack``).
     """
-    if split not in ("train", "valid", "test"):
-        raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
-    if max_molecules is not None and (isinstance(max_molecules, bool) or not isinstance(max_molecules, int)
-                                      or max_molecules < 1):
-        raise ValueError(f"max_molecules must be a positive int or None, got {max_molecules!r}")
-    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-9 or min(fractions) < 0:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions!r}")
+    check_choice("split", split, ("train", "valid", "test"))
+    if max_molecules is not None:
+        max_molecules = check_int("max_molecules", max_molecules, low=1)
+    seed = check_int("seed", seed, low=0, high=MAX_SEED)
+    fractions = _check_fractions(fractions)
+    check_type("cache", cache, bool)
     folder = qm9_folder()
     if folder is None:
         raise ModuleNotFoundError("QM9 needs the optional package qm9pack (104 MB, offline once installed): "
@@ -539,8 +624,9 @@ def load_qm9(split: str = "test", *, max_molecules: int | None = 1000, seed: int
 def split_molecules(mols: Sequence[Molecule], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), *,
                     seed: int = 0) -> tuple[list[Molecule], list[Molecule], list[Molecule]]:
     """A seeded random train/validation/test split of a list of molecules."""
-    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-9 or min(fractions) < 0:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions!r}")
+    check_molecules("mols", mols)
+    fractions = _check_fractions(fractions)
+    seed = check_int("seed", seed, low=0, high=MAX_SEED)
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(mols), generator=g).tolist()
     n_train = int(round(fractions[0] * len(mols)))
@@ -592,13 +678,12 @@ def collate(mols: Sequence[Molecule], *, device: str | torch.device | None = Non
     Raises ``TypeError`` for items that are not molecules and ``ValueError`` for an empty list or a molecule
     whose tensors disagree in size.
     """
-    if isinstance(mols, Molecule):
-        mols = [mols]
-    if len(mols) == 0:
-        raise ValueError("collate needs at least one molecule, got an empty list")
+    mols = check_molecules("mols", mols, allow_one=True)
+    if device is not None:
+        from companion.lab.runtime import get_device
+
+        device = get_device(device)
     for i, m in enumerate(mols):
-        if not isinstance(m, Molecule):
-            raise TypeError(f"item {i} must be a Molecule, got {type(m).__name__}")
         n = m.z.numel()
         shapes = {"coords": (n, 3), "features": (n, 9), "adjacency": (n, n), "pe": (n, n)}
         for attr, shape in shapes.items():

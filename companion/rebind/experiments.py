@@ -24,13 +24,17 @@ from .training import etkdg_predict, evaluate, evaluate_coordinates, train
 QUICK = ConformerConfig()
 
 
-def molecules(source: str = "auto", *, n_train: int = 2000, n_val: int = 200, n_test: int = 500,
+def molecules(source: str = "qm9", *, n_train: int = 2000, n_val: int = 200, n_test: int = 500,
               seed: int = 0) -> dict[str, Any]:
-    """``{"source", "train", "valid", "test"}``: QM9 splits (``source="qm9"``, or ``"auto"`` when ``qm9pack`` is
-    installed), else the NCI set split 80/10/10 (at most 419 molecules in all)."""
-    if source not in ("auto", "qm9", "nci"):
-        raise ValueError(f"source must be 'auto', 'qm9' or 'nci', got {source!r}")
-    if source == "qm9" or (source == "auto" and qm9_available()):
+    """``{"source", "train", "valid", "test"}``: QM9 splits with DFT geometries (``source="qm9"``, from the
+    ``qm9pack`` package; a clear ``ModuleNotFoundError`` without it), or RDKit's NCI set with ETKDG + MMFF
+    geometries split 80/10/10 (``source="nci"``, at most 419 molecules in all). Never switches silently."""
+    if source not in ("qm9", "nci"):
+        raise ValueError(f"source must be 'qm9' or 'nci', got {source!r}")
+    if source == "qm9":
+        if not qm9_available():
+            raise ModuleNotFoundError("source='qm9' needs the package qm9pack (104 MB, offline once installed; "
+                                      "it is in requirements.txt): pip install qm9pack")
         return {"source": "qm9", "train": load_qm9("train", max_molecules=n_train, seed=seed),
                 "valid": load_qm9("valid", max_molecules=n_val, seed=seed),
                 "test": load_qm9("test", max_molecules=n_test, seed=seed)}
@@ -38,14 +42,16 @@ def molecules(source: str = "auto", *, n_train: int = 2000, n_val: int = 200, n_
     return {"source": "nci", "train": tr[:n_train], "valid": va[:n_val], "test": te[:n_test]}
 
 
-def edge_census(mols: Sequence[Molecule], *, batch_size: int = 256) -> dict[str, Any]:
+def edge_census(mols: Sequence[Molecule], *, batch_size: int = 256,
+                device: str | torch.device | None = None) -> dict[str, Any]:
     """Force edges of the reference geometries, pooled over ``mols``: counts, shares (repulsive; 1-3, 1-4 and
-    farther pairs; symmetric), edges per molecule, and the distribution of ``K_i``."""
+    farther pairs; symmetric), edges per molecule, and the distribution of ``K_i``. ``device``: where the
+    batches are computed (default: the CPU, where the molecules are)."""
     totals: dict[str, float] = {"edges": 0, "repulsive": 0, "attractive": 0}
     hops = {"share_1_3": 0.0, "share_1_4": 0.0, "share_far": 0.0, "symmetric_share": 0.0}
     k_hist: dict[int, int] = {}
     for i in range(0, len(mols), batch_size):
-        b = collate(list(mols[i:i + batch_size]))
+        b = collate(list(mols[i:i + batch_size]), device=device)
         d = torch.cdist(b.coords, b.coords)
         s = edge_statistics(*force_edges(d, b.z, b.adjacency, b.mask), b.adjacency, b.mask)
         for key in totals:

@@ -22,9 +22,12 @@ function also accepts one unpadded molecule (``[N, N]``, ``[N]``) and then retur
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Mapping
 
 import torch
+
+from companion.lab.checks import check_float, check_int, check_same_device, check_tensor, check_type, describe
 
 #: UFF-derived Lennard-Jones parameters of ReBind, element → (σ in Å, ε in kcal/mol)
 LJ_PARAMETERS: Mapping[str, tuple[float, float]] = {
@@ -58,6 +61,34 @@ def _tables(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, tor
     return sigma, eps
 
 
+#: dtypes a mask of real atoms may have (non-zero = real atom)
+MASK_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def check_square(name: str, value, *, ndim: tuple[int, ...] | None = None) -> torch.Tensor:
+    """``value`` if it is a non-empty real tensor ``[..., N, N]`` (an adjacency or distance matrix); ``ndim``:
+    the allowed numbers of dimensions. ``TypeError``/``ValueError`` naming ``name`` otherwise."""
+    check_tensor(name, value)
+    if value.is_complex():
+        raise TypeError(f"{name} must be a real tensor, got {describe(value)}")
+    if value.ndim < 2 or value.shape[-1] != value.shape[-2] or (ndim is not None and value.ndim not in ndim):
+        dims = "[..., N, N]" if ndim is None else " or ".join(
+            "[" + ", ".join(["B"] * (d - 2) + ["N", "N"]) + "]" for d in ndim)
+        raise ValueError(f"{name} must be a square {dims} tensor, got {describe(value)}")
+    return value
+
+
+def check_mask(mask, shape, *, against: str) -> torch.Tensor | None:
+    """``mask`` (``None``, or a bool/integer tensor of ``shape``: True/non-zero for real atoms); ``against``
+    names what its shape must match."""
+    if mask is None:
+        return None
+    check_tensor("mask", mask, dtype=MASK_DTYPES)
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"mask must be {list(shape)} to match {against}, got {describe(mask)}")
+    return mask
+
+
 def check_elements(z: torch.Tensor, mask: torch.Tensor | None = None) -> None:
     """Raise ``ValueError`` naming the first element (of the real atoms) that has no LJ parameters."""
     z = torch.as_tensor(z)
@@ -82,9 +113,17 @@ def lj_parameters(z: torch.Tensor, mask: torch.Tensor | None = None, *,
         ``(sigma, eps)``, each ``[..., N, N]``: ``σ_ij = (σ_i + σ_j)/2`` (Å), ``ε_ij = √(ε_i ε_j)`` (kcal/mol);
         zero on pairs that involve padding.
     """
-    z = torch.as_tensor(z)
-    if z.dtype.is_floating_point or z.dtype == torch.bool:
+    check_tensor("z", z)
+    if z.dtype.is_floating_point or z.dtype == torch.bool or z.is_complex():
         raise TypeError(f"z must hold integer atomic numbers, got dtype {z.dtype}")
+    if z.ndim < 1:
+        raise ValueError(f"z must be [..., N] (at least one dimension), got {describe(z)}")
+    check_mask(mask, z.shape, against=f"z {list(z.shape)}")
+    check_type("dtype", dtype, torch.dtype, what="a torch floating dtype")
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype (e.g. torch.float64), got {dtype}")
+    if mask is not None:
+        check_same_device(z=z, mask=mask)
     mask = torch.ones_like(z, dtype=torch.bool) if mask is None else mask.bool()
     check_elements(z, mask)
     sig_t, eps_t = _tables(z.device, dtype)
@@ -97,23 +136,58 @@ def lj_parameters(z: torch.Tensor, mask: torch.Tensor | None = None, *,
     return sigma, eps
 
 
+def _check_lj_arguments(r, sigma, eps) -> None:
+    """``r > 0``, ``sigma >= 0`` and ``eps >= 0``, each a real number or a floating tensor of finite values, and
+    shapes that broadcast together (checked at the public boundary only: the rewiring calls :func:`_lj_force`)."""
+    shapes = []
+    for name, value, positive in (("r", r, True), ("sigma", sigma, False), ("eps", eps, False)):
+        if isinstance(value, torch.Tensor):
+            check_tensor(name, value, dtype="floating", nonempty=False, finite=True)
+            if bool((value <= 0).any() if positive else (value < 0).any()):
+                raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} everywhere, got a negative"
+                                 f"{'' if not positive else ' or zero'} entry in {describe(value)}")
+            shapes.append(value.shape)
+        else:
+            check_float(name, value, low=0.0, low_open=positive)
+    for dims in zip(*(reversed(tuple(s)) for s in shapes)):  # (torch.broadcast_shapes imports torch._refs)
+        if len({d for d in dims if d != 1}) > 1:
+            raise ValueError("r, sigma and eps must broadcast to one shape, got shapes "
+                             f"{', '.join(str(list(s)) for s in shapes)}")
+    tensors = {k: v for k, v in (("r", r), ("sigma", sigma), ("eps", eps)) if isinstance(v, torch.Tensor)}
+    check_same_device(**tensors)
+
+
 def lj_potential(r: torch.Tensor, sigma: torch.Tensor | float, eps: torch.Tensor | float) -> torch.Tensor:
-    """``V(r) = 4ε[(σ/r)^12 − (σ/r)^6]`` in kcal/mol: minimum ``−ε`` at ``r = 2^(1/6) σ``, zero at ``r = σ``."""
+    """``V(r) = 4ε[(σ/r)^12 − (σ/r)^6]`` in kcal/mol: minimum ``−ε`` at ``r = 2^(1/6) σ``, zero at ``r = σ``.
+
+    ``r`` (Å, > 0), ``sigma`` (Å, >= 0) and ``eps`` (kcal/mol, >= 0): real numbers or floating tensors that
+    broadcast together; ``TypeError``/``ValueError`` naming the argument otherwise."""
+    _check_lj_arguments(r, sigma, eps)
     sr6 = (sigma / r) ** 6
     return 4 * eps * (sr6 * sr6 - sr6)
 
 
-def lj_force(r: torch.Tensor, sigma: torch.Tensor | float, eps: torch.Tensor | float) -> torch.Tensor:
-    """``F(r) = −dV/dr = (24ε/r)[2(σ/r)^12 − (σ/r)^6]`` in kcal/mol/Å; ``F > 0`` repulsive (``r < 2^(1/6)σ``),
-    ``F < 0`` attractive, zero at the potential's minimum."""
+def _lj_force(r, sigma, eps):
     sr6 = (sigma / r) ** 6
     return 24 * eps / r * (2 * sr6 * sr6 - sr6)
 
 
+def lj_force(r: torch.Tensor, sigma: torch.Tensor | float, eps: torch.Tensor | float) -> torch.Tensor:
+    """``F(r) = −dV/dr = (24ε/r)[2(σ/r)^12 − (σ/r)^6]`` in kcal/mol/Å; ``F > 0`` repulsive (``r < 2^(1/6)σ``),
+    ``F < 0`` attractive, zero at the potential's minimum. Arguments as for :func:`lj_potential`."""
+    _check_lj_arguments(r, sigma, eps)
+    return _lj_force(r, sigma, eps)
+
+
 def _batch(dist: torch.Tensor, z: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor | None):
-    if not isinstance(dist, torch.Tensor) or not isinstance(z, torch.Tensor) or not isinstance(adj, torch.Tensor):
-        raise TypeError("dist, z and adj must be torch tensors, got "
-                        f"{type(dist).__name__}, {type(z).__name__}, {type(adj).__name__}")
+    """Shapes, types and devices of the rewiring's inputs (cheap: no look at the values), batched."""
+    check_tensor("dist", dist)
+    check_tensor("z", z)
+    check_tensor("adj", adj)
+    if dist.dtype == torch.bool or dist.is_complex():
+        raise TypeError(f"dist must hold real distances, got {describe(dist)}")
+    if mask is not None:
+        check_tensor("mask", mask, dtype=MASK_DTYPES)
     single = z.dim() == 1
     if single:
         dist, z, adj = dist[None], z[None], adj[None]
@@ -128,11 +202,23 @@ def _batch(dist: torch.Tensor, z: torch.Tensor, adj: torch.Tensor, mask: torch.T
         mask = torch.ones_like(z, dtype=torch.bool)
     elif mask.shape != (B, N):
         raise ValueError(f"mask must be [B, N] = {[B, N]} to match z, got {list(mask.shape)}")
+    check_same_device(dist=dist, z=z, adj=adj, mask=mask)
     return single, dist, z, adj, mask.bool()
+
+
+def _check_distances(dist: torch.Tensor, mask: torch.Tensor) -> None:
+    """Finite, non-negative distances between real atoms (a look at the values: public boundary only)."""
+    real = dist[mask[..., :, None] & mask[..., None, :]]
+    if not bool(torch.isfinite(real).all()):
+        raise ValueError(f"dist must hold finite distances, got NaN or inf in {describe(dist)}")
+    if bool((real < 0).any()):
+        raise ValueError(f"dist must hold distances >= 0, got a negative entry in {describe(dist)}")
 
 
 def degrees(adj: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Bond degree of each atom, ``[..., N]`` (long); zero on padding."""
+    check_square("adj", adj)
+    check_mask(mask, adj.shape[:-1], against=f"adj {list(adj.shape)} (its [..., N])")
     deg = (adj != 0).sum(-1)
     return deg if mask is None else deg * mask.long()
 
@@ -158,13 +244,12 @@ def _budget(k: int | torch.Tensor | None, adj: torch.Tensor, mask: torch.Tensor,
     atom, or a ``[N]``/``[B, N]`` tensor of non-negative ints), zero on padding."""
     if k is None:
         return extra_edge_counts(adj, mask)
-    if isinstance(k, bool) or not isinstance(k, (int, torch.Tensor)):
-        raise TypeError(f"k must be None, an int or an integer tensor, got {type(k).__name__}")
-    if isinstance(k, int):
-        if k < 0:
-            raise ValueError(f"k must be >= 0, got {k}")
+    if isinstance(k, bool) or not isinstance(k, (numbers.Integral, torch.Tensor)):
+        raise TypeError(f"k must be None, an int or an integer tensor, got {describe(k)}")
+    if not isinstance(k, torch.Tensor):
+        k = check_int("k", k, low=0)
         return torch.full(mask.shape, k, dtype=torch.long, device=mask.device) * mask.long()
-    if k.dtype.is_floating_point or k.dtype == torch.bool:
+    if k.dtype.is_floating_point or k.dtype == torch.bool or k.is_complex():
         raise TypeError(f"k must hold integers, got dtype {k.dtype}")
     k = k[None] if single and k.dim() == 1 else k
     if k.shape != mask.shape:
@@ -183,15 +268,35 @@ def _top_k_rows(score: torch.Tensor, valid: torch.Tensor, k: torch.Tensor) -> to
     return (rank < k[..., None]) & valid
 
 
+def _pair_forces(dist: torch.Tensor, z: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    sigma, eps = lj_parameters(z, mask, dtype=dist.dtype if dist.dtype.is_floating_point else torch.float32)
+    f = _lj_force(dist.detach().float().clamp_min(MIN_DISTANCE), sigma.float(), eps.float())
+    return torch.where(_candidates(adj, mask), f, torch.zeros_like(f))
+
+
 def pair_forces(dist: torch.Tensor, z: torch.Tensor, adj: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
     """LJ force ``F_ij`` (kcal/mol/Å) between every pair, ``[B, N, N]``; zero for bonded pairs, ``i = j`` and
-    padding (distances below :data:`MIN_DISTANCE` are clamped to it)."""
+    padding (distances below :data:`MIN_DISTANCE` are clamped to it). Distances between real atoms must be
+    finite and non-negative."""
     single, dist, z, adj, mask = _batch(dist, z, adj, mask)
-    sigma, eps = lj_parameters(z, mask, dtype=dist.dtype if dist.dtype.is_floating_point else torch.float32)
-    f = lj_force(dist.detach().float().clamp_min(MIN_DISTANCE), sigma.float(), eps.float())
-    f = torch.where(_candidates(adj, mask), f, torch.zeros_like(f))
+    _check_distances(dist, mask)
+    f = _pair_forces(dist, z, adj, mask)
     return f[0] if single else f
+
+
+def _force_edges(dist: torch.Tensor, z: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor | None = None, *,
+                 released_code: bool = False, k: int | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`force_edges` without the look at the distances' values (the model calls this every step)."""
+    single, dist, z, adj, mask = _batch(dist, z, adj, mask)
+    f = _pair_forces(dist, z, adj, mask)
+    zeros = torch.zeros_like(f)
+    if released_code:
+        return (zeros[0], zeros[0]) if single else (zeros, zeros)
+    picked = _top_k_rows(f.abs(), _candidates(adj, mask), _budget(k, adj, mask, single))
+    a_attr = torch.where(picked & (f < 0), torch.ones_like(f), zeros)
+    a_rep = torch.where(picked & (f > 0), -torch.ones_like(f), zeros)
+    return (a_attr[0], a_rep[0]) if single else (a_attr, a_rep)
 
 
 def force_edges(dist: torch.Tensor, z: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor | None = None, *,
@@ -199,7 +304,8 @@ def force_edges(dist: torch.Tensor, z: torch.Tensor, adj: torch.Tensor, mask: to
     """ReBind's force-based rewiring: ``(A_attr, A_rep)``.
 
     Args:
-        dist: ``[B, N, N]`` interatomic distances (Å) of the intermediate conformation (detached here).
+        dist: ``[B, N, N]`` interatomic distances (Å) of the intermediate conformation (detached here; finite and
+            non-negative between real atoms).
         z: ``[B, N]`` atomic numbers (H, C, N, O, F).
         adj: ``[B, N, N]`` bond adjacency (non-zero = bonded).
         mask: ``[B, N]`` real atoms (default: all).
@@ -213,15 +319,23 @@ def force_edges(dist: torch.Tensor, z: torch.Tensor, adj: torch.Tensor, mask: to
         ``[B, N, N]`` float, row ``i`` holding at most ``K_i = max deg − deg(i)`` non-zeros among non-bonded
         ``j ≠ i`` (the ``K_i`` largest ``|F_ij|``).
     """
+    check_type("released_code", released_code, bool)
+    single, bdist, _, badj, bmask = _batch(dist, z, adj, mask)
+    _check_distances(bdist, bmask)
+    if k is not None:
+        _budget(k, badj, bmask, single)  # checked even when released_code leaves it unused
+    return _force_edges(dist, z, adj, mask, released_code=released_code, k=k)
+
+
+def _nearest_edges(dist: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor | None = None, *,
+                   k: int | torch.Tensor | None = None, check_values: bool = False) -> torch.Tensor:
+    check_square("adj", adj, ndim=(2, 3))
+    z = torch.ones(adj.shape[:-1], dtype=torch.long, device=adj.device)  # placeholder: only shapes are checked
     single, dist, z, adj, mask = _batch(dist, z, adj, mask)
-    f = pair_forces(dist, z, adj, mask)
-    zeros = torch.zeros_like(f)
-    if released_code:
-        return (zeros[0], zeros[0]) if single else (zeros, zeros)
-    picked = _top_k_rows(f.abs(), _candidates(adj, mask), _budget(k, adj, mask, single))
-    a_attr = torch.where(picked & (f < 0), torch.ones_like(f), zeros)
-    a_rep = torch.where(picked & (f > 0), -torch.ones_like(f), zeros)
-    return (a_attr[0], a_rep[0]) if single else (a_attr, a_rep)
+    if check_values:
+        _check_distances(dist, mask)
+    out = _top_k_rows(-dist.detach().float(), _candidates(adj, mask), _budget(k, adj, mask, single)).float()
+    return out[0] if single else out
 
 
 def nearest_edges(dist: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor | None = None, *,
@@ -229,17 +343,15 @@ def nearest_edges(dist: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor | No
     """The control for the rewiring: for each atom, edges (+1) to its ``K_i`` *nearest* non-bonded atoms in the
     intermediate conformation, with the same budget ``K_i`` as :func:`force_edges` (or ``k``, as there);
     ``[B, N, N]``."""
-    if not isinstance(adj, torch.Tensor):
-        raise TypeError(f"adj must be a torch tensor, got {type(adj).__name__}")
-    z = torch.ones(adj.shape[:-1], dtype=torch.long, device=adj.device)  # placeholder: only shapes are checked
-    single, dist, z, adj, mask = _batch(dist, z, adj, mask)
-    out = _top_k_rows(-dist.detach().float(), _candidates(adj, mask), _budget(k, adj, mask, single)).float()
-    return out[0] if single else out
+    return _nearest_edges(dist, adj, mask, k=k, check_values=True)
 
 
 def hop_distance(adj: torch.Tensor, mask: torch.Tensor | None = None, *, max_hops: int = 4) -> torch.Tensor:
     """Shortest-path length in bonds between atoms, ``[..., N, N]`` long; ``max_hops + 1`` for farther pairs or
     padding, 0 on the diagonal."""
+    check_square("adj", adj)
+    check_mask(mask, adj.shape[:-1], against=f"adj {list(adj.shape)} (its [..., N])")
+    max_hops = check_int("max_hops", max_hops, low=0)
     a = (adj != 0)
     if mask is not None:
         a = a & mask[..., :, None].bool() & mask[..., None, :].bool()
@@ -264,6 +376,9 @@ def edge_statistics(a_attr: torch.Tensor, a_rep: torch.Tensor, adj: torch.Tensor
 
     The paper brief's finding on QM9: ~99.8% repulsive and ~92% 1-3 pairs.
     """
+    check_square("a_attr", a_attr)
+    check_square("a_rep", a_rep)
+    check_square("adj", adj)
     if a_attr.shape != a_rep.shape or a_attr.shape != adj.shape:
         raise ValueError(f"a_attr, a_rep and adj must have the same shape, got {list(a_attr.shape)}, "
                          f"{list(a_rep.shape)}, {list(adj.shape)}")

@@ -43,8 +43,19 @@ from typing import Literal
 import torch
 from torch import nn
 
+from companion.lab.checks import (
+    check_choice,
+    check_float,
+    check_int,
+    check_same_device,
+    check_same_dtype,
+    check_tensor,
+    check_type,
+    describe,
+)
+
 from .data import ATOM_FEATURES, Batch
-from .forces import force_edges, nearest_edges
+from .forces import MASK_DTYPES, _force_edges, _nearest_edges
 
 #: decoder relations of each variant (the encoder always uses ``("bond",)``)
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -81,14 +92,17 @@ class ConformerConfig:
     beta_init: float | None = None
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {self.variant!r}")
+        check_choice("variant", self.variant, tuple(VARIANTS))
         for name in ("d_model", "n_heads", "d_ff", "encoder_layers", "decoder_layers"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            # stored as plain ints (a numpy int would not survive asdict -> JSON in the results files)
+            object.__setattr__(self, name, check_int(name, getattr(self, name), low=1))
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        check_type("released_code", self.released_code, bool)
+        if self.beta_init is not None:
+            beta = check_float("beta_init", self.beta_init)
+            if type(self.beta_init) not in (int, float):  # e.g. numpy.float32: keep the config JSON-ready
+                object.__setattr__(self, "beta_init", beta)
 
     @property
     def relations(self) -> tuple[str, ...]:
@@ -103,8 +117,18 @@ def modulated_scores(scores: torch.Tensor, relations: torch.Tensor, beta: torch.
         relations: ``[B, R, N, N]`` relation matrices.
         beta: ``[R, H]`` per-relation, per-head scalars.
     """
+    check_tensor("scores", scores, ndim=4, dtype="floating")
+    check_tensor("relations", relations, ndim=4, dtype="floating")
+    check_tensor("beta", beta, ndim=2, dtype="floating")
+    B, _, N, _ = scores.shape
+    if scores.shape[-1] != N or relations.shape[0] != B or relations.shape[2:] != (N, N):
+        raise ValueError(f"scores must be [B, H, N, N] and relations [B, R, N, N] with the same B and N, got "
+                         f"{list(scores.shape)} and {list(relations.shape)}")
     if relations.shape[1] != beta.shape[0] or scores.shape[1] != beta.shape[1]:
         raise ValueError(f"beta must be [R, H] = {[relations.shape[1], scores.shape[1]]}, got {list(beta.shape)}")
+    if relations.dtype != beta.dtype and not any(torch.is_autocast_enabled(d) for d in ("cpu", scores.device.type)):
+        check_same_dtype(relations=relations, beta=beta)  # (under autocast, einsum casts both itself)
+    check_same_device(scores=scores, relations=relations, beta=beta)
     mod = torch.einsum("rh,brij->bhij", beta, relations)
     return scores + scores * mod
 
@@ -119,6 +143,13 @@ class RelationAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, n_relations: int, *, beta_init: float | None = None):
+        d_model = check_int("d_model", d_model, low=1)
+        n_heads = check_int("n_heads", n_heads, low=1)
+        n_relations = check_int("n_relations", n_relations, low=1)
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if beta_init is not None:
+            check_float("beta_init", beta_init)
         super().__init__()
         self.n_heads, self.d_k = n_heads, d_model // n_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
@@ -159,13 +190,25 @@ def _mlp3(d: int) -> nn.Sequential:
 
 
 def pairwise_distances(coords: torch.Tensor, *, eps: float = 1e-12) -> torch.Tensor:
-    """``D_ij = ‖x_i − x_j‖``, ``[..., N, 3] → [..., N, N]``, with a gradient that stays finite at ``D = 0``."""
+    """``D_ij = ‖x_i − x_j‖``, ``[..., N, 3] → [..., N, N]``, with a gradient that stays finite at ``D = 0``
+    (``eps > 0``: the smallest squared distance)."""
+    check_tensor("coords", coords, dtype="floating")
+    if coords.ndim < 2 or coords.shape[-1] != 3:
+        raise ValueError(f"coords must be [..., N, 3], got {describe(coords)}")
+    check_float("eps", eps, low=0.0, low_open=True)
     diff = coords[..., :, None, :] - coords[..., None, :, :]
     return (diff * diff).sum(-1).clamp_min(eps).sqrt()
 
 
 def row_subtracted_distances(dist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """GTMGC's relation ``max_k D_ik − D_ij`` over real atoms ``k``; zero on padding. ``[B, N, N]``."""
+    check_tensor("dist", dist, ndim=3, dtype="floating")
+    if dist.shape[1] != dist.shape[2]:
+        raise ValueError(f"dist must be [B, N, N], got {describe(dist)}")
+    check_tensor("mask", mask, dtype=MASK_DTYPES)
+    if mask.shape != dist.shape[:2]:
+        raise ValueError(f"mask must be [B, N] = {list(dist.shape[:2])} to match dist, got {describe(mask)}")
+    check_same_device(dist=dist, mask=mask)
     pair = mask[:, :, None] & mask[:, None, :]
     row_max = dist.masked_fill(~pair, float("-inf")).max(-1, keepdim=True).values
     return torch.where(pair, row_max - dist, torch.zeros_like(dist))
@@ -188,15 +231,15 @@ class ConformerModel(nn.Module):
     """The encoder-decoder conformation model (ReBind and its variants), see the module docstring."""
 
     def __init__(self, config: ConformerConfig | None = None, **overrides):
-        super().__init__()
         if config is None:
             config = ConformerConfig(**overrides)
-        elif overrides:
-            from dataclasses import replace
+        else:
+            check_type("config", config, ConformerConfig)
+            if overrides:
+                from dataclasses import replace
 
-            config = replace(config, **overrides)
-        if not isinstance(config, ConformerConfig):
-            raise TypeError(f"config must be a ConformerConfig, got {type(config).__name__}")
+                config = replace(config, **overrides)
+        super().__init__()
         self.config = c = config
         self.embeddings = nn.ModuleList(nn.Embedding(size, c.d_model) for _, size in ATOM_FEATURES)
         self.encoder = nn.ModuleList(RelationLayer(c.d_model, c.n_heads, c.d_ff, 1, beta_init=c.beta_init)
@@ -226,10 +269,10 @@ class ConformerModel(nn.Module):
                 rels.append(row_subtracted_distances(dist, mask))
             elif name in ("attractive", "repulsive"):
                 if forces is None:
-                    forces = force_edges(dist, batch.z, adj, mask, released_code=self.config.released_code)
+                    forces = _force_edges(dist, batch.z, adj, mask, released_code=self.config.released_code)
                 rels.append(forces[0] if name == "attractive" else forces[1])
             elif name == "nearest":
-                rels.append(nearest_edges(dist, adj, mask))
+                rels.append(_nearest_edges(dist, adj, mask))
         return torch.stack(rels, 1)
 
     def forward(self, batch: Batch) -> ConformerOutput:
@@ -267,5 +310,12 @@ def masked_distance_mae(pred_coords: torch.Tensor, true_coords: torch.Tensor, ma
 
 def distance_loss(out: ConformerOutput, batch: Batch) -> torch.Tensor:
     """ReBind's loss ``½ (D-MAE(X_enc) + D-MAE(X_dec))`` over all atom pairs of the batch."""
+    check_type("out", out, ConformerOutput)
+    check_type("batch", batch, Batch)
+    for name in ("enc_coords", "coords"):
+        got = getattr(out, name)
+        if not isinstance(got, torch.Tensor) or got.shape != batch.coords.shape:
+            raise ValueError(f"out.{name} must have the shape of batch.coords {list(batch.coords.shape)}, got "
+                             f"{describe(got)}")
     return 0.5 * (masked_distance_mae(out.enc_coords, batch.coords, batch.mask)
                   + masked_distance_mae(out.coords, batch.coords, batch.mask))

@@ -23,29 +23,38 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from companion.lab.checks import check_float, check_int, check_type, describe
 from companion.lab.runtime import get_device, progress, seed_everything
 
-from .data import Molecule, collate, embed_conformer
-from .metrics import c_rmsd, distance_errors, per_degree_errors
+from .data import MAX_SEED, RDKIT_MAX_SEED, Molecule, check_molecules, collate, embed_conformer
+from .metrics import _as_array, _distance_errors, c_rmsd, distance_errors, per_degree_errors
 from .model import ConformerConfig, ConformerModel, distance_loss
 
 
-def _check_mols(name: str, mols: Sequence[Molecule]) -> None:
-    if not isinstance(mols, (list, tuple)) or not mols:
-        raise ValueError(f"{name} must be a non-empty list of Molecule, got {type(mols).__name__} "
-                         f"of length {len(mols) if hasattr(mols, '__len__') else '?'}")
-    for i, m in enumerate(mols):
-        if not isinstance(m, Molecule):
-            raise TypeError(f"{name}[{i}] must be a Molecule, got {type(m).__name__}")
-
-
-def _check_int(name: str, value, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+def _check_fits(config: ConformerConfig, *groups: Sequence[Molecule]) -> None:
+    """The Laplacian encoding of an ``N``-atom molecule needs ``d_model >= N``: say so before training starts,
+    not at the first batch that holds such a molecule."""
+    n_max = max(m.n_atoms for mols in groups for m in mols)
+    if n_max > config.d_model:
+        raise ValueError(f"config.d_model ({config.d_model}) must be >= the largest molecule's atom count "
+                         f"({n_max}) for the Laplacian encoding")
 
 
 def lr_at(step: int, *, lr: float, warmup_steps: int, steps: int, min_lr: float) -> float:
-    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``steps``."""
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``steps``.
+
+    ``step >= 0``; ``0 <= warmup_steps <= steps``, ``steps >= 1``; ``0 <= min_lr <= lr``, ``lr > 0``."""
+    step = check_int("step", step, low=0)
+    lr = check_float("lr", lr, low=0.0, low_open=True)
+    steps = check_int("steps", steps, low=1)
+    warmup_steps = check_int("warmup_steps", warmup_steps, low=0)
+    if warmup_steps > steps:
+        raise ValueError(f"warmup_steps must be <= steps, got warmup_steps={warmup_steps} and steps={steps}")
+    min_lr = check_float("min_lr", min_lr, low=0.0, high=lr)
+    return _lr_at(step, lr=lr, warmup_steps=warmup_steps, steps=steps, min_lr=min_lr)
+
+
+def _lr_at(step: int, *, lr: float, warmup_steps: int, steps: int, min_lr: float) -> float:
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     t = (step - warmup_steps) / max(1, steps - warmup_steps)
@@ -56,8 +65,16 @@ def lr_at(step: int, *, lr: float, warmup_steps: int, steps: int, min_lr: float)
 def predict(model: ConformerModel, mols: Sequence[Molecule], *, batch_size: int = 64,
             intermediate: bool = False) -> list[torch.Tensor]:
     """Predicted coordinates, one ``[N_b, 3]`` CPU tensor per molecule (``intermediate``: the encoder's ``X_enc``)."""
-    _check_mols("mols", mols)
-    _check_int("batch_size", batch_size)
+    check_type("model", model, ConformerModel)
+    check_molecules("mols", mols)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    check_type("intermediate", intermediate, bool)
+    return _predict(model, mols, batch_size=batch_size, intermediate=intermediate)
+
+
+@torch.no_grad()
+def _predict(model: ConformerModel, mols: Sequence[Molecule], *, batch_size: int = 64,
+             intermediate: bool = False) -> list[torch.Tensor]:
     device = next(model.parameters()).device
     was = model.training
     model.eval()
@@ -78,13 +95,21 @@ def evaluate_coordinates(mols: Sequence[Molecule], pred: Sequence[torch.Tensor |
     Predictions with NaN rows (a baseline that could not embed the molecule) are left out and counted in
     ``failed``; the metrics cover the rest.
     """
-    _check_mols("mols", mols)
+    check_molecules("mols", mols)
+    if not isinstance(pred, (list, tuple)):
+        raise TypeError(f"pred must be a list of [N, 3] coordinates, one per molecule, got {describe(pred)}")
     if len(pred) != len(mols):
-        raise ValueError(f"got {len(pred)} predictions for {len(mols)} molecules")
+        raise ValueError(f"pred: got {len(pred)} predictions for {len(mols)} molecules")
+    for i, (p, m) in enumerate(zip(pred, mols)):
+        shape = _as_array(p, f"pred[{i}]").shape
+        if shape != (m.n_atoms, 3):
+            raise ValueError(f"pred[{i}] must be [{m.n_atoms}, 3] for molecule {m.name!r}, got shape {list(shape)}")
+    check_type("with_rmsd", with_rmsd, bool)
+    check_type("per_degree", per_degree, bool)
     pred = [torch.as_tensor(p) for p in pred]
     ok = [i for i, p in enumerate(pred) if torch.isfinite(p).all()]
     if not ok:
-        raise ValueError("every prediction holds NaN coordinates: nothing to evaluate")
+        raise ValueError("every prediction in pred holds NaN coordinates: nothing to evaluate")
     failed = len(pred) - len(ok)
     mols, pred = [mols[i] for i in ok], [pred[i] for i in ok]
     res: dict[str, Any] = distance_errors(pred, [m.coords for m in mols])
@@ -99,10 +124,15 @@ def evaluate_coordinates(mols: Sequence[Molecule], pred: Sequence[torch.Tensor |
 def evaluate(model: ConformerModel, mols: Sequence[Molecule], *, batch_size: int = 64, with_rmsd: bool = True,
              per_degree: bool = False) -> dict[str, Any]:
     """:func:`evaluate_coordinates` of the model's final conformations, plus ``d_mae_intermediate``."""
-    res = evaluate_coordinates(mols, predict(model, mols, batch_size=batch_size), with_rmsd=with_rmsd,
+    check_type("model", model, ConformerModel)
+    check_molecules("mols", mols)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    check_type("with_rmsd", with_rmsd, bool)
+    check_type("per_degree", per_degree, bool)
+    res = evaluate_coordinates(mols, _predict(model, mols, batch_size=batch_size), with_rmsd=with_rmsd,
                                per_degree=per_degree)
-    res["d_mae_intermediate"] = distance_errors(predict(model, mols, batch_size=batch_size, intermediate=True),
-                                                [m.coords for m in mols])["d_mae"]
+    res["d_mae_intermediate"] = _distance_errors(_predict(model, mols, batch_size=batch_size, intermediate=True),
+                                                 [m.coords for m in mols], finite=False)["d_mae"]
     return res
 
 
@@ -144,19 +174,25 @@ def train(config: ConformerConfig | str, train_mols: Sequence[Molecule], val_mol
         seed: initialization and batch order.
     """
     if isinstance(config, str):
-        config = ConformerConfig(variant=config)
+        try:
+            config = ConformerConfig(variant=config)
+        except ValueError as err:
+            raise ValueError(f"config: {err}") from None
     if not isinstance(config, ConformerConfig):
-        raise TypeError(f"config must be a ConformerConfig or a variant name, got {type(config).__name__}")
-    _check_mols("train_mols", train_mols)
-    _check_mols("val_mols", val_mols)
-    _check_int("epochs", epochs)
-    _check_int("batch_size", batch_size)
+        raise TypeError(f"config must be a ConformerConfig or a variant name, got {describe(config)}")
+    check_molecules("train_mols", train_mols)
+    check_molecules("val_mols", val_mols)
+    epochs = check_int("epochs", epochs, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
     if patience is not None:
-        _check_int("patience", patience)
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not 0 <= warmup_fraction < 1:
-        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
+        patience = check_int("patience", patience, low=1)
+    lr = check_float("lr", lr, low=0.0, low_open=True)
+    weight_decay = check_float("weight_decay", weight_decay, low=0.0)
+    warmup_fraction = check_float("warmup_fraction", warmup_fraction, low=0.0, high=1.0, high_open=True)
+    grad_clip = check_float("grad_clip", grad_clip, low=0.0, low_open=True)
+    seed = check_int("seed", seed, low=0, high=MAX_SEED)
+    check_type("show_progress", show_progress, bool)
+    _check_fits(config, train_mols, val_mols)
     device = get_device(device)
     seed_everything(seed)
     model = ConformerModel(config).to(device)
@@ -176,7 +212,7 @@ def train(config: ConformerConfig | str, train_mols: Sequence[Molecule], val_mol
         losses = []
         for i in range(0, len(perm), batch_size):
             batch = collate([train_mols[j] for j in perm[i:i + batch_size]], device=device)
-            cur = lr_at(step, lr=lr, warmup_steps=warmup, steps=steps, min_lr=lr / 10)
+            cur = _lr_at(step, lr=lr, warmup_steps=warmup, steps=steps, min_lr=lr / 10)
             for g in opt.param_groups:
                 g["lr"] = cur
             loss = distance_loss(model(batch), batch)
@@ -186,7 +222,7 @@ def train(config: ConformerConfig | str, train_mols: Sequence[Molecule], val_mol
             opt.step()
             losses.append(loss.item())
             step += 1
-        val = distance_errors(predict(model, val_mols), [m.coords for m in val_mols])["d_mae"]
+        val = _distance_errors(_predict(model, val_mols), [m.coords for m in val_mols], finite=False)["d_mae"]
         hist.records.append({"epoch": epoch, "loss": float(np.mean(losses)), "lr": cur, "val_d_mae": val})
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val:.3f}")
@@ -214,7 +250,9 @@ def etkdg_predict(mols: Sequence[Molecule], *, mmff: bool = True, seed: int = 1)
     """
     from rdkit import Chem
 
-    _check_mols("mols", mols)
+    check_molecules("mols", mols)
+    check_type("mmff", mmff, bool)
+    seed = check_int("seed", seed, low=0, high=RDKIT_MAX_SEED)
     out = []
     for m in mols:
         probe = Chem.Mol(m.mol)
