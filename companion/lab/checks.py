@@ -33,6 +33,7 @@ __all__ = [
     "check_probability",
     "check_same_device",
     "check_same_dtype",
+    "check_sequence",
     "check_tensor",
     "check_type",
     "describe",
@@ -130,6 +131,26 @@ def check_type(name: str, value: Any, types: type | tuple[type, ...], *, what: s
             what = " or ".join(names)
         raise TypeError(f"{name} must be {what}, got {describe(value)}")
     return value
+
+
+def check_sequence(name: str, value: Any, what: str, *, nonempty: bool = True) -> list:
+    """``value`` as a list: any iterable except a string or bytes (one string is not a sequence of words).
+
+    ``what`` names the items for the message (``"words"``, ``"(a, b) action-index pairs"``).
+
+    Raises:
+        TypeError: a string, bytes, or anything that is not iterable.
+        ValueError: empty, when ``nonempty``.
+    """
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of {what}, not one string, got {describe(value)}")
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of {what}, got {describe(value)}") from None
+    if nonempty and not items:
+        raise ValueError(f"{name} must be a non-empty sequence of {what}, got an empty one")
+    return items
 
 
 _DTYPE_KINDS = {

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..lab.checks import check_int, check_type, describe
+from ..lab.checks import check_int, check_sequence, check_type, describe
 
 __all__ = ["GAMES", "MatrixGame", "get_game", "make_game"]
 
@@ -174,13 +174,7 @@ def make_game(payoff, partner_payoff, *, name: str = "custom", actions=None, par
 
 def _words(label: str, names, k: int, where: str) -> tuple[str, ...]:
     """``names`` as a tuple of ``k`` distinct (case-insensitive) non-empty strings, one per matrix row/column."""
-    try:
-        if isinstance(names, (str, bytes)):
-            raise TypeError
-        names = tuple(names)
-    except TypeError:
-        raise TypeError(f"{label} must be a sequence of {k} strings (one per matrix {where}), "
-                        f"got {describe(names)}") from None
+    names = tuple(check_sequence(label, names, f"{k} strings (one per matrix {where})", nonempty=False))
     if not all(isinstance(s, str) for s in names):
         raise TypeError(f"{label} must be {k} strings (one per matrix {where}), got {list(names)}")
     if len(names) != k or not all(names):

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from ..lab import cache_kwargs
-from ..lab.checks import check_choice, check_float, check_int, check_type, describe
+from ..lab.checks import check_choice, check_float, check_int, check_sequence, check_type, describe
 from .agents import Agent
 from .games import MatrixGame, get_game
 
@@ -173,14 +173,7 @@ class ScoringLM:
 
 def _check_words(name: str, words) -> list[str]:
     """``words`` as a non-empty list of non-empty strings (a single string is not a list of words)."""
-    if isinstance(words, (str, bytes)):
-        raise TypeError(f"{name} must be a sequence of words, not one string, got {describe(words)}")
-    try:
-        words = list(words)
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of words, got {describe(words)}") from None
-    if not words:
-        raise ValueError(f"{name} must not be empty")
+    words = check_sequence(name, words, "words")
     for k, w in enumerate(words):
         check_type(f"{name}[{k}]", w, str)
         if not w:

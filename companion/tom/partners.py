@@ -20,7 +20,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from ..lab.checks import check_choice, check_int, check_type, describe
+from ..lab.checks import check_choice, check_int, check_sequence, check_type, describe
 from .games import MatrixGame, get_game
 
 __all__ = ["PARTNERS", "Adaptive", "Cyclic", "Mixed", "Partner", "SingleAction", "Switching", "TitForTat",
@@ -179,15 +179,7 @@ class Cyclic(Partner):
     def __init__(self, cycle: Sequence[int | str] | None = None) -> None:
         super().__init__()
         if cycle is not None:
-            try:
-                if isinstance(cycle, (str, bytes)):
-                    raise TypeError
-                cycle = list(cycle)
-            except TypeError:
-                raise TypeError(f"cycle must be a sequence of actions (words or int indices) or None, "
-                                f"got {describe(cycle)}") from None
-            if len(cycle) == 0:
-                raise ValueError("cycle must be a non-empty sequence of actions, got []")
+            cycle = check_sequence("cycle", cycle, "actions (words or int indices)")
             for i, c in enumerate(cycle):
                 _check_action(f"cycle[{i}]", c)
         self.cycle = cycle
@@ -325,12 +317,7 @@ class Adaptive(Partner):
 
 def _check_history(history, game: MatrixGame) -> list[tuple[int, int]]:
     """``history`` as a list of ``(a, b)`` int pairs, our and the partner's action indices in ``game``."""
-    if isinstance(history, (str, bytes)):
-        raise TypeError(f"history must be a sequence of (a, b) action-index pairs, got {describe(history)}")
-    try:
-        history = list(history)
-    except TypeError:
-        raise TypeError(f"history must be a sequence of (a, b) action-index pairs, got {describe(history)}") from None
+    history = check_sequence("history", history, "(a, b) action-index pairs", nonempty=False)
     out = []
     for t, pair in enumerate(history):
         try:
