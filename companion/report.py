@@ -202,6 +202,33 @@ def _pyramidkv_accuracy(run: str) -> dict[tuple[str, int | None], tuple[float, i
     return {k: (100 * sum(v) / len(v), len(v)) for k, v in out.items()}
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for paired binary outcomes: ``b`` pairs where only the first method
+    succeeded, ``c`` where only the second did (a binomial test of ``b`` successes in ``b + c`` at 1/2)."""
+    from math import comb
+
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _pyramidkv_paired(run: str, first: str, second: str, capacity: int, *, other_run: str | None = None):
+    """Discordant pairs of two methods on the same prompts (seed, depth) at one capacity: ``(b, c, n, p)``."""
+    data = _load("pyramidkv/retrieval")["runs"]
+
+    def found(rows, method):
+        cap = None if method == "full" else capacity  # the full cache has no budget
+        return {(r["seed"], r["depth"]): r["found"] for r in rows if r["method"] == method and r["capacity"] == cap}
+
+    one = found(data[run], first)
+    two = found(data[other_run or run], second)
+    b = sum(one[k] and not two[k] for k in one)
+    c = sum(two[k] and not one[k] for k in one)
+    return b, c, len(one), mcnemar_exact(b, c)
+
+
 def _pyramidkv_inside() -> str:
     acc = _pyramidkv_accuracy("inside/kv")
     exact = _pyramidkv_accuracy("inside/kv/exact")
@@ -211,10 +238,45 @@ def _pyramidkv_inside() -> str:
     def line(a, method):
         return " / ".join(f"{a[(method, c)][0]:.0f}" for c in caps)
 
+    tests = [_pyramidkv_paired("inside/kv", "pyramidkv", "snapkv", c) for c in caps]
+    paired = ", ".join(f"C = {c}: {b} vs {cc} prompts found by one method only, p = {pv:.2f}"
+                       for c, (b, cc, _, pv) in zip(caps, tests))
+    verdict = ("no detectable difference at p < 0.05" if all(t[3] >= 0.05 for t in tests)
+               else "a difference at p < 0.05 at C = " + ", ".join(str(c) for c, t in zip(caps, tests) if t[3] < 0.05))
     return (f"full cache {acc[('full', None)][0]:.0f}%; SnapKV {line(acc, 'snapkv')}%; PyramidKV "
             f"{line(acc, 'pyramidkv')}% (official schedule), {line(exact, 'pyramidkv')}% (exact schedule); H2O-style "
             f"{line(acc, 'h2o')}%; StreamingLLM {line(acc, 'streaming')}% (n = {n} prompts each: one found "
-            f"pass key = {100 / n:.0f} points)")
+            f"pass key = {100 / n:.0f} points). PyramidKV (official) vs SnapKV on the same prompts: {paired} "
+            f"(exact McNemar): {verdict}")
+
+
+def _pyramidkv_fraction() -> str:
+    acc = _pyramidkv_accuracy("inside/kv")
+    data = _load("pyramidkv/retrieval")
+    cap = 256
+    share = cap / data["context_tokens"]
+    _, lost_p, n, p_p = _pyramidkv_paired("inside/kv", "pyramidkv", "full", cap)
+    _, lost_s, _, p_s = _pyramidkv_paired("inside/kv", "snapkv", "full", cap)
+    return (f"at C = {cap} of {data['context_tokens']} tokens ({100 * share:.1f}% of the cache): full cache "
+            f"{acc[('full', None)][0]:.0f}%, PyramidKV {acc[('pyramidkv', cap)][0]:.0f}% ({lost_p} of {n} prompts "
+            f"lost, exact McNemar p = {p_p:.2f}), SnapKV {acc[('snapkv', cap)][0]:.0f}% ({lost_s} lost, p = {p_s:.2f})")
+
+
+def _pyramidkv_granularity() -> str:
+    q = _pyramidkv_accuracy("inside/query")
+    k = _pyramidkv_accuracy("inside/kv")
+    data = _load("pyramidkv/retrieval")["runs"]
+    cap = 128
+
+    def nbytes(run, method):
+        return next(r["cache_bytes"] for r in data[run] if r["method"] == method and r["capacity"] == cap)
+
+    ratio = nbytes("inside/query", "snapkv") / nbytes("inside/kv", "snapkv")
+    b, c, n, pv = _pyramidkv_paired("inside/query", "snapkv", "snapkv", cap, other_run="inside/kv")
+    return (f"C = {cap}: SnapKV {q[('snapkv', cap)][0]:.0f}% per query head vs {k[('snapkv', cap)][0]:.0f}% per KV "
+            f"head ({b} vs {c} of {n} prompts found by one only, exact McNemar p = {pv:.2f}), PyramidKV "
+            f"{q[('pyramidkv', cap)][0]:.0f}% vs {k[('pyramidkv', cap)][0]:.0f}%; the per-query-head cache holds "
+            f"{ratio:.0f}x the bytes")
 
 
 def _pyramidkv_after() -> str:
@@ -292,8 +354,15 @@ FINDINGS: tuple[Finding, ...] = (
             "H2O 47.3", "cai2024pyramidkv",
             "the authors' needle figure (KVCache-Factory figs/Needle.png; a table in Appendix P of arXiv v4)",
             "not reproduced", ("pyramidkv/retrieval",)),
+    Finding("pyramidkv", "the same at the largest budget: full-cache quality at a fraction of the cache",
+            _pyramidkv_fraction, "matches the full KV cache while retaining 12% of it (LongBench)",
+            "cai2024pyramidkv", "abstract", "not reproduced", ("pyramidkv/retrieval",)),
+    Finding("pyramidkv", "tokens selected per query head (the official code's GQA handling, cache stored at "
+            "query-head width) vs per KV head, same prompts", _pyramidkv_granularity, "—", "", "",
+            "our extension", ("pyramidkv/retrieval",)),
     Finding("pyramidkv", "the same with the question after the compressed context (query-agnostic)",
-            _pyramidkv_after, "—", "", "", "our extension", ("pyramidkv/retrieval",)),
+            _pyramidkv_after, "kvpress's port: PyramidKV slightly below SnapKV on RULER-4k", "nvidia2024kvpress",
+            "NVIDIA/kvpress pull request #66", "not testable at our scale", ("pyramidkv/retrieval",)),
     Finding("pyramidkv", "peer check: kept tokens vs NVIDIA kvpress's SnapKV and PyramidKV presses",
             _pyramidkv_kvpress, "—", "", "", "our extension", ("pyramidkv/kvpress_agreement",)),
     Finding("remoe", "validation loss (nats/token) of a tiny Llama-style LM (width 128, 4 layers, E = 8, k = 1; "
