@@ -1,15 +1,26 @@
 """HQQ quantization time: companion.hqq vs PyPI hqq 0.2.8 (same matrices, same process) and vs Adam.
 
     DISABLE_CUDA=1 pip install --no-deps hqq==0.2.8.post1 termcolor   # the peer (optional)
-    python benchmarks/hqq_speed.py
+    python benchmarks/hqq_speed.py [--shapes 576x576,1536x576,2048x2048,4096x1024] [--repeats 5] [--save]
 
-Prints, per matrix shape, the median time of each and the ratio hqq / companion (target: >= 1, i.e. at least as
-fast), for the faithful mode (same arithmetic as hqq) and the corrected default.
+Prints, per matrix shape (heavy-tailed synthetic weights, 4-bit, groups of 64 along axis 0), the median time of
+companion's faithful mode (same arithmetic as hqq), of its corrected default and of hqq's ``Quantizer.quantize``,
+and the ratio hqq / companion (faithful): above 1, companion is the faster of the two. Then the half-quadratic
+solver against Adam (``--adam-steps``) optimizing the same zero-points: its speed-up and the three errors
+(HQQ, Adam, round-to-nearest).
+
+``--save`` writes results/hqq/bench_speed.json with its provenance: ``settings`` (every option), ``threads``,
+``measurements`` (per shape, every repeat's time and the medians; the solver comparison's times, iterations and
+errors) and ``ratios``: ``time_hqq_over_companion_faithful_<rows>x<cols>`` per shape (only with hqq installed)
+and ``speedup_half_quadratic_over_adam``.
 """
 
 from __future__ import annotations
 
+import argparse
+import shlex
 import statistics
+import sys
 import time
 
 import torch
@@ -18,37 +29,87 @@ from companion import hqq as H
 from companion.hqq.experiments import heavy_tailed, solver_comparison
 
 
-def median_time(fn, repeats: int = 5) -> float:
+def median_time(fn, repeats: int = 5) -> tuple[float, list[float]]:
+    """The median and every one of ``repeats`` wall-clock times of ``fn()``."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), times
 
 
-def main() -> None:
-    torch.set_num_threads(2)
+def shape(text: str) -> tuple[int, int]:
+    """``"1536x576"`` -> ``(1536, 576)``."""
+    try:
+        rows, cols = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shape is ROWSxCOLS, e.g. 1536x576; got {text!r}") from None
+    if rows < 1 or cols < 1:
+        raise argparse.ArgumentTypeError(f"a shape needs positive sizes, got {text!r}")
+    return rows, cols
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; return the payload that ``--save`` writes."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", type=lambda s: [shape(x) for x in s.split(",")],
+                        default=[(576, 576), (1536, 576), (2048, 2048), (4096, 1024)],
+                        help="comma-separated ROWSxCOLS (default 576x576,1536x576,2048x2048,4096x1024)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per method and shape (median; default 5)")
+    parser.add_argument("--solver-shape", type=shape, default=(1536, 576),
+                        help="matrix of the half-quadratic vs Adam comparison (default 1536x576)")
+    parser.add_argument("--adam-steps", type=int, default=200, help="Adam steps in that comparison (default 200)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save", action="store_true", help="write results/hqq/bench_speed.json (with provenance)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     try:
         from hqq.core.quantize import Quantizer
     except ImportError:
         Quantizer = None
         print("PyPI hqq not installed: comparing with the autograd baseline only")
     print(f"{'shape':>12s} {'companion (faithful)':>21s} {'companion (default)':>20s} {'hqq 0.2.8':>10s} {'hqq/faithful':>13s}")
-    for shape in ((576, 576), (1536, 576), (2048, 2048), (4096, 1024)):
-        W = heavy_tailed(shape, seed=0, scale=0.15)
-        t_faithful = median_time(lambda: H.quantize(W, nbits=4, group_size=64, axis=0, faithful=True))
-        t_default = median_time(lambda: H.quantize(W, nbits=4, group_size=64, axis=0))
+    rows, ratios = [], {}
+    for shp in args.shapes:
+        W = heavy_tailed(shp, seed=0, scale=0.15)
+        t_faithful, all_faithful = median_time(lambda: H.quantize(W, nbits=4, group_size=64, axis=0, faithful=True),
+                                               args.repeats)
+        t_default, all_default = median_time(lambda: H.quantize(W, nbits=4, group_size=64, axis=0), args.repeats)
+        row = {"shape": list(shp), "companion_faithful_s": t_faithful, "companion_default_s": t_default,
+               "companion_faithful_all_s": all_faithful, "companion_default_all_s": all_default}
         if Quantizer is not None:
-            t_peer = median_time(lambda: Quantizer.quantize(W, nbits=4, group_size=64, axis=0, device="cpu", bitpack=False))
+            t_peer, all_peer = median_time(
+                lambda: Quantizer.quantize(W, nbits=4, group_size=64, axis=0, device="cpu", bitpack=False),
+                args.repeats)
             ratio = f"{t_peer / t_faithful:13.2f}"
             peer = f"{t_peer:10.3f}"
+            row.update(hqq_s=t_peer, hqq_all_s=all_peer)
+            ratios[f"time_hqq_over_companion_faithful_{shp[0]}x{shp[1]}"] = t_peer / t_faithful
         else:
             ratio, peer = f"{'-':>13s}", f"{'-':>10s}"
-        print(f"{str(shape):>12s} {t_faithful:21.3f} {t_default:20.3f} {peer} {ratio}")
-    r = solver_comparison(heavy_tailed((1536, 576), seed=1, scale=0.15), autograd_steps=200, lr=1e-2)
-    print(f"\nhalf-quadratic vs Adam (200 steps) on 1536x576, 4-bit g64: {r['speedup']:.1f}x faster; "
+        rows.append(row)
+        print(f"{str(shp):>12s} {t_faithful:21.3f} {t_default:20.3f} {peer} {ratio}")
+    rows_s, cols_s = args.solver_shape
+    r = solver_comparison(heavy_tailed(args.solver_shape, seed=1, scale=0.15), autograd_steps=args.adam_steps, lr=1e-2)
+    print(f"\nhalf-quadratic vs Adam ({args.adam_steps} steps) on {rows_s}x{cols_s}, 4-bit g64: "
+          f"{r['speedup']:.1f}x faster; "
           f"errors HQQ {r['hqq_error']:.5f}, Adam {r['adam_error']:.5f}, RTN {r['rtn_error']:.5f}")
+    ratios["speedup_half_quadratic_over_adam"] = r["speedup"]
+    settings = {k: v for k, v in vars(args).items() if k != "save"}
+    settings["shapes"] = [list(s) for s in args.shapes]
+    settings["solver_shape"] = list(args.solver_shape)
+    payload = {"benchmark": "hqq_speed", "settings": settings, "threads": torch.get_num_threads(),
+               "measurements": {"hqq_installed": Quantizer is not None, "quantize": rows,
+                                "solver_comparison": {k: v for k, v in r.items() if k != "speedup"}},
+               "ratios": ratios}
+    if args.save:
+        from companion import lab
+
+        command = " ".join(["python", "benchmarks/hqq_speed.py", *map(shlex.quote, argv)])
+        print("saved", lab.save_results("hqq", "bench_speed", payload, seed=0, command=command))
+    return payload
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """ReBind vs the classical baseline, in one process: conformations per second and accuracy against DFT.
 
-    python benchmarks/rebind_speed.py [--train 2000] [--test 300] [--epochs 20] [--threads 2] [--device cpu]
+    python benchmarks/rebind_speed.py [--train 2000] [--test 300] [--epochs 20] [--threads 2] [--device cpu] [--save]
 
 Data: QM9 (DFT geometries, ``pip install qm9pack``); without it, the RDKit NCI set (ETKDG + MMFF94 references:
 the baseline's accuracy is then not an error against DFT). Measured, on the same test molecules:
@@ -11,13 +11,21 @@ the baseline's accuracy is then not an error against DFT). Measured, on the same
    with and without MMFF94 (one conformer per molecule, sequential, as a chemist would call it);
 3. D-MAE / D-RMSE / C-RMSD of every predictor against the reference geometries.
 
-Printed: a table and the speed ratios (model / ETKDG). Never asserted: timings depend on the machine.
+Printed: a table and the speed ratios (model / ETKDG): above 1, the model produces conformations faster than
+RDKit. Never asserted: timings depend on the machine.
+
+``--save`` writes results/rebind/bench_speed.json with its provenance: ``settings`` (every option),
+``threads``, ``measurements`` (data source and sizes, featurization and rewiring speeds, force-edge statistics,
+every predictor's speed, seconds and errors, the model's configuration and best validation D-MAE) and
+``ratios``: ``speed_model_over_etkdg`` and ``speed_model_over_etkdg_mmff94``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 
 import torch
@@ -45,7 +53,14 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-def main() -> None:
+def _plain(res: dict) -> dict:
+    """Metric values as JSON numbers (numpy and torch scalars unwrapped)."""
+    return {k: v.item() if hasattr(v, "item") else v for k, v in res.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; return the payload that ``--save`` writes."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=int, default=2000, help="training molecules (QM9; NCI has 335)")
     parser.add_argument("--test", type=int, default=300)
@@ -54,7 +69,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None, help="default: CUDA when available, else CPU")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--save", action="store_true", help="write results/rebind/bench_speed.json (with provenance)")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     if qm9_available():
@@ -104,10 +120,12 @@ def main() -> None:
 
     results = {}
     results["ReBind (tiny, trained here)"] = (n / t_model, evaluate_coordinates(test_mols, model_pred))
+    seconds = {"ReBind (tiny, trained here)": t_model}
     for mmff in (False, True):
         pred, t = timed(etkdg_predict, test_mols, mmff=mmff, seed=args.seed + 1)
         res = evaluate_coordinates(test_mols, pred)
         results["ETKDG + MMFF94" if mmff else "ETKDG"] = (n / t, res)
+        seconds["ETKDG + MMFF94" if mmff else "ETKDG"] = t
 
     print(f"\n{'predictor':30s} {'conf/s':>10s} {'D-MAE':>7s} {'D-RMSE':>7s} {'C-RMSD':>7s}  (Å, vs {source})")
     for name, (speed, res) in results.items():
@@ -118,6 +136,26 @@ def main() -> None:
         print(f"speed ratio model / {name}: {model_speed / results[name][0]:.1f}x")
     print(json.dumps({"device": str(device), "threads": args.threads, "test_molecules": n,
                       "model_config": hist.to_dict()["config"], "best_val_d_mae": hist.best_val_d_mae}))
+
+    measurements = {
+        "source": source, "device": str(device), "train_molecules": len(train_mols),
+        "validation_molecules": len(val_mols), "test_molecules": n,
+        "featurization_s": t_feat, "featurization_molecules_per_s": n / t_feat,
+        "rewiring_s": t_rewire, "rewiring_molecules_per_s": n / t_rewire,
+        "force_edges": {"edges": int(total), "repulsive_share": float(share_rep), "share_1_3": float(share_13)},
+        "predictors": {name: {"conformations_per_s": speed, "seconds": seconds[name], **_plain(res)}
+                       for name, (speed, res) in results.items()},
+        "model_config": hist.to_dict()["config"], "best_val_d_mae": hist.best_val_d_mae}
+    ratios = {"speed_model_over_etkdg": model_speed / results["ETKDG"][0],
+              "speed_model_over_etkdg_mmff94": model_speed / results["ETKDG + MMFF94"][0]}
+    payload = {"benchmark": "rebind_speed", "settings": {k: v for k, v in vars(args).items() if k != "save"},
+               "threads": torch.get_num_threads(), "measurements": measurements, "ratios": ratios}
+    if args.save:
+        from companion import lab
+
+        command = " ".join(["python", "benchmarks/rebind_speed.py", *map(shlex.quote, argv)])
+        print("saved", lab.save_results("rebind", "bench_speed", payload, seed=args.seed, command=command))
+    return payload
 
 
 if __name__ == "__main__":
