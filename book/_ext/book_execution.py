@@ -11,9 +11,10 @@
    starts, e.g. DeMo's workers) every 0.1 s. ``_build/execution-report.json`` records, per page, the seconds and
    the peak of the summed resident memory; ``.ci/exec_times.py`` prints it. Pages served from the cache keep the
    numbers of the run that executed them.
-3. **The model is prepared before any page runs.** The first load of the book's model converts its GGUF file
-   into a float32 copy in the user cache (about 20 s and nearly 2 GB of memory, once per machine). The build
-   does that in a separate process at start-up, so that no page's time or memory includes it — as on Binder,
+3. **The shared caches are prepared before any page runs.** The first load of the book's model converts its
+   GGUF file into a float32 copy in the user cache (about 20 s and nearly 2 GB of memory), and the first use of
+   the corpus tokenizes its validation split (tens of seconds); both happen once per machine. The build does
+   them in a separate process at start-up, so that no page's time or memory includes them — as on Binder,
    where ``binder/postBuild`` does the same.
 
 The same key is used by ``conftest.py``, which lets ``pytest`` accept a page that this build executed without
@@ -162,14 +163,16 @@ def _on_config_inited(app, config):
     app._book_execution = {"report": build / REPORT_FILE, "sampler": None}
 
 
-def _prepare_model() -> None:
-    """Convert the book's model into the user cache (a no-op when the cached copy is valid), in a subprocess."""
+def _prepare_caches() -> None:
+    """Convert the book's model and tokenize the corpus's validation split into the user cache (no-ops when the
+    cached copies are valid), in a subprocess."""
     import subprocess
 
-    code = "from companion.lab.model import converted_model_path; converted_model_path()"
+    code = ("from companion.lab import corpus_tokens, load_model; "
+            "corpus_tokens(load_model(device='cpu')[1], 'validation')")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:  # the first page that needs the model will say what is wrong
-        print(f"book_execution: preparing the model failed:\n{done.stderr[-2000:]}")
+        print(f"book_execution: preparing the caches failed:\n{done.stderr[-2000:]}")
 
 
 def _on_source_read(app, docname, source):
@@ -197,7 +200,7 @@ def _on_doctree_read(app, doctree):
 
 def setup(app):
     app.connect("config-inited", _on_config_inited, priority=100)
-    app.connect("builder-inited", lambda app: _prepare_model())
+    app.connect("builder-inited", lambda app: _prepare_caches())
     app.connect("source-read", _on_source_read)
     app.connect("doctree-read", _on_doctree_read)
     return {"parallel_read_safe": False, "parallel_write_safe": True}
