@@ -177,8 +177,8 @@ def _prepare_caches() -> None:
 
 def _on_source_read(app, docname, source):
     state = app._book_execution
-    if state["sampler"] is not None:
-        state["sampler"].stop()
+    if state["sampler"] is not None:  # the previous page did not finish reading: drop its measurement
+        state["sampler"][1].stop()
     state["sampler"] = (docname, _PeakSampler())
 
 
@@ -206,5 +206,5 @@ def setup(app):
     return {"parallel_read_safe": False, "parallel_write_safe": True}
 
 
-if __name__ == "__main__":  # print the key (used by .ci/run and for debugging)
+if __name__ == "__main__":  # print the environment key (for debugging a page that is executed again)
     json.dump(environment_key(), sys.stdout, indent=1, sort_keys=True)
