@@ -404,7 +404,10 @@ def markdown(chapter: str | None = None, *, citations: str = "text") -> str:
         if f.source:
             key = f"{{cite}}`{f.source}`" if citations == "myst" else f"[{f.source}]"
             source = f" ({key}, {f.where})"
-        ledger = ", ".join(f"`results/{e}.json`" for e in f.ledger) or "computed"
+        if citations == "myst":  # narrow page: the folder and suffix are said above the table
+            ledger = ", ".join(f"`{e}`" for e in f.ledger) or "computed"
+        else:
+            ledger = ", ".join(f"`results/{e}.json`" for e in f.ledger) or "computed"
         cells = [f.measured, f.ours(), f.paper + source, f.verdict, ledger]
         if chapter is None:
             cells = [TITLES[f.chapter], *cells]
