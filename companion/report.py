@@ -310,6 +310,56 @@ def _remoe_experts() -> str:
     return " / ".join(f"{g:+.3f}" for g in e["gap"]) + f" for E = {' / '.join(map(str, e['experts']))} (one seed)"
 
 
+def _bench(entry: str) -> tuple[dict, dict]:
+    data = _load(entry)
+    return data["ratios"], data["settings"]
+
+
+def _bench_tom() -> str:
+    r, s = _bench("tom/bench_speed")
+    return (f"scoring with the reused KV cache {r['speedup_cached_vs_reencoding']:.1f}x faster than re-encoding "
+            f"(T = {s['horizon']}, {s['game']} vs {s['partner']}; same log-probabilities to 1e-4); arena "
+            f"{r['throughput_ours_over_axelrod']:.2f}x the rounds per second of axelrod's Match (T = "
+            f"{s['arena_horizon']}, median of {s['arena_repeats']})")
+
+
+def _bench_demo() -> str:
+    r, s = _bench("demo/bench_step_time")
+    return (f"one process, {s['threads']} thread: DeMo's step {r['step_time_demo_over_adamw']:.1f}x AdamW's, the "
+            f"ported official step {r['step_time_official_over_demo']:.2f}x ours; 2 gloo workers: optimizer part "
+            f"{r['gloo_opt_part_demo_over_adamw']:.2f}x, whole step {r['gloo_step_demo_over_adamw']:.2f}x AdamW + "
+            f"all-reduce, at {100 * r['gloo_bytes_sent_demo_over_adamw']:.1f}% of its bytes (d_model {s['d_model']}, "
+            f"{s['layers']} layers, k = {s['k']}; medians of {s['repeats']} x {s['steps_per_repeat']} steps)")
+
+
+def _bench_pyramidkv() -> str:
+    r, s = _bench("pyramidkv/bench_overhead")
+    return (f"{s['tokens']}-token prompt, C = {s['capacity']}: prefill with Q/K capture "
+            f"{100 * (r['prefill_time_with_capture_over_plain'] - 1):+.0f}%, compression "
+            f"{100 * r['compression_time_over_plain_prefill']:.1f}% of a plain prefill, decode step "
+            f"{r['decode_step_compressed_over_full']:.2f}x the full cache's, cache "
+            f"{100 * r['cache_bytes_compressed_over_full']:.1f}% of the full cache's bytes (medians of "
+            f"{s['repeats']} / {s['decode_repeats']})")
+
+
+def _bench_remoe() -> str:
+    r, s = _bench("remoe/bench_step_time")
+    return (f"ReMoE's training step {r['step_time_remoe_over_topk']:.2f}x TopK's and "
+            f"{r['step_time_remoe_over_dense']:.2f}x dense's (E = 8, k = 1, {s['threads']} threads, medians of "
+            f"{s['repeats']} x {s['steps_per_repeat']} steps after {s['warmup']} warm-up steps)")
+
+
+def _bench_hqq() -> str:
+    r, s = _bench("hqq/bench_speed")
+    m = _load("hqq/bench_speed")["measurements"]["solver_comparison"]
+    peer = sorted(v for k, v in r.items() if k.startswith("time_hqq_over_companion_faithful_"))
+    peer_text = (f"hqq 0.2.8's time / ours {peer[0]:.2f}–{peer[-1]:.2f} on {len(peer)} shapes; " if peer
+                 else "hqq 0.2.8 not installed for this run; ")
+    return (peer_text + f"the half-quadratic solver {r['speedup_half_quadratic_over_adam']:.1f}x faster than "
+            f"{m['adam_steps']} Adam steps on the zero point ({s['solver_shape'][0]}x{s['solver_shape'][1]}, 4-bit g64), "
+            f"mean |error| {m['hqq_error']:.5f} vs Adam {m['adam_error']:.5f} (round-to-nearest {m['rtn_error']:.5f})")
+
+
 _TOM_TABLE1 = "Table 1 of the ICML 2025 version (arXiv 2412.19726v4); checked against a secondary transcription only"
 _REMOE_FIGURE = "the validation-loss scaling figure (official repository README, images/remoe_scaling.png; its figure number in the paper not checked)"
 
@@ -328,6 +378,9 @@ FINDINGS: tuple[Finding, ...] = (
             "RPS / BoS / IPD", _tom_oracle, "Llama-3 70B: Δ_F/T 0.238 / 1.343 / 0.839", "riemer2024tom",
             "Table 3 of the ICML 2025 version (BoS is its IBS); checked against a secondary transcription only",
             "not testable at our scale", ("tom/oracle",)),
+    Finding("tom", "speed on this CPU: scoring actions with the language model, and the IPD arena against the "
+            "axelrod library (one process, ratios against a baseline run beside it)", _bench_tom, "—", "", "",
+            "our extension", ("tom/bench_speed",)),
     Finding("rebind", "QM9 (20k train / 1k test molecules, DFT geometries), d 96, 3 + 3 layers, ≤ 12 epochs: "
             "D-MAE / C-RMSD (Å) of four decoders", _rebind_compare,
             "ReBind: up to 20% lower prediction error than state-of-the-art methods, on full QM9 with a "
@@ -345,9 +398,14 @@ FINDINGS: tuple[Finding, ...] = (
             "110.32 MB per step at k = 32", "peng2024demo",
             "arXiv 2411.19870v1, as quoted in Import AI 395 (table not checked); v2 reports other settings",
             "reproduced", ()),
+    Finding("demo", "time per optimizer step on this CPU: DeMo vs AdamW (one process, and two gloo workers with "
+            "AdamW's all-reduce)", _bench_demo, "—", "", "", "our extension", ("demo/bench_step_time",)),
     Finding("hqq", "held-out perplexity of SmolLM2 after quantizing every linear layer (axis 0): HQQ vs "
             "round-to-nearest at 4-bit g64 / 3-bit g64 / 2-bit g16", _hqq_ppl,
             "—", "", "", "our extension", ("hqq/perplexity",)),
+    Finding("hqq", "solver time on this CPU: our port vs the official hqq 0.2.8 on the same weights, and the "
+            "half-quadratic solver vs Adam on the same zero-point problem", _bench_hqq, "—", "", "",
+            "our extension", ("hqq/bench_speed",)),
     Finding("pyramidkv", "pass key hidden in 2048 tokens of standard-library code, question inside the "
             "compressed prompt, tokens kept per KV head; found at C = 64 / 128 / 256 tokens per layer",
             _pyramidkv_inside, "needle in a haystack, Llama-3-70B, KV 64: full 100, PyramidKV 99.6, SnapKV 76.2, "
@@ -363,6 +421,9 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("pyramidkv", "the same with the question after the compressed context (query-agnostic)",
             _pyramidkv_after, "kvpress's port: PyramidKV slightly below SnapKV on RULER-4k", "nvidia2024kvpress",
             "NVIDIA/kvpress pull request #66", "not testable at our scale", ("pyramidkv/retrieval",)),
+    Finding("pyramidkv", "cost on this CPU: prefill with Q/K capture, the compression itself, a decoding step and "
+            "the cache bytes, each against the uncompressed path", _bench_pyramidkv, "—", "", "", "our extension",
+            ("pyramidkv/bench_overhead",)),
     Finding("pyramidkv", "peer check: kept tokens vs NVIDIA kvpress's SnapKV and PyramidKV presses",
             _pyramidkv_kvpress, "—", "", "", "our extension", ("pyramidkv/kvpress_agreement",)),
     Finding("remoe", "validation loss (nats/token) of a tiny Llama-style LM (width 128, 4 layers, E = 8, k = 1; "
@@ -372,6 +433,8 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("remoe", "TopK − ReMoE validation-loss gap as the number of experts grows (width 64, 600 steps)",
             _remoe_experts, "+0.010 / +0.015 / +0.024 / +0.022 for E = 4 / 8 / 16 / 32", "wang2025remoe",
             _REMOE_FIGURE + ", middle panel (differences of its values)", "not reproduced", ("remoe/experts",)),
+    Finding("remoe", "training-step time on this CPU at matched active compute (tiny LM, 512 tokens per step)",
+            _bench_remoe, "—", "", "", "our extension", ("remoe/bench_step_time",)),
 )
 
 
