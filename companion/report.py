@@ -138,31 +138,10 @@ def _rebind_edges() -> str:
 _DEMO_MAIN = ("AdamW", "signSGD", "DeMo k=32", "DeMo k=8", "DeMo k=1")
 
 
-def demo_sweep_summary() -> dict[str, dict]:
-    """Per setting of the committed DeMo sweep (2 workers, every seed, each family's tuned learning rate): held-out
-    loss (mean, values) and bytes sent per worker per step."""
-    full = _load("demo/sweep")
-    runs = full["runs"]
-    grid = full["settings"]["lr_grid"]
-    best = {}
-    for name, lrs in grid.items():
-        finals = {lr: next(r["val_loss"][-1] for r in runs if r["setting"] == name and r["workers"] == 2
-                           and r["seed"] == 0 and r["lr"] == lr) for lr in lrs}
-        best[name] = min(finals, key=finals.get)
-    out = {}
-    for name in sorted({r["setting"] for r in runs}):
-        lr = best.get(name, best["DeMo k=32"])
-        rs = [r for r in runs if r["setting"] == name and r["workers"] == 2 and r["lr"] == lr
-              and r["seed"] in full["settings"]["seeds"]]
-        if rs:
-            out[name] = {"loss": statistics.mean(r["val_loss"][-1] for r in rs),
-                         "losses": [r["val_loss"][-1] for r in rs], "bytes": rs[0]["bytes_sent"], "lr": lr,
-                         "steps": rs[0]["steps"]}
-    return out
-
-
 def _demo_sweep() -> str:
-    s = demo_sweep_summary()
+    from .demo.experiments import sweep_summary
+
+    s = sweep_summary(_load("demo/sweep"))
     losses = " / ".join(f"{s[n]['loss']:.3f}" for n in _DEMO_MAIN)
     spread = max(abs(v["losses"][0] - v["losses"][-1]) / 2 for n, v in s.items() if n in _DEMO_MAIN)
     sent = " / ".join(f"{s[n]['bytes']:,.0f}" for n in ("AdamW", "DeMo k=32", "DeMo k=8", "DeMo k=1"))
@@ -511,5 +490,5 @@ def write_readme(path: str | Path) -> bool:
     return new != text
 
 
-__all__ = ["CHAPTERS", "FINDINGS", "Finding", "MissingResult", "RESULTS_DIR", "VERDICTS", "demo_sweep_summary",
+__all__ = ["CHAPTERS", "FINDINGS", "Finding", "MissingResult", "RESULTS_DIR", "VERDICTS", "mcnemar_exact",
            "findings", "markdown", "readme_section", "write_readme"]

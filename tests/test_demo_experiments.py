@@ -111,3 +111,21 @@ def test_cli_registers_demo_sweep():
 
     args = build_parser().parse_args(["demo", "sweep", "--full", "--resume"])
     assert args.full and args.resume and args.run.__name__ == "_sweep"
+
+
+def test_sweep_summary_picks_each_familys_best_rate_and_averages_the_seeds():
+    from companion.demo.experiments import sweep_summary
+
+    def run(setting, lr, seed, loss, workers=2):
+        return {"setting": setting, "lr": lr, "seed": seed, "workers": workers, "val_loss": [9.0, loss],
+                "bytes_sent": 10.0, "steps": 5}
+
+    full = {"settings": {"lr_grid": {"AdamW": [1e-3, 3e-3], "DeMo k=32": [1e-3]}, "seeds": [0, 1]},
+            "runs": [run("AdamW", 1e-3, 0, 2.0), run("AdamW", 3e-3, 0, 1.5), run("AdamW", 3e-3, 1, 1.7),
+                     run("AdamW", 3e-3, 0, 0.1, workers=4), run("DeMo k=32", 1e-3, 0, 1.9),
+                     run("DeMo k=32", 1e-3, 1, 2.1), run("k=32, no DCT", 1e-3, 0, 2.5)]}
+    s = sweep_summary(full)
+    assert s["AdamW"]["lr"] == 3e-3 and s["AdamW"]["losses"] == [1.5, 1.7]
+    assert s["AdamW"]["loss"] == pytest.approx(1.6)
+    assert s["DeMo k=32"]["loss"] == pytest.approx(2.0)
+    assert s["k=32, no DCT"]["lr"] == 1e-3 and s["k=32, no DCT"]["losses"] == [2.5]

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import time
 import warnings
 from typing import Any, Callable, Iterable
@@ -170,3 +172,27 @@ def received_vs_workers(shapes: Iterable[tuple[int, ...]], workers: Iterable[int
     # (W-1) tx > 2 (W-1)/W 4P  <=>  W > 8P / tx  (for W > 1)
     breakeven = int(8 * numel // tx) + 1
     return dict(workers=workers, tx=tx, numel=numel, allgather=gather, allreduce=ring, breakeven=breakeven)
+
+
+def sweep_summary(full: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per setting of a saved full sweep (``results/demo/sweep.json``): each family's learning rate (the one
+    with the lowest final held-out loss for seed 0 and 2 workers in the search), then at that rate over 2
+    workers and every seed: ``{"loss": mean final held-out loss, "losses": per seed, "bytes": bytes sent per
+    worker per step, "lr", "steps"}``. Settings outside the search use DeMo k = 32's rate, as the sweep does."""
+    runs = full["runs"]
+    grid = full["settings"]["lr_grid"]
+    best = {}
+    for name, lrs in grid.items():
+        finals = {lr: next(r["val_loss"][-1] for r in runs if r["setting"] == name and r["workers"] == 2
+                           and r["seed"] == 0 and r["lr"] == lr) for lr in lrs}
+        best[name] = min(finals, key=finals.get)
+    out = {}
+    for name in sorted({r["setting"] for r in runs}):
+        lr = best.get(name, best["DeMo k=32"])
+        rs = [r for r in runs if r["setting"] == name and r["workers"] == 2 and r["lr"] == lr
+              and r["seed"] in full["settings"]["seeds"]]
+        if rs:
+            out[name] = {"loss": statistics.mean(r["val_loss"][-1] for r in rs),
+                         "losses": [r["val_loss"][-1] for r in rs], "bytes": rs[0]["bytes_sent"], "lr": lr,
+                         "steps": rs[0]["steps"]}
+    return out
