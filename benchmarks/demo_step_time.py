@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import shlex
 import statistics
 import sys
 import time
 import warnings
 
 import torch
+
+from companion.lab.results import benchmark_payload, save_benchmark
 from torch import nn
 
 from companion.demo import ByteLM, DeMo, allreduce_bytes, corpus_bytes, model_wire_bytes, official_step, train
@@ -179,13 +180,9 @@ def main(argv: list[str] | None = None) -> dict:
     # ---------------------------------------------------------------- 3. 2 workers over gloo
     if not args.no_gloo:
         gloo(args, measurements, ratios)
-    payload = {"benchmark": "demo_step_time", "settings": {k: v for k, v in vars(args).items() if k != "save"},
-               "threads": torch.get_num_threads(), "measurements": measurements, "ratios": ratios}
+    payload = benchmark_payload("demo_step_time", vars(args), measurements, ratios)
     if args.save:
-        from companion import lab
-
-        command = " ".join(["python", "benchmarks/demo_step_time.py", *map(shlex.quote, argv)])
-        print("saved", lab.save_results("demo", "bench_step_time", payload, seed=0, command=command))
+        print("saved", save_benchmark("demo", "bench_step_time", payload, argv=argv, seed=0))
     return payload
 
 

@@ -18,12 +18,13 @@ and ``speedup_half_quadratic_over_adam``.
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
 
 import torch
+
+from companion.lab.results import benchmark_payload, save_benchmark
 
 from companion import hqq as H
 from companion.hqq.experiments import heavy_tailed, solver_comparison
@@ -100,15 +101,11 @@ def main(argv: list[str] | None = None) -> dict:
     settings = {k: v for k, v in vars(args).items() if k != "save"}
     settings["shapes"] = [list(s) for s in args.shapes]
     settings["solver_shape"] = list(args.solver_shape)
-    payload = {"benchmark": "hqq_speed", "settings": settings, "threads": torch.get_num_threads(),
-               "measurements": {"hqq_installed": Quantizer is not None, "quantize": rows,
-                                "solver_comparison": {k: v for k, v in r.items() if k != "speedup"}},
-               "ratios": ratios}
+    measurements = {"hqq_installed": Quantizer is not None, "quantize": rows,
+                    "solver_comparison": {k: v for k, v in r.items() if k != "speedup"}}
+    payload = benchmark_payload("hqq_speed", settings, measurements, ratios)
     if args.save:
-        from companion import lab
-
-        command = " ".join(["python", "benchmarks/hqq_speed.py", *map(shlex.quote, argv)])
-        print("saved", lab.save_results("hqq", "bench_speed", payload, seed=0, command=command))
+        print("saved", save_benchmark("hqq", "bench_speed", payload, argv=argv, seed=0))
     return payload
 
 

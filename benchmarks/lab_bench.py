@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shlex
 import shutil
 import sys
 import tempfile
@@ -108,7 +107,7 @@ def bench_pages() -> dict | None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the measurements; return the payload that ``--save`` writes."""
-    import torch
+    from companion.lab.results import benchmark_payload, save_benchmark
 
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -120,14 +119,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.load:
         measurements["notebooks"] = bench_notebooks()
         measurements["pages"] = bench_pages()
-    payload = {"benchmark": "lab_bench", "settings": {k: v for k, v in vars(args).items() if k != "save"},
-               "threads": torch.get_num_threads(), "measurements": measurements,
-               "ratios": {"load_time_first_over_cached": load["first_load_s"] / load["cached_load_s"]}}
+    ratios = {"load_time_first_over_cached": load["first_load_s"] / load["cached_load_s"]}
+    payload = benchmark_payload("lab_bench", vars(args), measurements, ratios)
     if args.save:
-        from companion import lab
-
-        command = " ".join(["python", "benchmarks/lab_bench.py", *map(shlex.quote, argv)])
-        print("saved", lab.save_results("lab", "bench_chapter0", payload, seed=None, command=command))
+        print("saved", save_benchmark("lab", "bench_chapter0", payload, argv=argv))
     return payload
 
 

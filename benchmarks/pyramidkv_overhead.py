@@ -19,12 +19,13 @@ and ``ratios``: ``prefill_time_with_capture_over_plain`` (the printed overhead i
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
 
 import torch
+
+from companion.lab.results import benchmark_payload, save_benchmark
 
 from companion import lab
 from companion.pyramidkv import cache_bytes, compress, prefill
@@ -109,11 +110,9 @@ def main(argv: list[str] | None = None) -> dict:
               "compression_time_over_plain_prefill": t_comp / t_plain,
               "decode_step_compressed_over_full": small_step / full_step,
               "cache_bytes_compressed_over_full": small_bytes / full_bytes}
-    payload = {"benchmark": "pyramidkv_overhead", "settings": {k: v for k, v in vars(args).items() if k != "save"},
-               "threads": torch.get_num_threads(), "measurements": measurements, "ratios": ratios}
+    payload = benchmark_payload("pyramidkv_overhead", vars(args), measurements, ratios)
     if args.save:
-        command = " ".join(["python", "benchmarks/pyramidkv_overhead.py", *map(shlex.quote, argv)])
-        print("saved", lab.save_results("pyramidkv", "bench_overhead", payload, seed=None, command=command))
+        print("saved", save_benchmark("pyramidkv", "bench_overhead", payload, argv=argv, seed=None))
     return payload
 
 

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 
 import torch
+
+from companion.lab.results import benchmark_payload, save_benchmark
 
 from companion.rebind import (
     ConformerConfig,
@@ -148,13 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
         "model_config": hist.to_dict()["config"], "best_val_d_mae": hist.best_val_d_mae}
     ratios = {"speed_model_over_etkdg": model_speed / results["ETKDG"][0],
               "speed_model_over_etkdg_mmff94": model_speed / results["ETKDG + MMFF94"][0]}
-    payload = {"benchmark": "rebind_speed", "settings": {k: v for k, v in vars(args).items() if k != "save"},
-               "threads": torch.get_num_threads(), "measurements": measurements, "ratios": ratios}
+    payload = benchmark_payload("rebind_speed", vars(args), measurements, ratios)
     if args.save:
-        from companion import lab
-
-        command = " ".join(["python", "benchmarks/rebind_speed.py", *map(shlex.quote, argv)])
-        print("saved", lab.save_results("rebind", "bench_speed", payload, seed=args.seed, command=command))
+        print("saved", save_benchmark("rebind", "bench_speed", payload, argv=argv, seed=args.seed))
     return payload
 
 

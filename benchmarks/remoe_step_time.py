@@ -19,12 +19,13 @@ sparsity, device) and ``ratios``: ``step_time_remoe_over_topk``, ``step_time_rem
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
 
 import torch
+
+from companion.lab.results import benchmark_payload, save_benchmark
 
 from companion.remoe import LMConfig, Trainer, corpus_ids
 
@@ -89,13 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
     ratios = {"step_time_remoe_over_topk": step["remoe"] / step["topk"],
               "step_time_remoe_over_dense": step["remoe"] / step["dense"],
               "step_time_topk_over_dense": step["topk"] / step["dense"]}
-    payload = {"benchmark": "remoe_step_time", "settings": {k: v for k, v in vars(args).items() if k != "save"},
-               "threads": torch.get_num_threads(), "measurements": measurements, "ratios": ratios}
+    payload = benchmark_payload("remoe_step_time", vars(args), measurements, ratios)
     if args.save:
-        from companion import lab
-
-        command = " ".join(["python", "benchmarks/remoe_step_time.py", *map(shlex.quote, argv)])
-        print("saved", lab.save_results("remoe", "bench_step_time", payload, seed=0, command=command))
+        print("saved", save_benchmark("remoe", "bench_step_time", payload, argv=argv, seed=0))
     return payload
 
 

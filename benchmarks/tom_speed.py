@@ -31,13 +31,14 @@ differences; the arena's and axelrod's times, rounds and rounds/s; the tournamen
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
 
 import numpy as np
 import torch
+
+from companion.lab.results import benchmark_payload, save_benchmark
 
 from companion.tom import Agent, LLMAgent, arena, get_game, make_partner, play
 from companion.tom.partners import Cyclic, TitForTat
@@ -248,13 +249,9 @@ def main(argv: list[str] | None = None) -> dict:
     measurements["arena"] = arena_out = bench_arena(args)
     if "axelrod_s" in arena_out:
         ratios["throughput_ours_over_axelrod"] = arena_out["axelrod_s"] / arena_out["ours_s"]
-    payload = {"benchmark": "tom_speed", "settings": {k: v for k, v in vars(args).items() if k != "save"},
-               "threads": torch.get_num_threads(), "measurements": measurements, "ratios": ratios}
+    payload = benchmark_payload("tom_speed", vars(args), measurements, ratios)
     if args.save:
-        from companion import lab
-
-        command = " ".join(["python", "benchmarks/tom_speed.py", *map(shlex.quote, argv)])
-        print("saved", lab.save_results("tom", "bench_speed", payload, seed=args.seed, command=command))
+        print("saved", save_benchmark("tom", "bench_speed", payload, argv=argv, seed=args.seed))
     return payload
 
 

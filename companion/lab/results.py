@@ -108,3 +108,22 @@ def load_results(chapter: str, name: str, *, folder: str | os.PathLike | None = 
     _check_names(chapter, name)
     path = Path(folder or RESULTS_DIR) / chapter / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def benchmark_payload(script: str, settings: dict[str, Any], measurements: dict[str, Any],
+                      ratios: dict[str, float]) -> dict[str, Any]:
+    """The ledger entry of a benchmark (``benchmarks/<script>.py``): its settings (every option but ``save``),
+    torch's thread count, the raw measurements, and the ratios it prints (each against a baseline run in the
+    same process)."""
+    import torch
+
+    return {"benchmark": script, "settings": {k: v for k, v in settings.items() if k != "save"},
+            "threads": torch.get_num_threads(), "measurements": measurements, "ratios": ratios}
+
+
+def save_benchmark(chapter: str, name: str, payload: dict[str, Any], *, argv: list[str],
+                   seed: int | None = None) -> Path:
+    """:func:`save_results` for a :func:`benchmark_payload`, with the command line that reproduces it."""
+    command = " ".join(["python", f"benchmarks/{payload['benchmark']}.py", *map(shlex.quote, argv)])
+    return save_results(chapter, name, payload, seed=seed, command=command)
+
