@@ -86,7 +86,7 @@ def _mini_project(root: Path) -> Path:
     (root / "companion" / "a.py").write_text("x = 1\n")
     (root / "results").mkdir()
     (root / "results" / "r.json").write_text("{}")
-    (root / "requirements.txt").write_text("# comment\npyyaml>=6\n-e .\n")
+    (root / "requirements.txt").write_text("# comment\n--extra-index-url https://x\n-r other.txt\npyyaml>=6\n-e .\n")
     return root
 
 

@@ -70,8 +70,8 @@ def _requirement_names(path: Path) -> list[str]:
     names = []
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
-        if not line or line.startswith("--"):
-            continue
+        if not line or (line.startswith("-") and not line.startswith("-e")):
+            continue  # pip options (--extra-index-url, -r, -c): not package names
         if line.startswith("-e") or line.startswith("."):
             names.append("companion")
             continue
