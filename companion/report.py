@@ -67,10 +67,6 @@ def _load(entry: str) -> dict:
     return data
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
-
-
 # ------------------------------------------------------------------------------------------------- the rows
 
 def _lab_perplexity() -> str:
@@ -175,11 +171,14 @@ def _hqq_ppl() -> str:
 
 
 def _pyramidkv_accuracy(run: str) -> dict[tuple[str, int | None], tuple[float, int]]:
+    """``{(method, capacity): (percent of pass keys found, prompts)}`` of one committed retrieval run."""
+    from collections import Counter
+
+    from .pyramidkv.experiments import accuracy_table
+
     rows = _load("pyramidkv/retrieval")["runs"][run]
-    out: dict = {}
-    for r in rows:
-        out.setdefault((r["method"], r["capacity"]), []).append(r["found"])
-    return {k: (100 * sum(v) / len(v), len(v)) for k, v in out.items()}
+    n = Counter((r["method"], r["capacity"]) for r in rows)
+    return {k: (100 * share, n[k]) for k, share in accuracy_table(rows).items()}
 
 
 def mcnemar_exact(b: int, c: int) -> float:
