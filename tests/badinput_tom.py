@@ -180,11 +180,23 @@ SPECS = {
          "rewards": Custom(("x", None, [], [INF, 1], [[1, 2]], [True, False], [1]))}),
     "rationalized_regret": Spec(
         lambda **kw: tom.rationalized_regret(**kw),
-        lambda: {"game": "rps", "predictions": [[1, 0, 0], [NAN] * 3], "partner_policies": [[0, 1, 0]] * 2},
+        lambda: {"game": "rps", "predictions": [[1, 0, 0], [NAN] * 3], "partner_policies": [[0, 1, 0]] * 2,
+                 "action_gaps": [[1, 0, 2]] * 2, "definition": "paper"},
         {"game": _GAME,
          "predictions": Custom(("x", None, [[1, 0]] * 2, [[INF, 0, 0]] * 2, [[1, 0, 0]], [[True, False, False]] * 2)),
-         "partner_policies": Custom(("x", None, [[1, 0]] * 2, [[NAN, 0, 0]] * 2, [[0, 1, 0]],
-                                     [[True, False, False]] * 2))}),
+         "partner_policies": Custom(("x", [[1, 0]] * 2, [[NAN, 0, 0]] * 2, [[0, 1, 0]],
+                                     [[True, False, False]] * 2)),
+         "action_gaps": Custom(("x", None, [[1, 0]] * 2, [[NAN, 0, 0]] * 2, [[-1, 0, 0]] * 2, [[0, 1, 0]],
+                                [[True, False, False]] * 2)),
+         "definition": Choice(tom.DEFINITIONS)}),
+    "DEFINITIONS": NoArguments("a constant (the rationalized regret's definitions); swept through "
+                               "rationalized_regret"),
+    "oracle_action_gaps": Spec(
+        lambda **kw: tom.oracle_action_gaps(**kw),
+        lambda: {"game": "ipd", "partner": _ready(tom.TitForTat(), "ipd", 3), "horizon": 3,
+                 "history": [(0, 0), (1, 0)]},
+        {"game": _GAME, "partner": Custom((None, "tft", tom.TitForTat())), "horizon": Int(low=1),
+         "history": Custom(("x", None, [(0, 0)] * 4, [(0, 5)], [(0.0, 0)], [(True, 0)], [0], [(0, 1)]))}),
     # ---------------------------------------------------------------------------------------- LLM agents
     "rules_text": Spec(
         lambda **kw: tom.rules_text(**kw), lambda: {"game": "ipd", "payoffs": False},

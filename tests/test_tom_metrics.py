@@ -11,6 +11,8 @@ from companion.tom import (
     get_game,
     literal_accuracy,
     play,
+    make_partner,
+    oracle_action_gaps,
     rationalized_regret,
     regret_curve,
 )
@@ -31,13 +33,76 @@ def test_functional_regret_and_curve_by_hand():
     assert functional_regret([1, 1, 1, 1], [0, 1, -1, 1]) == 0.75
 
 
-def test_rationalized_regret_by_hand():
+def test_rationalized_regret_one_step_by_hand():
     pols = [ROCK] * 3
     # predicting rock -> paper (regret 0); predicting paper -> scissors loses (regret 2); predicting
     # scissors -> rock ties (regret 1)
-    assert rationalized_regret(RPS, [ROCK, [0, 1, 0], [0, 0, 1]], pols) == pytest.approx(1.0)
+    one = dict(definition="one-step")
+    assert rationalized_regret(RPS, [ROCK, [0, 1, 0], [0, 0, 1]], pols, **one) == pytest.approx(1.0)
     # a uniform prediction best-responds with every action: mean regret (0 + 1 + 2) / 3 = 1
-    assert rationalized_regret(RPS, [[1 / 3] * 3], [ROCK]) == pytest.approx(1.0)
+    assert rationalized_regret(RPS, [[1 / 3] * 3], [ROCK], **one) == pytest.approx(1.0)
+
+
+IPD = get_game("ipd")
+C, D = [1.0, 0.0], [0.0, 1.0]
+
+
+def _tft(T):
+    p = make_partner("tft")
+    p.reset(IPD, horizon=T)
+    return p
+
+
+def test_oracle_action_gaps_by_hand_ipd_vs_tft():
+    # T = 3, TFT's state = our last move (C at the start). Backwards: last round Q(C-state) = (3, 5), V = 5;
+    # Q(D-state) = (0, 1), V = 1. Round 1: Q(C-state) = (3 + 5, 5 + 1) = (8, 6); Q(D-state) = (0 + 5, 1 + 1).
+    # Round 0: Q(C-state) = (3 + 8, 5 + 5) = (11, 10). Along all-cooperate: gaps (0, 1), (0, 2), (2, 0).
+    gaps = oracle_action_gaps(IPD, _tft(3), 3, [(0, 0)] * 3)
+    np.testing.assert_allclose(gaps, [[0, 1], [0, 2], [2, 0]])
+    # we defect in round 0 (its gaps are still (0, 1)); TFT answers in round 1, the D-state: (5 - 5, 5 - 2)
+    np.testing.assert_allclose(oracle_action_gaps(IPD, _tft(3), 3, [(1, 0), (0, 1)]), [[0, 1], [0, 3]])
+    with pytest.raises(ValueError, match="cannot play 'defect'"):
+        oracle_action_gaps(IPD, _tft(3), 3, [(0, 1), (0, 0)])  # TFT opens with C, never D
+
+
+def test_rationalized_regret_paper_definition_by_hand_ipd_vs_tft():
+    gaps = oracle_action_gaps(IPD, _tft(3), 3, [(0, 0)] * 3)
+    pols = [C] * 3  # TFT cooperates each round (we did)
+    wrong = [D] * 3  # always wrong: the best response to D is D
+    # the paper's: defecting costs 1, 2 and 0 against the oracle's plan -> (1 + 2 + 0) / 3
+    assert rationalized_regret(IPD, wrong, pols, action_gaps=gaps) == pytest.approx(1.0)
+    # one-step: defecting is the best response to C as well, so wrong predictions cost nothing
+    assert rationalized_regret(IPD, wrong, pols, definition="one-step") == 0.0
+    # right predictions (C) also lead a myopic rational agent to defect: the same 1.0 by the paper's
+    assert rationalized_regret(IPD, pols, pols, action_gaps=gaps) == pytest.approx(1.0)
+    # partner_policies are not needed by the paper's definition; rounds without a prediction are skipped
+    assert rationalized_regret(IPD, [[np.nan, np.nan], D, D], action_gaps=gaps) == pytest.approx(1.0)
+
+
+def test_both_definitions_agree_against_a_partner_that_does_not_react():
+    bos = get_game("bos")
+    p = make_partner("single-opera")
+    p.reset(bos, horizon=2)
+    gaps = oracle_action_gaps(bos, p, 2, [(0, 0), (1, 0)])
+    np.testing.assert_allclose(gaps, [[0, 2], [0, 2]])  # opera pays 2, football 0, nothing carries over
+    preds, pols = [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0]] * 2  # right (regret 0), wrong (football: regret 2)
+    for kw in ({"action_gaps": gaps}, {"definition": "one-step"}):
+        assert rationalized_regret(bos, preds, pols, **kw) == pytest.approx(1.0)
+
+
+def test_episode_tom_regret_uses_the_paper_definition_and_the_gaps_sum_to_delta_f():
+    ep = play("ipd", "rmax", "tft", horizon=40, seed=1)
+    p = make_partner("tft")
+    p.reset(IPD, horizon=40)
+    history = list(zip(ep.actions.tolist(), ep.partner_actions.tolist()))
+    gaps = oracle_action_gaps(IPD, p, 40, history)
+    np.testing.assert_allclose(ep.action_gaps, gaps)
+    # performance difference: against a deterministic partner the played actions' gaps add up to Δ_F exactly
+    assert gaps[np.arange(40), ep.actions].sum() / 40 == pytest.approx(ep.regret)
+    assert ep.tom_regret == pytest.approx(rationalized_regret(IPD, ep.predictions, action_gaps=gaps))
+    assert ep.tom_regret > 0.5 and ep.tom_regret_one_step == 0.0  # a myopic best response defects against TFT
+    s = ep.summary()
+    assert s["tom_regret"] == ep.tom_regret and s["tom_regret_one_step"] == 0.0
 
 
 def test_random_play_against_a_constant_has_regret_one_per_round_in_expectation():
@@ -66,10 +131,14 @@ def test_metric_properties(data):
     acc = literal_accuracy(preds, actions)
     assert 0 <= acc <= 1
     pols = np.eye(3)[actions]
-    tom = rationalized_regret(RPS, preds, pols)
+    tom = rationalized_regret(RPS, preds, pols, definition="one-step")
     assert 0 <= tom <= 2 + 1e-9
     # a perfect predictor of a deterministic partner has no rationalized regret
-    assert rationalized_regret(RPS, pols, pols) == 0.0
+    assert rationalized_regret(RPS, pols, pols, definition="one-step") == 0.0
+    # against a constant partner the paper's definition is the same number
+    gaps = pols @ RPS.payoff.T
+    gaps = gaps.max(1, keepdims=True) - gaps
+    assert rationalized_regret(RPS, preds, action_gaps=gaps) == pytest.approx(tom)
     assert literal_accuracy(pols, actions) == 1.0
 
 
@@ -96,7 +165,17 @@ def test_bad_metric_and_play_input_is_rejected():
     with pytest.raises(ValueError, match="equal length"):
         regret_curve([1, 2], [1])
     with pytest.raises(ValueError, match=r"shape \[T, 3\]"):
-        rationalized_regret(RPS, [[1, 0]], [[1, 0]])
+        rationalized_regret(RPS, [[1, 0]], [[1, 0]], definition="one-step")
+    with pytest.raises(ValueError, match="needs action_gaps"):
+        rationalized_regret(RPS, [ROCK], [ROCK])
+    with pytest.raises(ValueError, match="needs partner_policies"):
+        rationalized_regret(RPS, [ROCK], definition="one-step")
+    with pytest.raises(ValueError, match="action_gaps must be >= 0"):
+        rationalized_regret(RPS, [ROCK], action_gaps=[[0, -1, 0]])
+    with pytest.raises(ValueError, match="one row per round"):
+        rationalized_regret(RPS, [ROCK], action_gaps=[[0, 1, 0]] * 2)
+    with pytest.raises(ValueError, match="definition must be one of"):
+        rationalized_regret(RPS, [ROCK], [ROCK], definition="myopic")
     with pytest.raises(ValueError, match="horizon must be an int >= 1"):
         play("rps", "random", "tft", horizon=0)
     with pytest.raises(TypeError, match="horizon must be an int"):
@@ -127,7 +206,7 @@ def test_metrics_reject_empty_and_non_finite_input():
     with pytest.raises(ValueError, match="at least one round"):
         regret_curve([], [])
     with pytest.raises(ValueError, match="partner_policies must hold finite numbers"):
-        rationalized_regret("rps", [ROCK], [[np.nan, 0, 1]])
+        rationalized_regret("rps", [ROCK], [[np.nan, 0, 1]], definition="one-step")
 
 
 def test_play_and_arena_reject_bool_and_empty_arguments():

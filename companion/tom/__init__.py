@@ -7,10 +7,12 @@ No official code exists; matrices and baseline parameters are ours and stated wh
   Dilemma (3, 0, 5, 1), Battle of the Sexes ((2,1),(0,0),(1,2)), or any two matrices;
 - partners with explicit policies — :class:`SingleAction`, :class:`TitForTat`, :class:`Cyclic`,
   :class:`Switching`, :class:`Mixed`, :class:`Adaptive`; :func:`make_partner`;
-- agents — :class:`Oracle` (exact DP over the partner's policy and the remaining horizon, :func:`oracle_plan`),
+- agents — :class:`Oracle` (exact DP over the partner's policy and the remaining horizon, :func:`oracle_plan`,
+  its action gaps :func:`oracle_action_gaps`),
   :class:`RMax`, :class:`FictitiousPlay`, :class:`QLearning`, :class:`Random`, the "LLM-like"
   :class:`Surrogate`; :func:`make_agent`;
-- :func:`play` → :class:`Episode` (literal accuracy, Δ_F/T, Δ_ToM/T, regret curve) and :func:`arena` for grids;
+- :func:`play` → :class:`Episode` (literal accuracy, Δ_F/T, Δ_ToM/T by the paper's definition and the one-step
+  one, regret curve) and :func:`arena` for grids;
   the metrics alone: :func:`literal_accuracy`, :func:`functional_regret`, :func:`rationalized_regret`,
   :func:`regret_curve`;
 - :class:`LLMAgent`, :class:`ScoringLM` (``companion.tom.llm``) — a frozen LM (SmolLM2 by default) that scores each
@@ -34,18 +36,20 @@ from .agents import (
     Surrogate,
     best_response,
     make_agent,
+    oracle_action_gaps,
     oracle_plan,
 )
 from .arena import arena, play
 from .games import GAMES, MatrixGame, get_game, make_game
 from .llm import PROMPTS, HTTPAgent, HTTPBackend, LLMAgent, ScoringLM, parse_action, rules_text
-from .metrics import Episode, functional_regret, literal_accuracy, rationalized_regret, regret_curve
+from .metrics import DEFINITIONS, Episode, functional_regret, literal_accuracy, rationalized_regret, regret_curve
 from .partners import PARTNERS, Adaptive, Cyclic, Mixed, Partner, SingleAction, Switching, TitForTat, make_partner
 
 __all__ = [
     "Adaptive", "Agent", "AGENTS", "arena", "best_response", "CountPredictor", "Cyclic", "Episode",
     "FictitiousPlay", "functional_regret", "GAMES", "get_game", "HTTPAgent", "HTTPBackend", "literal_accuracy",
-    "LLMAgent", "make_agent", "make_game", "make_partner", "MatrixGame", "Mixed", "Oracle", "oracle_plan",
+    "LLMAgent", "make_agent", "make_game", "make_partner", "MatrixGame", "Mixed", "Oracle", "oracle_action_gaps",
+    "oracle_plan", "DEFINITIONS",
     "parse_action", "Partner", "PARTNERS", "play", "PROMPTS", "QLearning", "Random", "rationalized_regret",
     "regret_curve", "RMax", "rules_text", "ScoringLM", "SingleAction", "Surrogate", "Switching", "TitForTat",
 ]

@@ -18,12 +18,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ..lab.checks import check_choice, check_float, check_int, check_probability, check_type, describe
+from ..lab.checks import (check_choice, check_float, check_int, check_probability, check_sequence, check_type,
+                          describe)
 from .games import MatrixGame, get_game
 from .partners import Partner
 
 __all__ = ["AGENTS", "Agent", "CountPredictor", "FictitiousPlay", "Oracle", "QLearning", "RMax", "Random",
-           "Surrogate", "best_response", "make_agent", "oracle_plan"]
+           "Surrogate", "best_response", "make_agent", "oracle_action_gaps", "oracle_plan"]
 
 _TOL = 1e-9
 _PLANS: dict = {}  # oracle plans by (game, partner's plan_key, horizon), reused across episodes and seeds
@@ -91,8 +92,56 @@ def oracle_plan(game: MatrixGame, partner: Partner, horizon: int) -> tuple[dict,
     Returns:
         ``(policy, value, expected_rewards)``: ``policy[t][s]`` the optimal action; ``value = V_0(s_0)``, the
         optimal expected return; ``expected_rewards`` ``[T]``, the oracle's expected reward in each round when
-        it follows the plan (their sum is ``value``).
+        it follows the plan (their sum is ``value``). The Q-values are in :func:`oracle_action_gaps`.
     """
+    return _solve(game, partner, horizon)[0]
+
+
+def oracle_action_gaps(game: MatrixGame, partner: Partner, horizon: int, history) -> np.ndarray:
+    """``[len(history), n]`` the oracle's action gaps ``V*_t(s_t) − Q*_t(s_t, a)`` along a played history.
+
+    ``s_t`` is the partner's state before round t when the rounds went as ``history`` (``(a, b)`` index pairs, at
+    most ``horizon`` of them) and Q*, V* are :func:`oracle_plan`'s. A gap is the return lost by playing ``a`` in
+    round t and the oracle's plan afterwards; 0 for the oracle's own action. By the performance-difference
+    identity, ``E[Σ_t gap_t(a_t)] = V* − E[Σ_t r_t] = Δ_F`` for any policy, which is why the rationalized regret
+    (:func:`companion.tom.rationalized_regret`) sums the gaps of the best responses to the predictions.
+
+    Raises ValueError if ``history`` names an action out of range or a partner move the partner could not make.
+    """
+    game = get_game(game)
+    Q = _solve(game, partner, horizon)[1]
+    hist = _history("history", history, game, horizon)
+    gaps, s = np.empty((len(hist), game.n_actions)), partner.initial_state()
+    for t, (a, b) in enumerate(hist):
+        if partner.policy(s, t)[b] <= 0:
+            raise ValueError(f"history[{t}] {(a, b)}: the partner cannot play {game.partner_actions[b]!r} in "
+                             "this round (probability 0 after the earlier rounds)")
+        q = Q[t][s]
+        gaps[t] = max(q) - np.asarray(q)
+        s = partner.next_state(s, a, b, t)
+    return gaps
+
+
+def _history(name: str, history, game: MatrixGame, horizon: int) -> list[tuple[int, int]]:
+    """``history`` as a list of at most ``horizon`` ``(a, b)`` int pairs in range for ``game``."""
+    pairs = check_sequence(name, history, "(a, b) pairs of action indices", nonempty=False)
+    if len(pairs) > horizon:
+        raise ValueError(f"{name} must have at most horizon={horizon} rounds, got {len(pairs)}")
+    out = []
+    for t, p in enumerate(pairs):
+        if (not isinstance(p, (tuple, list)) or len(p) != 2
+                or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in p)):
+            raise TypeError(f"{name}[{t}] must be an (a, b) pair of int action indices, got {describe(p)}")
+        a, b = int(p[0]), int(p[1])
+        if not (0 <= a < game.n_actions and 0 <= b < game.n_partner_actions):
+            raise ValueError(f"{name}[{t}] must be in [0, {game.n_actions}) x [0, {game.n_partner_actions}), "
+                             f"got {(a, b)}")
+        out.append((a, b))
+    return out
+
+
+def _solve(game: MatrixGame, partner: Partner, horizon: int) -> tuple[tuple, list]:
+    """``(plan, Q)``: :func:`oracle_plan`'s ``(policy, value, expected_rewards)`` and ``Q[t][s]`` (n floats)."""
     game = get_game(game)
     check_type("partner", partner, Partner)
     horizon = check_int("horizon", horizon, low=1)
@@ -136,14 +185,15 @@ def oracle_plan(game: MatrixGame, partner: Partner, horizon: int) -> tuple[dict,
         layers.append(list(nxt))
     V_next: dict = {s: 0.0 for s in layers[horizon]}
     policy: list[dict] = [None] * horizon  # type: ignore[list-item]
+    Q: list[dict] = [None] * horizon  # type: ignore[list-item]
     for t in range(horizon - 1, -1, -1):
-        V_t, pi_t = {}, {}
+        V_t, pi_t, Q_t = {}, {}, {}
         for s, outs in trans[t].items():
             q = [sum(pb * (A[a][b] + V_next[s2]) for pb, b, s2 in outs[a]) for a in range(n)]
             best = max(q)
             a_star = next(a for a in range(n) if q[a] >= best - _TOL)
-            V_t[s], pi_t[s] = q[a_star], a_star
-        policy[t], V_next = pi_t, V_t
+            V_t[s], pi_t[s], Q_t[s] = q[a_star], a_star, q
+        policy[t], Q[t], V_next = pi_t, Q_t, V_t
     s0 = layers[0][0]
     value = V_next[s0]
     # forward again: distribution over partner states under the plan -> expected reward per round
@@ -158,7 +208,7 @@ def oracle_plan(game: MatrixGame, partner: Partner, horizon: int) -> tuple[dict,
                 new[s2] = new.get(s2, 0.0) + w * pb
         dist = new
     expected.setflags(write=False)
-    result = (policy, float(value), expected)
+    result = ((policy, float(value), expected), Q)
     partner._plan_cache = (game, horizon, result)
     if key is not None:
         if len(_PLANS) >= _MAX_PLANS:

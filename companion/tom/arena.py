@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from ..lab.checks import check_int, check_type, describe
-from .agents import Agent, make_agent, oracle_plan
+from .agents import Agent, _solve, make_agent
 from .games import MatrixGame, get_game
 from .metrics import Episode
 from .partners import Partner, make_partner
@@ -29,7 +29,7 @@ _SEED_MAX = 2**32 - 1
 def play(game: str | MatrixGame, agent: str | Agent, partner: str | Partner, *, horizon: int = 100,
          seed: int = 0) -> Episode:
     """Play ``horizon`` rounds of ``game`` between ``agent`` (row player) and ``partner``; return the
-    :class:`Episode` with literal accuracy, Δ_F/T, Δ_ToM/T and the regret curve.
+    :class:`Episode` with literal accuracy, Δ_F/T, Δ_ToM/T (both definitions) and the regret curve.
 
     The oracle's plan against this partner (its r*_t) is computed once per episode, after the partner's reset, so
     it sees the same realised partner (e.g. the same switching step). T = 100 in the paper's main tables.
@@ -41,7 +41,7 @@ def play(game: str | MatrixGame, agent: str | Agent, partner: str | Partner, *, 
     agent_ss, partner_ss = np.random.SeedSequence(seed).spawn(2)
     prng = np.random.default_rng(partner_ss)
     partner.reset(game, horizon=horizon, rng=prng)
-    _, value, oracle_rewards = oracle_plan(game, partner, horizon)
+    (_, value, oracle_rewards), Q = _solve(game, partner, horizon)  # oracle_plan, with its Q-values
     agent.reset(game, horizon=horizon, rng=np.random.default_rng(agent_ss), partner=partner)
 
     n, m = game.n_actions, game.n_partner_actions
@@ -52,6 +52,7 @@ def play(game: str | MatrixGame, agent: str | Agent, partner: str | Partner, *, 
     pols: list = []  # π_t
     history: list[tuple[int, int]] = []
     state = partner.initial_state()
+    gaps: list = []  # V*_t(s_t) - Q*_t(s_t, a) along the played states (oracle_action_gaps)
     draw, A_list = prng.random, A.tolist()
     as_list: dict = {}  # id(π) -> (π, π as a list, Σπ), for read-only π
     for t in range(horizon):
@@ -63,6 +64,9 @@ def play(game: str | MatrixGame, agent: str | Agent, partner: str | Partner, *, 
         preds.append(agent.predict(history, t))
         pi = partner.policy(state, t)
         pols.append(pi)
+        q = Q[t][state]
+        top = max(q)
+        gaps.append([top - x for x in q])
         # b ~ π_t by inverse CDF: the first b whose cumulative probability exceeds u·Σπ (one uniform per round,
         # from the partner's stream, whatever the policy; a plain loop is much faster than numpy for m <= 3)
         cached = as_list.get(id(pi))
@@ -94,7 +98,8 @@ def play(game: str | MatrixGame, agent: str | Agent, partner: str | Partner, *, 
     expected = (pols * A[acts]).sum(1)
     return Episode(game=game, agent=agent.name, partner=partner.name, horizon=horizon, seed=seed, actions=acts,
                    partner_actions=pacts, rewards=rewards, partner_rewards=B[acts, pacts], expected_rewards=expected,
-                   oracle_rewards=oracle_rewards, predictions=preds, partner_policies=pols, oracle_value=value,
+                   oracle_rewards=oracle_rewards, predictions=preds, partner_policies=pols,
+                   action_gaps=np.asarray(gaps, dtype=float).reshape(horizon, n), oracle_value=value,
                    invalid=int(getattr(agent, "invalid", 0)))
 
 

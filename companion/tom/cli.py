@@ -63,8 +63,9 @@ def _line(r: dict) -> str:
         who = f"{r.get('model', 'llm')} {who} (temp {r['temperature']:g}, seed {r['seed']})"
     extra = f", best-response rate {r['br_rate']:.2f}" if "br_rate" in r else ""
     extra += f", unparseable {r['invalid']}" if "invalid" in r and "temperature" in r else ""
+    one = f" (one-step {r['tom_regret_one_step']:6.3f})" if "tom_regret_one_step" in r else ""
     return (f"{r.get('game', ''):>4s} {r.get('partner', ''):>10s} {who:>40s}: Δ_F/T {r['regret']:6.3f}, "
-            f"Δ_ToM/T {r['tom_regret']:6.3f}, accuracy {r['accuracy']:6.1%}" + extra)
+            f"Δ_ToM/T {r['tom_regret']:6.3f}{one}, accuracy {r['accuracy']:6.1%}" + extra)
 
 
 def _llm(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
                                     temperature=spec["llm_temperature"])
             result["llm"] = rows
             result["llm_summary"] = ex.summarize(rows, by=("prompt", "temperature"),
-                                                 metrics=("regret", "tom_regret", "accuracy", "br_rate"))
+                                                 metrics=(*ex.TOM_METRICS, "br_rate"))
             for r in rows:
                 print(_line(r))
     elif name == "grid":

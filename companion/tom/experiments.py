@@ -29,7 +29,7 @@ from .metrics import Episode
 from .partners import Cyclic, Partner, SingleAction, Switching, TitForTat
 
 __all__ = ["EXTRA_AGENTS", "GAME_NAMES", "LLM_PROMPTS", "PAPER_ORACLE", "PAPER_TABLE1", "PARTNER_KINDS", "SINGLE_ACTION",
-           "TABULAR_AGENTS", "best_response_rate", "episode_row", "grid", "horizon_sweep", "llm_runs",
+           "TABULAR_AGENTS", "TOM_METRICS", "best_response_rate", "episode_row", "grid", "horizon_sweep", "llm_runs",
            "make_partner_factory", "oracle_diagnostic", "summarize", "table1"]
 
 GAME_NAMES = ("rps", "ipd", "bos")
@@ -42,6 +42,8 @@ EXTRA_AGENTS: dict[str, Callable[[], Agent]] = {"rmax-backoff": lambda: RMax(pre
 PARTNER_KINDS = ("single", "tft", "cyclic", "switching")
 #: the move of the single-action partner in each game (the paper's Table 1: always Rock)
 SINGLE_ACTION = {"rps": "rock", "ipd": "cooperate", "bos": "opera"}
+#: the metrics averaged by :func:`grid`: Δ_F/T, Δ_ToM/T (the paper's definition, then the one-step one), accuracy
+TOM_METRICS = ("regret", "tom_regret", "tom_regret_one_step", "accuracy")
 #: the prompt families of the Table-1 LLM rows (see :data:`companion.tom.PROMPTS`)
 LLM_PROMPTS = ("lm", "social")
 
@@ -166,7 +168,9 @@ def grid(*, games: Iterable[str] = GAME_NAMES, partners: Iterable[str] = PARTNER
     """Every game × partner × agent × seed at horizon T (:func:`companion.tom.arena`), averaged over seeds.
 
     Returns ``{"settings", "summary", "rows", "seconds"}``: ``summary`` one dict per (game, agent, partner) with the
-    mean and std of Δ_F/T (``regret``), Δ_ToM/T (``tom_regret``) and ``accuracy`` over seeds; ``rows`` one per episode.
+    mean and std of Δ_F/T (``regret``), Δ_ToM/T by the paper's definition (``tom_regret``) and the one-step one
+    (``tom_regret_one_step``, see :func:`companion.tom.rationalized_regret`) and ``accuracy`` over seeds; ``rows``
+    one per episode.
     """
     games = _check_names("games", games, GAMES)
     partners = _check_names("partners", partners, PARTNER_KINDS)
@@ -182,7 +186,7 @@ def grid(*, games: Iterable[str] = GAME_NAMES, partners: Iterable[str] = PARTNER
             rows.append(r)
     return {"settings": {"games": games, "partners": partners, "agents": agents, "seeds": seeds,
                          "horizon": horizon, "single_action": {g: SINGLE_ACTION[g] for g in games}},
-            "summary": summarize(rows), "rows": rows, "seconds": time.perf_counter() - start}
+            "summary": summarize(rows, metrics=TOM_METRICS), "rows": rows, "seconds": time.perf_counter() - start}
 
 
 def table1(*, seeds: Iterable[int] = range(20), horizon: int = 100,

@@ -72,6 +72,15 @@ class MatrixGame:
         """The largest reward we can get in one round, ``max A`` (R-max's optimistic value)."""
         return float(self.payoff.max())
 
+    @property
+    def max_regret(self) -> float:
+        """The largest regret one round can cost against a partner who always plays the same move,
+        ``max_b (max_a A[a, b] − min_a A[a, b])``: 2 in each of our three games (RPS: a loss instead of a win;
+        IPD: cooperating against C; BoS: football against opera). Dividing a regret per round by it puts games
+        with different payoff scales on one scale, [0, 1] against single-action partners."""
+        A = self.payoff
+        return float((A.max(0) - A.min(0)).max())
+
     def action_index(self, action: int | str, *, partner: bool = False) -> int:
         """The index of ``action`` (a word, case-insensitive, or an int) in our (or the partner's) action list."""
         names = self.partner_actions if partner else self.actions

@@ -12,10 +12,24 @@ For an episode of T rounds with our actions ``a_t``, the partner's actions ``b_t
   Against an adaptive partner (TFT) a round's term can be negative: the oracle invests early, we cannot beat its
   total ``Σ_t r*_t = V*``, so ``Δ_F ≥ 0`` in expectation.
 - **Rationalized regret** — the regret a perfectly rational agent would get if it best-responded to our own
-  predictions: ``Δ_ToM = Σ_t [max_a (A π_t)_a − mean_{a ∈ BR(p̂_t)} (A π_t)_a]``,
-  ``BR(p̂) = argmax_a (A p̂)_a``.
-  It is one-step (myopic), as in the paper: zero whenever the prediction is right about a deterministic partner,
-  whatever we then do. ``Δ_ToM ≪ Δ_F`` is the paper's signature — the model knows, but does not act on it.
+  predictions, ``BR(p̂) = argmax_a (A p̂)_a`` (ties: the mean over the set). Two definitions:
+
+  * ``definition="paper"`` (the default): measured against the oracle's optimum, as Δ_F is. With the oracle's
+    action gaps ``g_t(a) = V*_t(s_t) − Q*_t(s_t, a)`` at the partner's state ``s_t`` of each round
+    (:func:`companion.tom.oracle_action_gaps`), ``Δ_ToM = Σ_t mean_{a ∈ BR(p̂_t)} g_t(a)``. This is Δ_F's own
+    decomposition (``E[Σ_t g_t(a_t)] = Δ_F``) with our action replaced by the rational one, so Δ_ToM ≥ 0 and it
+    compares with Δ_F on one scale. Against Tit-for-Tat in IPD a myopic best response (defect) loses 1 or 2 per
+    round against the oracle's cooperation, whatever it predicted: the rational agent of the paper acts on the
+    *prediction of the next move*, which is not enough against a partner who answers our moves.
+  * ``definition="one-step"``: the myopic regret against the best response to the partner's actual move,
+    ``Δ_ToM = Σ_t [max_a (A π_t)_a − mean_{a ∈ BR(p̂_t)} (A π_t)_a]``. Zero whenever the prediction is right
+    about a deterministic partner; in IPD zero for *every* prediction (defect is the best response to both
+    moves), even predictions that are always wrong.
+
+  The two agree against partners that do not react to our moves (single action, cyclic, switching, mixed:
+  then Q*_t(s, a) − (A π_t)_a does not depend on a). The paper (Riemer et al., §3) defines Δ_ToM in words as the
+  regret of a rational agent acting on the predictions, judged like Δ_F; the gap form is our reading of it.
+  ``Δ_ToM ≪ Δ_F`` is the paper's signature — the model knows, but does not act on it.
 """
 
 from __future__ import annotations
@@ -24,10 +38,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..lab.checks import describe
+from ..lab.checks import check_choice, describe
 from .games import MatrixGame, get_game
 
-__all__ = ["Episode", "functional_regret", "literal_accuracy", "rationalized_regret", "regret_curve"]
+__all__ = ["DEFINITIONS", "Episode", "functional_regret", "literal_accuracy", "rationalized_regret", "regret_curve"]
+
+#: the rationalized regret's definitions (:func:`rationalized_regret`); the first is the default
+DEFINITIONS = ("paper", "one-step")
 
 
 def _numbers(name: str, x) -> np.ndarray:
@@ -115,28 +132,66 @@ def functional_regret(oracle_rewards, rewards) -> float:
     return float(curve[-1] / len(curve))
 
 
-def rationalized_regret(game: MatrixGame, predictions, partner_policies) -> float:
-    """``Δ_ToM / T``: the mean one-step regret of best-responding to the predictions ``p̂_t`` (``[T, m]``) when the
-    partner actually plays ``π_t`` (``[T, m]``). Rounds without a prediction (NaN rows) are skipped; NaN if none."""
+def rationalized_regret(game: MatrixGame, predictions, partner_policies=None, *, action_gaps=None,
+                        definition: str = "paper") -> float:
+    """``Δ_ToM / T``: the regret per round of best-responding to the predictions ``p̂_t`` (see the module docstring).
+
+    Args:
+        game: a :class:`MatrixGame` or a name; n our actions, m the partner's.
+        predictions: ``[T, m]`` distributions ``p̂_t`` (NaN rows: no prediction that round, skipped).
+        partner_policies: ``[T, m]`` the partner's actual ``π_t`` (needed by ``"one-step"``).
+        action_gaps: ``[T, n]`` the oracle's gaps ``V*_t(s_t) − Q*_t(s_t, a) >= 0`` in reward units
+            (:func:`companion.tom.oracle_action_gaps`; needed by ``"paper"``).
+        definition: ``"paper"`` (default: against the oracle's optimum) or ``"one-step"``.
+    Returns:
+        the mean over rounds with a prediction, in reward per round; NaN if no round has one.
+    Raises:
+        ValueError: a shape mismatch, a non-finite entry, a negative gap, or the array the definition needs missing.
+    """
     game = get_game(game)
+    check_choice("definition", definition, DEFINITIONS)
     m = game.n_partner_actions
     P = _as_2d("predictions", predictions, m)
-    Pi = _as_2d("partner_policies", partner_policies, m, nan_rows=False)
-    if P.shape != Pi.shape:
-        raise ValueError(f"predictions {P.shape} and partner_policies {Pi.shape} must have the same shape")
-    return _rationalized_regret(game, P, Pi)
+    Pi = None
+    if partner_policies is not None:  # checked whenever given, used by "one-step"
+        Pi = _as_2d("partner_policies", partner_policies, m, nan_rows=False)
+        if P.shape != Pi.shape:
+            raise ValueError(f"predictions {P.shape} and partner_policies {Pi.shape} must have the same shape")
+    if definition == "one-step":
+        if Pi is None:
+            raise ValueError("definition='one-step' needs partner_policies ([T, m], the partner's actual π_t)")
+        return _rationalized_regret(game, P, Pi)
+    if action_gaps is None:
+        raise ValueError("definition='paper' needs action_gaps ([T, n], the oracle's V*_t(s_t) − Q*_t(s_t, a) from "
+                         "companion.tom.oracle_action_gaps)")
+    G = _as_2d("action_gaps", action_gaps, game.n_actions, nan_rows=False)
+    if G.shape[0] != P.shape[0]:
+        raise ValueError(f"action_gaps must have one row per round of predictions ({P.shape[0]}), got {G.shape[0]}")
+    if (G < -1e-9).any():
+        raise ValueError(f"action_gaps must be >= 0 (V*_t − Q*_t), got a minimum of {G.min():g}")
+    return _gap_regret(game, P, G)
+
+
+def _best_responses(game: MatrixGame, P: np.ndarray) -> np.ndarray:
+    """``[T, n]`` the best-response set to each prediction row, as weights summing to 1 (ties share)."""
+    v_pred = P @ game.payoff.T  # [T, n]: (A p̂_t)_a
+    br = v_pred >= v_pred.max(1, keepdims=True) - 1e-9
+    return br / br.sum(1, keepdims=True)
+
+
+def _gap_regret(game: MatrixGame, P: np.ndarray, G: np.ndarray) -> float:
+    ok = ~np.isnan(P).any(1)
+    if not ok.any():
+        return float("nan")
+    return float(np.mean((_best_responses(game, P[ok]) * G[ok]).sum(1)))
 
 
 def _rationalized_regret(game: MatrixGame, P: np.ndarray, Pi: np.ndarray) -> float:
     ok = ~np.isnan(P).any(1)
     if not ok.any():
         return float("nan")
-    A = game.payoff
-    v_true = Pi[ok] @ A.T  # [T, n]: (A π_t)_a
-    v_pred = P[ok] @ A.T  # [T, n]: (A p̂_t)_a
-    br = v_pred >= v_pred.max(1, keepdims=True) - 1e-9
-    got = (v_true * br).sum(1) / br.sum(1)
-    return float(np.mean(v_true.max(1) - got))
+    v_true = Pi[ok] @ game.payoff.T  # [T, n]: (A π_t)_a
+    return float(np.mean(v_true.max(1) - (_best_responses(game, P[ok]) * v_true).sum(1)))
 
 
 @dataclass
@@ -145,7 +200,8 @@ class Episode:
 
     Arrays (length T unless said): ``actions``, ``partner_actions`` (ints); ``rewards``, ``partner_rewards``
     (realised); ``expected_rewards`` (``Σ_b π_t(b) A[a_t, b]``); ``oracle_rewards`` (r*_t);
-    ``predictions`` ``[T, m]`` (NaN where the agent made none); ``partner_policies`` ``[T, m]`` (π_t).
+    ``predictions`` ``[T, m]`` (NaN where the agent made none); ``partner_policies`` ``[T, m]`` (π_t);
+    ``action_gaps`` ``[T, n]`` (the oracle's ``V*_t(s_t) − Q*_t(s_t, a)`` at the partner's state of each round).
     ``invalid`` counts rounds where an LLM named no legal action (and fell back; see :mod:`companion.tom.llm`).
     """
 
@@ -162,6 +218,7 @@ class Episode:
     oracle_rewards: np.ndarray = field(repr=False)
     predictions: np.ndarray = field(repr=False)
     partner_policies: np.ndarray = field(repr=False)
+    action_gaps: np.ndarray = field(repr=False)
     oracle_value: float = float("nan")
     invalid: int = 0
 
@@ -177,7 +234,12 @@ class Episode:
 
     @property
     def tom_regret(self) -> float:
-        """Rationalized regret per round ``Δ_ToM / T`` (:func:`rationalized_regret`)."""
+        """Rationalized regret per round ``Δ_ToM / T``, the paper's definition (against the oracle's optimum)."""
+        return _gap_regret(self.game, self.predictions, self.action_gaps)
+
+    @property
+    def tom_regret_one_step(self) -> float:
+        """Rationalized regret per round, the one-step definition (``rationalized_regret(definition="one-step")``)."""
         return _rationalized_regret(self.game, self.predictions, self.partner_policies)
 
     @property
@@ -193,6 +255,7 @@ class Episode:
         """The JSON-ready headline numbers of this episode."""
         return {"game": self.game.name, "agent": self.agent, "partner": self.partner, "horizon": self.horizon,
                 "seed": self.seed, "regret": self.regret, "tom_regret": self.tom_regret,
+                "tom_regret_one_step": self.tom_regret_one_step,
                 "accuracy": self.accuracy, "return": self.total_reward, "oracle_value": self.oracle_value,
                 "invalid": self.invalid}
 
