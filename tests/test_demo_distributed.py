@@ -103,7 +103,7 @@ def test_two_gloo_workers_stay_bit_identical_and_failures_are_clear(tmp_path):
     assert "a worker probably died" in d0["error"]
     assert d0["wait_s"] < 15 and time.monotonic() - t0 < 25
 
-    # workers built with different DeMo settings: both stop at the first-step handshake with a ValueError
+    # workers built with different DeMo settings: both stop at the per-step check of the first step (ValueError)
     (tmp_path / "mismatch").mkdir()
     m0, m1 = _launch(tmp_path / "mismatch", die_at="mismatch")
     assert "workers disagree" in m0["error"] and "workers disagree" in m1["error"]

@@ -42,13 +42,14 @@ from .dct import (
     tile_shape,
     to_tiles,
 )
-from .optimizer import TRANSFORMS, DeMo
+from .optimizer import NONFINITE, TRANSFORMS, DeMo
 from .reference import official_step
 from .training import OPTIMIZERS, ByteLM, TrainConfig, corpus_bytes, lm_loss, sample_batch, train
 
 __all__ = [
     "TILINGS",
     "TRANSFORMS",
+    "NONFINITE",
     "WIRE_FORMATS",
     "OPTIMIZERS",
     "ByteLM",

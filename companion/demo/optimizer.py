@@ -16,7 +16,8 @@ What differs from the official code (same numbers, different plumbing):
 
 - all tiles of all parameters with the same tile shape are encoded / decoded in one batched matmul, and all
   parameters travel in **one** ``all_gather`` of a byte buffer per step (the official code issues two per
-  parameter); the first step adds a one-off handshake that checks every worker has the same layout;
+  parameter); before it, every step, one small all-gather of a few integers checks that every worker sends
+  the same layout and settings and tells every worker whether any gradient holds NaN / inf (see "Faults");
 - the payload of one step is one uint8 buffer: the indices of every tile-shape group (in first-seen parameter
   order, tiles row-major within a parameter, parameters concatenated), then their values; every worker
   contributes the same number of bytes, so a plain ``all_gather`` of equal-sized tensors carries it;
@@ -28,6 +29,22 @@ What differs from the official code (same numbers, different plumbing):
 - ``k`` larger than a chunk is clipped with a warning (the official code clips silently); >= 3-D tensors are
   viewed as ``[shape[0], prod(shape[1:])]`` (the official code fails on them).
 
+Faults (the official code has no checks: a NaN enters δ and stays there, a worker whose layout differs makes the
+all-gather fail or mixes coefficients of different parameters, a hung worker blocks the others forever):
+
+- non-finite gradients: with ``nonfinite="raise"`` (default) every worker raises the same ``ValueError`` naming the
+  parameter and the rank(s), before anything changes; ``nonfinite="skip"`` skips the step on every worker (the
+  replicas and their momenta stay identical; ``skipped_steps`` counts them); ``nonfinite="official"`` does no
+  check, as the official code;
+- layout: the parameters that have a gradient (by position in ``param_groups``), their shapes and dtypes, the
+  compression settings and the per-group ``lr`` / ``weight_decay`` must agree on every worker, every step; if
+  not, every worker raises the same ``ValueError`` naming the parameters that lack a gradient on some workers;
+- a dead or hung worker: each collective waits at most ``timeout_s`` seconds (default: the process group's own
+  timeout), then raises a ``RuntimeError`` that says so.
+
+With torchrun, initialise the default process group (``torch.distributed.init_process_group("nccl" or "gloo")``)
+before building the optimizer; with gloo the collectives run on CPU copies, with NCCL on the parameters' GPU.
+
 Ablations: ``error_feedback=False`` (δ keeps the transmitted part), ``transform="identity"`` (top-k in the raw
 basis of the same chunks), ``tiling="1d"`` (matrices are flattened into 1-D chunks of <= s² entries instead of
 s x s tiles).
@@ -35,6 +52,7 @@ s x s tiles).
 
 from __future__ import annotations
 
+import datetime
 import math
 import warnings
 import zlib
@@ -50,6 +68,9 @@ from . import dct as _dct
 from .compress import WIRE_FORMATS, _aggregate, clip_topk, index_dtype
 
 TRANSFORMS = ("dct", "identity")
+#: what :class:`DeMo` does with a NaN / inf gradient: raise on every worker, skip the step on every worker, or
+#: nothing (the official code)
+NONFINITE = ("raise", "skip", "official")
 
 #: DeMo's compression settings (keyword arguments of :class:`DeMo` besides ``params``, ``lr``, ``weight_decay``
 #: and the process group), as :class:`companion.demo.TrainConfig` passes them in ``demo``
@@ -110,6 +131,15 @@ class DeMo(torch.optim.Optimizer):
         process_group: the group to all-gather over; ``None`` uses the default group when ``torch.distributed``
             is initialised, otherwise runs as a single worker.
         world_size: if given, must equal the group's size (guards against a launcher / group mismatch).
+        nonfinite: ``"raise"`` (default), ``"skip"`` or ``"official"`` — what a NaN / inf gradient does (see the
+            module docstring, "Faults").
+        timeout_s: seconds each collective waits for the other workers before raising a ``RuntimeError``
+            (> 0; default ``None``: the process group's timeout).
+
+    Raises (in :meth:`step`):
+        ValueError: a gradient is not finite (``nonfinite="raise"``), or the workers disagree on the parameters
+            with gradients, their shapes / dtypes or the settings — the same message on every worker.
+        RuntimeError: a collective failed or timed out (a worker died, hung or left the group).
 
     Counters after each :meth:`step`: ``bytes_sent`` (this worker's payload), ``bytes_received`` (the payloads
     of the W − 1 other workers; the official ``data_receive`` also counts its own, i.e. W · payload), and the
@@ -119,7 +149,8 @@ class DeMo(torch.optim.Optimizer):
     def __init__(self, params, lr: float, *, compression_decay: float = 0.999, compression_topk: int = 32,
                  compression_chunk: int = 64, weight_decay: float = 0.0, error_feedback: bool = True,
                  transform: str = "dct", tiling: str = "2d", wire_format: str = "compact",
-                 process_group=None, world_size: int | None = None):
+                 process_group=None, world_size: int | None = None, nonfinite: str = "raise",
+                 timeout_s: float | None = None):
         if isinstance(params, (torch.Tensor, str, bytes, dict)) or not isinstance(params, Iterable):
             raise TypeError(f"params must be an iterable of tensors or of parameter groups (dicts), got "
                             f"{describe(params)}")
@@ -135,6 +166,9 @@ class DeMo(torch.optim.Optimizer):
                        what="a torch.distributed ProcessGroup or None")
         if world_size is not None:
             world_size = check_int("world_size", world_size, low=1)
+        check_choice("nonfinite", nonfinite, NONFINITE)
+        if timeout_s is not None:
+            timeout_s = check_float("timeout_s", timeout_s, low=0.0, low_open=True)
         super().__init__(params, dict(lr=float(lr), weight_decay=float(weight_decay)))
         self.compression_decay = float(compression_decay)
         self.compression_topk = int(compression_topk)
@@ -144,6 +178,9 @@ class DeMo(torch.optim.Optimizer):
         self.tiling = tiling
         self.wire_format = wire_format
         self.process_group = process_group
+        self.nonfinite = nonfinite
+        self.timeout_s = timeout_s
+        self.skipped_steps = 0
         if process_group is not None or (dist.is_available() and dist.is_initialized()):
             self.world_size = dist.get_world_size(process_group)
             self.rank = dist.get_rank(process_group)
@@ -161,7 +198,7 @@ class DeMo(torch.optim.Optimizer):
         self._warned: set = set()
         self._layout_key = None
         self._groups: list[_Group] = []
-        self._checked_key = None
+        self._layout_crc = 0
 
     def add_param_group(self, param_group: dict) -> None:
         """``torch.optim.Optimizer.add_param_group`` after checking the group's ``lr`` and ``weight_decay`` (finite,
@@ -185,8 +222,8 @@ class DeMo(torch.optim.Optimizer):
         super().add_param_group(param_group)
 
     # ---------------------------------------------------------------- layout
-    def _layout(self, params: list[torch.Tensor]) -> list[_Group]:
-        key = tuple((id(p), tuple(p.shape), p.dtype) for p in params)
+    def _layout(self, params: list[torch.Tensor], positions: list[int]) -> list[_Group]:
+        key = tuple((i, id(p), tuple(p.shape), p.dtype) for i, p in zip(positions, params))
         if key == self._layout_key:
             return self._groups
         groups: dict = {}
@@ -205,6 +242,9 @@ class DeMo(torch.optim.Optimizer):
             mshape = _dct.matrix_shape(p.shape)
             groups[gk].members.append((p, mshape, math.prod(mshape) // length))
         self._layout_key, self._groups = key, list(groups.values())
+        desc = ([(i, tuple(p.shape), str(p.dtype)) for i, p in zip(positions, params)],
+                [(g.tile, str(g.dtype), g.k, str(g.index_dtype), g.n_tiles) for g in self._groups])
+        self._layout_crc = zlib.crc32(repr(desc).encode())
         return self._groups
 
     def _encode(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -214,35 +254,99 @@ class DeMo(torch.optim.Optimizer):
         return _dct.decode(coeffs) if self.transform == "dct" else coeffs
 
     # ---------------------------------------------------------------- comms
-    def _all_gather(self, buf: torch.Tensor) -> torch.Tensor:
-        """``[n] uint8 -> [W, n]``: one collective for all parameters."""
-        if not self._distributed:
-            return buf[None]
+    def _comm_device(self, device: torch.device) -> torch.device:
+        """Where the collectives run: the parameters' device, except CPU for gloo (CPU tensors only)."""
+        return torch.device("cpu") if dist.get_backend(self.process_group) == "gloo" else device
+
+    def _gather(self, buf: torch.Tensor, what: str) -> torch.Tensor:
+        """``[n] -> [W, n]``: all-gather ``buf`` (on the communication device), waiting at most ``timeout_s``."""
         out = [torch.empty_like(buf) for _ in range(self.world_size)]
         try:
-            dist.all_gather(out, buf, group=self.process_group)
+            work = dist.all_gather(out, buf, group=self.process_group, async_op=True)
+            if self.timeout_s is None:
+                work.wait()
+            else:
+                work.wait(timeout=datetime.timedelta(seconds=self.timeout_s))
         except RuntimeError as e:  # DistBackendError, timeouts, closed connections
-            raise RuntimeError(f"DeMo: all_gather of the momentum coefficients failed on rank {self.rank} of "
-                               f"{self.world_size} — a worker probably died, hung or left the group "
-                               f"(the process group's timeout bounds the wait). Cause: {e}") from e
+            limit = (f"timeout_s = {self.timeout_s:g} s" if self.timeout_s is not None
+                     else "the process group's timeout")
+            raise RuntimeError(f"DeMo: the all_gather of {what} failed on rank {self.rank} of {self.world_size} — "
+                               f"a worker probably died, hung or left the group (each collective waits at most "
+                               f"{limit}). Cause: {e}") from e
         return torch.stack(out)
 
-    def _handshake(self, groups: list[_Group], nbytes: int, device: torch.device) -> None:
-        """First step (and after a layout change): check all workers send the same layout and settings."""
-        desc = repr(([(g.tile, str(g.dtype), g.k, str(g.index_dtype), g.n_tiles) for g in groups],
-                     self.compression_decay, self.error_feedback, self.transform, self.tiling, self.wire_format))
-        sig = torch.tensor([nbytes, zlib.crc32(desc.encode()), self.world_size], dtype=torch.int64, device=device)
-        try:
-            out = [torch.empty_like(sig) for _ in range(self.world_size)]
-            dist.all_gather(out, sig, group=self.process_group)
-        except RuntimeError as e:
-            raise RuntimeError(f"DeMo: the first-step handshake failed on rank {self.rank} — a worker probably "
-                               f"died or never joined. Cause: {e}") from e
-        got = torch.stack(out).tolist()
-        if any(r != got[self.rank] for r in got):
-            raise ValueError(f"DeMo: workers disagree on the parameters / settings to exchange: "
-                             f"[payload bytes, layout checksum, world size] per rank = {got}. Every worker "
-                             f"must build the same model and the same DeMo settings.")
+    def _param_names(self) -> list[str]:
+        """A readable name per parameter position: its name if the optimizer got ``named_parameters()``, its place
+        in ``param_groups``, and its shape."""
+        names = []
+        for gi, group in enumerate(self.param_groups):
+            given = group.get("param_names")
+            for j, p in enumerate(group["params"]):
+                where = f"param_groups[{gi}]['params'][{j}], shape {tuple(p.shape)}"
+                names.append(f"'{given[j]}' ({where})" if given else where)
+        return names
+
+    def _check_step(self, params: list[torch.Tensor], positions: list[int], n_total: int, nbytes: int,
+                    device: torch.device) -> bool:
+        """Every step, before anything changes: the non-finite and layout checks, with one small all-gather of
+        ``[parameters, with gradient, payload bytes, layout checksum, settings checksum, world size, non-finite
+        gradients, first non-finite position]`` per worker. Returns True if the step is to be skipped (the same
+        answer on every worker); raises the same ``ValueError`` on every worker otherwise."""
+        if self.nonfinite != "official" and params:
+            finite = torch.stack([torch.isfinite(p.grad).all() for p in params])
+            pos = torch.tensor(positions, device=finite.device)
+            local = torch.stack([(~finite).sum(), torch.where(finite, n_total, pos).min()])
+        else:
+            local = torch.tensor([0, n_total])
+        if not self._distributed:
+            table = [[0] * 6 + local.tolist()]
+        else:
+            settings = repr((self.compression_decay, self.compression_topk, self.compression_chunk,
+                             self.error_feedback, self.transform, self.tiling, self.wire_format, self.nonfinite,
+                             [(g["lr"], g["weight_decay"]) for g in self.param_groups]))
+            dev = self._comm_device(device)
+            sig = torch.tensor([n_total, len(params), nbytes, self._layout_crc if params else 0,
+                                zlib.crc32(settings.encode()), self.world_size], dtype=torch.int64, device=dev)
+            table = self._gather(torch.cat([sig, local.to(dev, torch.int64)]), "the per-step check").tolist()
+            if any(row[:6] != table[0][:6] for row in table):
+                raise ValueError(self._layout_message(table, positions, n_total, dev))
+        bad = [(r, row[6], row[7]) for r, row in enumerate(table) if row[6]]
+        if not bad:
+            return False
+        if self.nonfinite == "skip":
+            return True
+        names = self._param_names()
+        where = "; ".join(f"on rank {r} in {names[first]}" + (f" and {n - 1} more parameter(s)" if n > 1 else "")
+                          for r, n, first in bad)
+        raise ValueError(f"DeMo: non-finite gradient (NaN or inf) {where}. No worker changed "
+                         f"anything in this step. Pass nonfinite=\"skip\" to skip such steps on every worker "
+                         f"(replicas stay identical), or nonfinite=\"official\" to let it into the momentum as the "
+                         f"official code does (it then stays in δ for good).")
+
+    def _layout_message(self, table: list[list[int]], positions: list[int], n_total: int,
+                        dev: torch.device) -> str:
+        """The layout mismatch, explained the same way on every worker (a second small all-gather of which
+        parameters have a gradient, when every worker has the same number of parameters)."""
+        head = "DeMo: the workers disagree on what to exchange in this step"
+        if len({row[0] for row in table}) > 1:
+            return (f"{head}: they hold different numbers of parameters, {[row[0] for row in table]} per rank. "
+                    f"Every worker must build the same model and optimizer.")
+        mask = torch.zeros(n_total, dtype=torch.int64, device=dev)
+        mask[torch.tensor(positions, dtype=torch.int64, device=dev)] = 1
+        has = self._gather(mask, "the gradient layout").tolist()
+        names = self._param_names()
+        lines = []
+        for i in range(n_total):
+            col = [has[r][i] for r in range(len(has))]
+            if len(set(col)) > 1:
+                lines.append(f"{names[i]} has a gradient on rank(s) {[r for r, v in enumerate(col) if v]} but "
+                             f"not on rank(s) {[r for r, v in enumerate(col) if not v]}")
+        if lines:
+            return (f"{head}: " + "; ".join(lines) + ". Every worker must compute a gradient for the same "
+                    f"parameters in every step (a parameter unused on some workers needs a zero gradient there).")
+        return (f"{head}: [parameters, with gradient, payload bytes, layout checksum, settings checksum, world "
+                f"size] per rank = {[row[:6] for row in table]}. Every worker must build the same model and use the "
+                f"same DeMo settings, learning rates and weight decays.")
 
     # ---------------------------------------------------------------- step
     @torch.no_grad()
@@ -255,29 +359,37 @@ class DeMo(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         beta = self.compression_decay
-        params, lrs = [], {}
+        params, positions, hyper = [], [], []
+        n_total = 0
         for group in self.param_groups:
-            lr, wd = group["lr"], group["weight_decay"]
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise TypeError("DeMo does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["delta"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                state["step"] += 1
-                if wd != 0.0:
-                    p.mul_(1.0 - lr * wd)  # 1. decoupled weight decay
-                state["delta"].mul_(beta).add_(p.grad, alpha=lr)  # 2. δ ← β δ + η g
-                params.append(p)
-                lrs[id(p)] = lr
-        if not params:
-            self.bytes_sent = self.bytes_received = 0
+                if p.grad is not None:
+                    if p.grad.is_sparse:
+                        raise TypeError("DeMo does not support sparse gradients")
+                    params.append(p)
+                    positions.append(n_total)
+                    hyper.append((group["lr"], group["weight_decay"]))
+                n_total += 1
+        groups = self._layout(params, positions) if params else []
+        device = params[0].device if params else torch.device("cpu")
+        nbytes = sum(sum(g.nbytes()) for g in groups)
+        skip = self._check_step(params, positions, n_total, nbytes, device)
+        self.bytes_sent = self.bytes_received = 0
+        if skip:
+            self.skipped_steps += 1
+        if skip or not params:
             return loss
-        groups = self._layout(params)
-        device = params[0].device
+        lrs = {}
+        for p, (lr, wd) in zip(params, hyper):
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["delta"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+            state["step"] += 1
+            if wd != 0.0:
+                p.mul_(1.0 - lr * wd)  # 1. decoupled weight decay
+            state["delta"].mul_(beta).add_(p.grad, alpha=lr)  # 2. δ ← β δ + η g
+            lrs[id(p)] = lr
 
         # 3.-4. encode, top-k, error feedback — batched per tile shape
         idx_parts, val_parts = [], []
@@ -292,12 +404,12 @@ class DeMo(torch.optim.Optimizer):
             idx_parts.append(idx.to(g.index_dtype).reshape(-1).view(torch.uint8))
             val_parts.append(val.contiguous().reshape(-1).view(torch.uint8))
         buf = torch.cat(idx_parts + val_parts)
-        if self._distributed and self._checked_key != self._layout_key:
-            self._handshake(groups, buf.numel(), device)
-            self._checked_key = self._layout_key
 
         # 5. one all-gather for everything
-        gathered = self._all_gather(buf)  # [W, nbytes]
+        if self._distributed:
+            gathered = self._gather(buf.to(self._comm_device(device)), "the momentum coefficients").to(device)
+        else:
+            gathered = buf[None]  # [W, nbytes]
         self.bytes_sent = buf.numel()
         self.bytes_received = (self.world_size - 1) * buf.numel()
         self.total_bytes_sent += self.bytes_sent
