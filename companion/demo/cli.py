@@ -2,7 +2,9 @@
 
 - ``train --workers N [--optimizer demo|adamw|signsgd] [--full]``: N CPU worker processes (gloo) train a tiny
   byte-level LM on the standard-library corpus; prints loss, bytes and wall time per step. ``--full`` trains
-  longer and writes ``results/demo/train_<optimizer>_w<N>.json``.
+  longer and writes ``results/demo/train_<optimizer>_w<N>.json``. Under ``torchrun --nproc-per-node N -m companion
+  demo train`` each process is one worker (env:// rendezvous; NCCL on CUDA, gloo otherwise; ``--workers``
+  defaults to N) and rank 0 prints and writes.
 - ``sweep [--full] [--resume]``: the comparison of the chapter (:data:`companion.demo.experiments.SETTINGS`).
   Quick: AdamW, DeMo k = 32 and k = 1, 2 workers, 100 steps, printed only. Full (:data:`SWEEP`): a learning-rate
   search for AdamW, signSGD and DeMo k = 32 (2 workers, seed 0), then every setting at its family's best rate
@@ -90,16 +92,21 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .training import TrainConfig, train
+    from .training import TrainConfig, _torchrun_env, train
+
+    env = _torchrun_env()
+    workers = args.workers or (env["world_size"] if env else 2)
 
     demo = dict(compression_topk=args.topk, compression_chunk=args.chunk, compression_decay=args.decay,
                 error_feedback=not args.no_error_feedback, transform="identity" if args.no_dct else "dct",
                 tiling="1d" if args.tiling_1d else "2d", wire_format=args.wire)
     lr = args.lr if args.lr is not None else (3e-3 if args.optimizer == "adamw" else 1e-3)
-    cfg = TrainConfig(optimizer=args.optimizer, workers=args.workers, lr=lr, seed=args.seed,
+    cfg = TrainConfig(optimizer=args.optimizer, workers=workers, lr=lr, seed=args.seed,
                       steps=args.steps or (FULL_STEPS if args.full else QUICK_STEPS),
                       demo=demo if args.optimizer == "demo" else {})
     r = train(cfg)
+    if env and env["rank"] != 0:
+        return 0
     every = max(1, cfg.steps // 10)
     for i in range(0, cfg.steps, every):
         print(f"step {i + 1:5d}  loss {r['loss'][i]:.3f}  sent {r['bytes_sent'][i]:>9,d} B  "
@@ -121,8 +128,9 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="DeMo: decoupled momentum, DCT-compressed data parallelism")
     experiments = demo.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
-    p = experiments.add_parser("train", help="N CPU workers (gloo) train a tiny byte-level LM")
-    p.add_argument("--workers", type=cli_int(low=1), default=2, help="worker processes (default 2)")
+    p = experiments.add_parser("train", help="N workers (spawned, or torchrun's) train a tiny byte-level LM")
+    p.add_argument("--workers", type=cli_int(low=1), default=None,
+                   help="worker processes (default 2; under torchrun: WORLD_SIZE)")
     p.add_argument("--optimizer", choices=("demo", "adamw", "signsgd"), default="demo")
     p.add_argument("--steps", type=cli_int(low=0), default=0,
                    help=f"0: the default, {QUICK_STEPS} (quick) / {FULL_STEPS} (--full)")

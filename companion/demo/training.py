@@ -1,4 +1,11 @@
-"""Data-parallel training of a tiny byte-level LM with N CPU workers (``torch.distributed``, gloo).
+"""Data-parallel training of a tiny byte-level LM with N workers (``torch.distributed``).
+
+Two ways to start the workers:
+
+- :func:`train` spawns ``cfg.workers`` CPU processes on this machine (gloo on 127.0.0.1; what the notebooks do);
+- under ``torchrun --nproc-per-node N`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
+  ``MASTER_PORT``), each process runs one worker itself: ``env://`` rendezvous, NCCL on ``cuda:LOCAL_RANK`` when
+  CUDA is present, gloo on the CPU otherwise.
 
 Each worker holds a full replica and draws its own batches (seeded by ``(seed, rank)``). Three ways to keep the
 replicas in sync:
@@ -48,7 +55,8 @@ class TrainConfig:
         eval_every: rank 0 measures the held-out loss every this many steps (0: only after the last step);
             ``eval_batches`` fixed batches of the corpus's validation split (the same for every run).
         seed: model init (same on all workers) and data (``seed + rank``), in ``[0, 2**32 - 1]``.
-        timeout_s: process-group timeout: a dead or hung worker makes the others fail after at most this long.
+        timeout_s: process-group timeout: a dead or hung worker makes the others fail after at most this long
+            (DeMo's collectives wait at most this long too, :class:`DeMo`'s ``timeout_s``).
 
     Every setting is checked here, before any worker starts (``n_heads`` must divide ``d_model``; the
     ``train_bytes`` must hold at least one window of ``seq_len + 1`` bytes plus one; ``demo`` holds only valid
@@ -217,33 +225,67 @@ def _val_loss(model: nn.Module, batches: torch.Tensor) -> float:
     return float(torch.stack([_lm_loss(model, b) for b in batches]).mean())
 
 
-def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int, out: str | None,
-            val: torch.Tensor | None = None) -> dict:
+def _torchrun_env() -> dict | None:
+    """``{"rank", "world_size", "local_rank"}`` read from the environment a launcher such as ``torchrun`` sets
+    (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``; ``LOCAL_RANK`` defaults to 0), or ``None`` when
+    they are not all set (a plain ``python`` process: :func:`train` spawns its own workers).
+
+    Raises:
+        ValueError: the variables are set but not integers, or ``RANK`` is outside ``[0, WORLD_SIZE)``.
+    """
+    keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    if not all(os.environ.get(k) for k in keys):
+        return None
+    try:
+        env = {"rank": int(os.environ["RANK"]), "world_size": int(os.environ["WORLD_SIZE"]),
+               "local_rank": int(os.environ.get("LOCAL_RANK", "0"))}
+    except ValueError:
+        got = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+        raise ValueError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers, got {got}") from None
+    if env["world_size"] < 1 or not 0 <= env["rank"] < env["world_size"]:
+        raise ValueError(f"RANK must be in [0, WORLD_SIZE), got RANK = {env['rank']} and WORLD_SIZE = "
+                         f"{env['world_size']}")
+    return env
+
+
+def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int | None, out: str | None,
+            val: torch.Tensor | None = None, local_rank: int | None = None) -> dict:
+    """One worker. ``port``: spawned on this machine (gloo, tcp://127.0.0.1:port); ``None``: launched by torchrun
+    (env:// rendezvous, NCCL on ``cuda:local_rank`` when CUDA is present, gloo otherwise)."""
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     W = cfg.workers
+    device = torch.device("cpu")
+    if port is None and torch.cuda.is_available():
+        device = torch.device("cuda", local_rank or 0)
+        torch.cuda.set_device(device)
     if W > 1:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=W,
-                                timeout=datetime.timedelta(seconds=cfg.timeout_s))
+        timeout = datetime.timedelta(seconds=cfg.timeout_s)
+        if port is None:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://", rank=rank,
+                                    world_size=W, timeout=timeout)
+        else:
+            dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=W,
+                                    timeout=timeout)
     torch.manual_seed(cfg.seed)  # identical replicas
-    model = ByteLM(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seq_len=cfg.seq_len)
+    model = ByteLM(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seq_len=cfg.seq_len).to(device)
     params = [p for p in model.parameters()]
     n_params = sum(p.numel() for p in params)
     if cfg.optimizer == "demo":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # k clipped on small tensors (norms, biases) is expected
-            opt = DeMo(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.demo)
+            opt = DeMo(params, lr=cfg.lr, weight_decay=cfg.weight_decay, timeout_s=cfg.timeout_s, **cfg.demo)
     elif cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     else:
         opt = _SignSGD(params, lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     hist = dict(loss=[], bytes_sent=[], bytes_received=[], step_s=[], opt_s=[], val_step=[], val_loss=[])
-    val_batches = _val_batches(cfg, val) if (rank == 0 and val is not None) else None
+    val_batches = _val_batches(cfg, val).to(device) if (rank == 0 and val is not None) else None
     for step in range(1, cfg.steps + 1):
         t0 = time.perf_counter()
-        batch = _sample_batch(data, cfg.batch_size, cfg.seq_len, gen)
+        batch = _sample_batch(data, cfg.batch_size, cfg.seq_len, gen).to(device)
         opt.zero_grad(set_to_none=True)
         loss = _lm_loss(model, batch)
         loss.backward()
@@ -296,6 +338,10 @@ def _free_port() -> int:
 def train(cfg: TrainConfig | None = None, **overrides) -> dict:
     """Train with ``cfg.workers`` processes and return rank 0's history.
 
+    In a plain process the workers are spawned here (CPU, gloo). Under ``torchrun`` (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR`` and ``MASTER_PORT`` set) this process is one of the workers: ``cfg.workers`` must equal
+    ``WORLD_SIZE``, and each process returns its own history (rank 0's is the one the spawned path returns).
+
     Returns:
         ``{"config", "n_params", "replicas_identical", "loss", "bytes_sent", "bytes_received", "step_s",
         "opt_s", "val_step", "val_loss"}`` — per-step lists: mean training loss over workers, bytes this worker
@@ -315,6 +361,12 @@ def train(cfg: TrainConfig | None = None, **overrides) -> dict:
         if got.numel() < cfg.seq_len + 2:
             raise ValueError(f"seq_len = {cfg.seq_len} is too long: the corpus's {split} split has only "
                              f"{got.numel()} bytes")
+    env = _torchrun_env()
+    if env is not None:
+        if cfg.workers != env["world_size"]:
+            raise ValueError(f"workers = {cfg.workers} but the launcher started WORLD_SIZE = {env['world_size']} "
+                             f"processes (torchrun --nproc-per-node); they must be equal")
+        return _worker(env["rank"], cfg, data, None, None, val, env["local_rank"])
     if cfg.workers == 1:
         return _worker(0, cfg, data, 0, None, val)
     with tempfile.TemporaryDirectory() as tmp:
