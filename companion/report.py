@@ -20,6 +20,7 @@ from typing import Callable
 
 from .lab.checks import check_choice
 from .lab.results import RESULTS_DIR, load_results
+from .lab.stats import mcnemar_exact
 
 #: what a row can conclude
 VERDICTS = ("reproduced", "not reproduced", "not testable at our scale", "our extension", "no paper claim")
@@ -120,7 +121,12 @@ def _rebind_compare() -> str:
     last = sum(r["runs"][n]["history"]["best_epoch"] == epochs - 1 for r in runs for n in r["runs"])
     total = sum(len(r["runs"]) for r in runs)
     base = runs[0]["baselines"]["etkdg_mmff"]
-    return ("; ".join(parts) + f" (mean ± sd of {len(runs)} seeds); best epoch = last epoch in {last} of {total} "
+    from .rebind.experiments import paired_change
+
+    c = paired_change(runs, "rebind", "bond", "d_mae")
+    paired = (f"ReBind vs bond-only within a seed: D-MAE {c.mean:+.2f}% ± {c.sd:.2f}% (95% interval "
+              f"{c.low:+.2f}% to {c.high:+.2f}%)")
+    return ("; ".join(parts) + f" (mean ± sd of {len(runs)} seeds); {paired}; best epoch = last epoch in {last} of {total} "
             f"runs (still improving); ETKDG + MMFF94 {base['d_mae']:.3f} / {base['c_rmsd']:.3f} on the "
             f"{base['molecules']} test molecules it embedded")
 
@@ -179,18 +185,6 @@ def _pyramidkv_accuracy(run: str) -> dict[tuple[str, int | None], tuple[float, i
     rows = _load("pyramidkv/retrieval")["runs"][run]
     n = Counter((r["method"], r["capacity"]) for r in rows)
     return {k: (100 * share, n[k]) for k, share in accuracy_table(rows).items()}
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value for paired binary outcomes: ``b`` pairs where only the first method
-    succeeded, ``c`` where only the second did (a binomial test of ``b`` successes in ``b + c`` at 1/2)."""
-    from math import comb
-
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
 
 
 def _pyramidkv_paired(run: str, first: str, second: str, capacity: int, *, other_run: str | None = None):
@@ -500,5 +494,5 @@ def write_readme(path: str | Path) -> bool:
     return new != text
 
 
-__all__ = ["CHAPTERS", "FINDINGS", "Finding", "MissingResult", "RESULTS_DIR", "VERDICTS", "mcnemar_exact",
+__all__ = ["CHAPTERS", "FINDINGS", "Finding", "MissingResult", "RESULTS_DIR", "VERDICTS",
            "findings", "markdown", "readme_section", "write_readme"]

@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from badinput import Choice, Custom, Int, NoArguments, Spec, Tensor, cli_spec
+from badinput import Choice, Custom, Float, Int, NoArguments, Spec, Tensor, cli_spec
 from companion import lab
 
 
@@ -50,6 +50,17 @@ SPECS = {
     "DEFAULT_MODEL": NoArguments("a constant (the default model's name)"),
     "Corpus": NoArguments("a frozen record returned by load_corpus (tested through load_corpus)"),
     "ModelUnavailableError": NoArguments("an exception class"),
+    "Spread": NoArguments("a frozen record returned by spread (tested through spread)"),
+    "spread": Spec(
+        lambda **kw: lab.spread(**kw), lambda: {"values": [1.0, 2.0, 3.0], "confidence": 0.95},
+        {"values": Custom(([], "123", None, [1.0, float("nan")], [1.0, "2"])),
+         "confidence": Float(low=0.0, high=1.0, low_open=True, high_open=True)}),
+    "wilson_interval": Spec(
+        lambda **kw: lab.wilson_interval(**kw), lambda: {"successes": 3, "n": 10, "confidence": 0.95},
+        {"successes": Custom((-1, 11, 2.0, True, None)), "n": Int(low=1),
+         "confidence": Float(low=0.0, high=1.0, low_open=True, high_open=True)}),
+    "mcnemar_exact": Spec(
+        lambda **kw: lab.mcnemar_exact(**kw), lambda: {"b": 3, "c": 1}, {"b": Int(low=0), "c": Int(low=0)}),
     "attention_maps": Spec(
         lambda **kw: lab.attention_maps(**kw),
         lambda: {"model": tiny_lm(), "tokenizer": ByteTokenizer(), "text": "def f(x):", "max_tokens": 8},

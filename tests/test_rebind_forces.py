@@ -80,6 +80,20 @@ def test_k_i_is_max_degree_minus_degree_per_molecule():
     assert extra_edge_counts(adj, mask).tolist() == [[1, 0, 1, 0], [0, 2, 2, 2]]
 
 
+
+def test_acetone_budget_counts_neighbours_not_bond_order():
+    """The book's example: in acetone (CH3)2C=O every atom's degree counts bonded neighbours, so the carbonyl
+    oxygen (one neighbour, a double bond) has degree 1 and, beside the four-valent carbons, K = 4 - 1 = 3 --
+    the same budget as a hydrogen; the central carbon (3 neighbours) gets 1, the methyl carbons 0."""
+    m = molecule_from_smiles("CC(=O)C", seed=0)
+    k = extra_edge_counts(m.adjacency)
+    by_element = {}
+    for zi, ki in zip(m.z.tolist(), k.tolist()):
+        by_element.setdefault(zi, []).append(ki)
+    assert sorted(by_element[8]) == [3]
+    assert sorted(by_element[1]) == [3] * 6
+    assert sorted(by_element[6]) == [0, 0, 1]
+
 def chain():
     """C0-C1-C2-C3 on hand-set distances: K = [1, 0, 0, 1]."""
     z = torch.tensor([6, 6, 6, 6])

@@ -221,15 +221,23 @@ def test_failed_embeddings_are_counted_not_scored(nci):
 
 
 def test_seed_summary_and_per_degree_summary_by_hand():
-    from companion.rebind.experiments import per_degree_summary, seed_summary
+    from companion.rebind.experiments import paired_change, per_degree_change, per_degree_summary, seed_summary
 
     a = {"runs": {"bond": {"d_mae": 1.0, "per_degree": {"1": {"d_mae": 2.0, "atoms": 5}, "2": {"d_mae": 1.0, "atoms": 3}}}},
          "baselines": {"etkdg": {"d_mae": 0.5, "per_degree": {"1": {"d_mae": 0.7, "atoms": 5}}}}}
     b = {"runs": {"bond": {"d_mae": 3.0, "per_degree": {"1": {"d_mae": 4.0, "atoms": 5}}}}}
     s = seed_summary([a, b], ["bond", "etkdg", "near"], metrics=("d_mae",))
-    assert s == {"bond": {"d_mae": (2.0, 1.0, 2)}, "etkdg": {"d_mae": (0.5, 0.0, 1)}}
+    assert s == {"bond": {"d_mae": (2.0, pytest.approx(2 ** 0.5), 2)}, "etkdg": {"d_mae": (0.5, 0.0, 1)}}
     d = per_degree_summary([a, b], ["bond", "etkdg"])
     assert d == {"bond": {1: (3.0, 5)}, "etkdg": {1: (0.7, 5)}}
+    # ReBind 10% better on degree 1 in one seed, 30% better in the other; degree 2 only in the first
+    a["runs"]["rebind"] = {"d_mae": 1.0, "per_degree": {"1": {"d_mae": 1.8, "atoms": 5}, "2": {"d_mae": 1.0, "atoms": 3}}}
+    b["runs"]["rebind"] = {"d_mae": 3.0, "per_degree": {"1": {"d_mae": 2.8, "atoms": 5}}}
+    c = per_degree_change([a, b, {"runs": {"bond": a["runs"]["bond"]}}], "rebind")
+    assert (c[1].mean, c[1].sd, c[1].n) == (pytest.approx(-20.0), pytest.approx(200 ** 0.5), 2)
+    assert (c[2].mean, c[2].sd, c[2].n) == (pytest.approx(0.0), 0.0, 1)
+    p = paired_change([a, b], "rebind")                  # 1.0 vs 1.0 and 3.0 vs 3.0: no change in either seed
+    assert (p.mean, p.sd, p.n) == (0.0, 0.0, 2) and not p.detectable
 
 
 # ------------------------------------------------------------------------- bad input, one way everywhere

@@ -86,10 +86,3 @@ def test_the_planning_word_scan_catches_what_it_should():
     for text in ("the target sparsity 1 - k/E", "ReMoE's λ reaches the target"):
         assert not PLANNING.search(text), text
 
-
-def test_exact_mcnemar_by_hand():
-    assert report.mcnemar_exact(0, 0) == 1.0
-    assert report.mcnemar_exact(0, 6) == pytest.approx(2 / 64)          # 2 · (1/2)^6
-    assert report.mcnemar_exact(4, 1) == pytest.approx(2 * 6 / 32)      # 2 · (C(5,0) + C(5,1)) / 2^5
-    assert report.mcnemar_exact(3, 3) == 1.0
-    assert report.mcnemar_exact(1, 4) == report.mcnemar_exact(4, 1)

@@ -7,7 +7,9 @@
   the mass on the first token and the entropy of a row; :func:`distinct_per_block` — quantization levels;
   :func:`cache_kwargs` — how to hand a key/value cache to a model under this transformers version;
 - :func:`seed_everything`, :func:`get_device`, :func:`progress` — seeds, devices, progress bars;
-- :func:`cache_dir`, :func:`save_results`, :func:`load_results` — the cache and results with provenance.
+- :func:`cache_dir`, :func:`save_results`, :func:`load_results` — the cache and results with provenance;
+- :func:`spread`, :func:`wilson_interval`, :func:`mcnemar_exact` — when a difference counts as detectable
+  (:mod:`companion.lab.stats`).
 
 Chapter 0 of the book (``book/lab/``) walks through all of it.
 """
@@ -27,11 +29,13 @@ from .model import (
 )
 from .results import load_results, provenance, save_results
 from .runtime import get_device, progress, seed_everything
+from .stats import Spread, mcnemar_exact, spread, wilson_interval
 
 __all__ = [
     "DEFAULT_MODEL",
     "Corpus",
     "ModelUnavailableError",
+    "Spread",
     "attention_maps",
     "attention_summary",
     "cache_dir",
@@ -43,9 +47,12 @@ __all__ = [
     "load_corpus",
     "load_model",
     "load_results",
+    "mcnemar_exact",
     "perplexity",
     "progress",
     "provenance",
     "save_results",
     "seed_everything",
+    "spread",
+    "wilson_interval",
 ]

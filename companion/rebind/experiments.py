@@ -15,6 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from companion.lab.stats import Spread, spread
+
 from .data import Molecule, collate, load_nci, load_qm9, qm9_available, split_molecules
 from .forces import edge_statistics, extra_edge_counts, force_edges
 from .model import ConformerConfig
@@ -99,13 +101,15 @@ def _rows(results: Sequence[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 
 def seed_summary(results: Sequence[dict[str, Any]], names: Sequence[str],
                  metrics: Sequence[str] = ("d_mae", "d_rmse", "c_rmsd")) -> dict[str, dict[str, tuple]]:
-    """``{name: {metric: (mean, std, n)}}`` over several :func:`compare_variants` results (one per training
-    seed); a name absent from every result is left out (e.g. the ETKDG baselines, run by one seed only)."""
+    """``{name: {metric: (mean, sd, n)}}`` over several :func:`compare_variants` results (one per training
+    seed), ``sd`` the sample standard deviation (ddof 1; 0.0 for a single result); a name absent from every
+    result is left out (e.g. the ETKDG baselines, run by one seed only)."""
     out = {}
     for name in names:
         found = _rows(results, name)
         if found:
-            out[name] = {k: (float(np.mean([f[k] for f in found])), float(np.std([f[k] for f in found])),
+            out[name] = {k: (float(np.mean([f[k] for f in found])),
+                             float(np.std([f[k] for f in found], ddof=1)) if len(found) > 1 else 0.0,
                              len(found)) for k in metrics}
     return out
 
@@ -120,4 +124,31 @@ def per_degree_summary(results: Sequence[dict[str, Any]], names: Sequence[str]) 
             degs = sorted(set.intersection(*(set(f) for f in found)))
             out[name] = {k: (float(np.mean([f[k]["d_mae"] for f in found])), found[0][k]["atoms"]) for k in degs}
     return out
+
+
+def paired_change(results: Sequence[dict[str, Any]], name: str, base: str = "bond",
+                  metric: str = "d_mae") -> Spread:
+    """The per-seed relative change of ``name``'s ``metric`` against ``base``'s, in percent (negative = lower
+    error), over the results that hold both, as a :func:`companion.lab.spread` (mean, sample sd, n, 95%
+    t-interval). The variants of one :func:`compare_variants` run share the seed, so their batch order and
+    data are the same and the comparison is paired; the pairing removes the seed-to-seed level shifts that an
+    unpaired comparison of the means would count as noise."""
+    pairs = [(_rows([r], name), _rows([r], base)) for r in results]
+    return spread([100 * (a[0][metric] / b[0][metric] - 1) for a, b in pairs if a and b])
+
+
+def per_degree_change(results: Sequence[dict[str, Any]], name: str, base: str = "bond") -> dict[int, Spread]:
+    """``{degree: Spread}`` of the per-seed relative change of ``name``'s D-MAE against ``base``'s on the pairs
+    of the atoms of each bond degree, in percent (negative = lower error), over the results that hold both
+    (:func:`companion.lab.spread`: mean, sample sd, n and the 95% t-interval). The paper's per-degree claim
+    (largest gains on low-degree atoms) is a claim about the degree-1 entry."""
+    changes: dict[int, list[float]] = {}
+    for r in results:
+        rows = [_rows([r], n) for n in (name, base)]
+        if not all(rows):
+            continue
+        new, old = ({int(k): v["d_mae"] for k, v in f[0]["per_degree"].items()} for f in rows)
+        for k in sorted(set(new) & set(old)):
+            changes.setdefault(k, []).append(100 * (new[k] / old[k] - 1))
+    return {k: spread(v) for k, v in sorted(changes.items())}
 

@@ -1,11 +1,18 @@
 """Training the conformation models, predicting with them, and the classical RDKit baseline.
 
-:func:`train` follows the official recipe at CPU scale: AdamW, linear warm-up over the first 10% of the steps
-then cosine decay to a tenth of the learning rate, gradient clipping at 1.0, loss ``½(D-MAE enc + D-MAE dec)``
+:func:`train` is AdamW with a linear warm-up over the first 10% of the steps, then cosine decay to a tenth of the
+learning rate, gradient clipping at 1.0, loss ``½(D-MAE enc + D-MAE dec)``
 (:func:`~companion.rebind.model.distance_loss`), and early stopping on the validation D-MAE of the final
-conformation (the best epoch's weights are kept). The paper: lr 9e-5, batch 100, 20 epochs on ~100k molecules;
-the tiny default here uses lr 1e-3 and batch 32 so that a few hundred molecules train in a minute. Given a seed
-the run is deterministic on the CPU (seeded initialization and batch order).
+conformation (the best epoch's weights are kept). Given a seed the run is deterministic on the CPU (seeded
+initialization and batch order).
+
+This is *our* recipe at CPU scale, not the official one. The official training script
+(holymollyhao/ReBIND, ``experiments/conformer_prediction/rebind.sh``, commit 8d240c6) runs the Hugging Face
+trainer with lr 9e-5, batch 100, 20 epochs, warm-up ratio 0.1 then *linear* decay to zero, weight decay 0,
+AdamW β₂ = 0.99, gradient clipping 1.0 and fp16 mixed precision; ours decays by a cosine to lr/10, uses weight
+decay 0.01, β₂ = 0.999, fp32, and lr 1e-3 with batch 32 so that a few hundred molecules train in a minute. The
+model differs too (:mod:`companion.rebind.model`: a plain atom-feature embedding instead of Mole-BERT tokens,
+hydrogen counts that include explicit neighbours, and a sigmoid output gate).
 
 :func:`etkdg_predict` is what a chemist would do without a learned model: RDKit's ETKDGv3 distance-geometry
 embedding, optionally refined with the MMFF94 force field; :func:`evaluate_coordinates` scores any predicted
