@@ -2,8 +2,9 @@
 
 All methods keep ``capacity`` tokens per layer on average (PyramidKV: per its schedule, see
 :func:`layer_budgets`), including the last ``window`` tokens, and select per KV head of the cache: per KV
-head of a grouped-query model (scores averaged over each group, as kvpress), or per query head when the
-prefill ran on ``expand_kv_heads(model)`` (the official behaviour, with a cache as wide as the query heads).
+head of a grouped-query model (scores averaged over each group, then pooled, as KVCache-Factory's KV-head
+mode), or per query head when the prefill ran on ``expand_kv_heads(model)`` (the official default, with a
+cache as wide as the query heads).
 
 - ``streaming`` (StreamingLLM, Xiao et al. 2024): the first ``sink`` tokens plus the most recent ones;
 - ``snapkv``: every layer keeps ``capacity − window`` prefix tokens by pooled observation-window attention;
@@ -26,7 +27,7 @@ import torch
 from .budgets import SCHEDULES, layer_budgets
 from ..lab import cache_kwargs
 from ..lab.checks import check_choice, check_float, check_int, check_tensor, check_type
-from .capture import _check_cache, _check_input_ids, _layers, queries_keys
+from .capture import _check_cache, _check_input_ids, _layers, attention_per_layer, queries_keys
 from .scoring import _check_pooling, last_queries_attention, select_tokens, window_scores
 
 METHODS = ("full", "streaming", "snapkv", "pyramidkv", "h2o")
@@ -77,7 +78,7 @@ def _h2o_scores(Q: torch.Tensor, K: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def compress(pre: Prefill, method: str, *, capacity: int, window: int = 8, kernel: int = 7, pooling: str = "maxpool",
-             beta: float = 20, schedule: str = "official", sink: int = 4):
+             beta: float = 20, schedule: str = "official", sink: int = 4, granularity: str = "kv"):
     """A compressed copy of ``pre.cache`` (the original is untouched).
 
     Args:
@@ -89,14 +90,18 @@ def compress(pre: Prefill, method: str, *, capacity: int, window: int = 8, kerne
         kernel, pooling: 1-D smoothing of the window scores (``"maxpool"``/``"avgpool"``/``None``).
         beta, schedule: PyramidKV's β and budget schedule (see :func:`layer_budgets`).
         sink: StreamingLLM's first tokens kept.
+        granularity: how a grouped-query prefill's scores become KV-head scores (see :func:`window_scores`):
+            ``"kv"`` (KVCache-Factory: group mean, then pooling) or ``"kv_pool_first"`` (pooling, then group
+            mean: kvpress, and this companion's order before). Equal when the prefill ran on
+            :func:`expand_kv_heads` (one query head per KV head) or with average pooling.
     Returns:
         ``(cache, kept)``: a ``DynamicCache`` whose layer l holds ``kept[l]`` tokens per head.
     Raises:
         TypeError: ``pre`` not a :class:`Prefill`; an int argument that is not an int (``numpy.int64`` is one);
             ``beta`` not a real number; ``method``/``pooling``/``schedule`` of the wrong type.
-        ValueError: an unknown ``method``/``pooling``/``schedule``; ``capacity``/``window`` < 1, ``sink`` < 0, an
-            even ``kernel``, ``beta`` not > 0; ``capacity <= window`` when the prompt is compressed. All arguments
-            are checked, also those the chosen method does not use.
+        ValueError: an unknown ``method``/``pooling``/``schedule``/``granularity``; ``capacity``/``window`` < 1,
+            ``sink`` < 0, an even ``kernel``, ``beta`` < 1; ``capacity <= window`` when the prompt is compressed.
+            All arguments are checked, also those the chosen method does not use.
     """
     check_type("pre", pre, Prefill, what="the Prefill returned by prefill")
     check_choice("method", method, METHODS)
@@ -105,8 +110,9 @@ def compress(pre: Prefill, method: str, *, capacity: int, window: int = 8, kerne
     window = check_int("window", window, low=1)
     sink = check_int("sink", sink, low=0)
     kernel = _check_pooling(pooling, kernel)
-    beta = check_float("beta", beta, low=0.0, low_open=True)
+    beta = check_float("beta", beta, low=1.0)
     check_choice("schedule", schedule, SCHEDULES)
+    check_choice("granularity", granularity, ("kv", "kv_pool_first"))
     if method not in ("full", "streaming") and q > capacity:
         if capacity <= window:  # and so window < capacity < q
             raise ValueError(f"capacity ({capacity}) must be larger than the window ({window}): it counts the window")
@@ -120,11 +126,11 @@ def compress(pre: Prefill, method: str, *, capacity: int, window: int = 8, kerne
         budgets = [capacity - window] * layers
     if method != "streaming":
         # the scores do not depend on the budget: computed once per prefill and setting, then reused
-        setting = ("h2o", window) if method == "h2o" else ("window", window, pooling, kernel)
+        setting = ("h2o", window) if method == "h2o" else ("window", window, pooling, kernel, granularity)
         if setting not in pre.scores:
             pre.scores[setting] = [
                 _h2o_scores(Q, K, window) if method == "h2o"
-                else window_scores(Q, K, window=window, pooling=pooling, kernel=kernel, granularity="kv")
+                else window_scores(Q, K, window=window, pooling=pooling, kernel=kernel, granularity=granularity)
                 for Q, K in pre.qk]
         layer_scores = pre.scores[setting]
     kept = []
@@ -170,19 +176,20 @@ def greedy_continue(model, pre: Prefill, cache, *, max_new_tokens: int = 8, suff
     if suffix is not None and suffix.numel():
         if suffix.dim() != 2 or suffix.shape[0] != 1:
             raise ValueError(f"suffix must be [1, n] token ids, got {tuple(suffix.shape)}")
-        # one token at a time: PyramidKV's layers hold different numbers of tokens, and transformers builds one
-        # causal mask for all layers from the first layer's length, which fits a multi-token step in no other
-        for i, tok in enumerate(suffix[0].tolist()):
-            pos = torch.tensor([[position + i]], device=model.device)
-            logits = model(torch.tensor([[tok]], device=model.device), position_ids=pos, use_cache=True,
+        n = suffix.shape[1]
+        pos = torch.arange(position, position + n, device=model.device)[None]
+        with attention_per_layer(model, span=position + n):  # each layer masked at its own length
+            logits = model(suffix.to(model.device), position_ids=pos, use_cache=True,
                            **cache_kwargs(model, cache)).logits
-        token, position = logits[0, -1].argmax().view(1, 1), position + suffix.shape[1]
+        token, position = logits[0, -1].argmax().view(1, 1), position + n
     else:
         token = pre.last_logits.argmax().view(1, 1)
     out = [token.item()]
     for step in range(max_new_tokens - 1):
         pos = torch.tensor([[position + step]], device=model.device)
-        logits = model(token.to(model.device), position_ids=pos, use_cache=True, **cache_kwargs(model, cache)).logits
+        with attention_per_layer(model, span=position + step + 1):
+            logits = model(token.to(model.device), position_ids=pos, use_cache=True,
+                           **cache_kwargs(model, cache)).logits
         token = logits[0, -1].argmax().view(1, 1)
         out.append(token.item())
     return out
