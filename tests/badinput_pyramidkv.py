@@ -38,7 +38,7 @@ _MASS = Float(low=0.0, high=1.0, low_open=True)
 
 def _compress_valid() -> dict:
     return {"pre": _prefill(), "method": "pyramidkv", "capacity": 6, "window": 2, "kernel": 3, "pooling": "maxpool",
-            "beta": 20, "schedule": "official", "sink": 1}
+            "beta": 20, "schedule": "official", "sink": 1, "granularity": "kv"}
 
 
 def _greedy_valid() -> dict:
@@ -50,13 +50,14 @@ def _greedy_valid() -> dict:
 SPECS = {
     "METHODS": NoArguments("a constant (the compression methods compress knows)"),
     "SCHEDULES": NoArguments("a constant (the budget schedules layer_budgets knows)"),
+    "GRANULARITIES": NoArguments("a constant (the scoring granularities window_scores knows)"),
     "Funnel": NoArguments("a record returned by funnel"),
     "Prefill": NoArguments("a record returned by prefill; compress and greedy_continue check its type"),
     "layer_budgets": Spec(
         lambda **kw: P.layer_budgets(**kw),
         lambda: {"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 200, "beta": 20, "schedule": "official"},
         {"capacity": Int(low=1), "window": Int(low=1), "num_layers": Int(low=1), "prompt_len": Int(low=1),
-         "beta": Float(low=0.0, low_open=True), "schedule": Choice(P.SCHEDULES)}),
+         "beta": Float(low=1.0), "schedule": Choice(P.SCHEDULES)}),
     "regime": Spec(
         lambda **kw: P.regime(**kw), lambda: {"capacity": 64, "window": 8, "prompt_len": 200},
         {"capacity": Int(low=1), "window": Int(low=1), "prompt_len": Int(low=1)}),
@@ -90,7 +91,7 @@ SPECS = {
         {"queries": Tensor(lambda: _rand(1, 2, 8, 4), ndim=4, dtype="floating"),
          "keys": Tensor(lambda: _rand(1, 1, 8, 4), ndim=4, dtype="floating"),
          "window": Int(low=1, high=7), "pooling": _POOLING, "kernel": _KERNEL,
-         "granularity": Choice(("query", "kv"))}),
+         "granularity": Choice(P.GRANULARITIES)}),
     "queries_keys": Spec(
         lambda **kw: P.queries_keys(**kw), lambda: {"model": tiny_lm(), "input_ids": _ids(), "cache": None},
         {"model": _NOT_A_MODEL, "input_ids": Tensor(_ids, ndim=2, dtype="integer"),
@@ -110,8 +111,8 @@ SPECS = {
     "compress": Spec(
         lambda **kw: P.compress(**kw), _compress_valid,
         {"pre": Obj(P.Prefill), "method": Choice(P.METHODS), "capacity": Int(low=1), "window": Int(low=1),
-         "kernel": _KERNEL, "pooling": _POOLING, "beta": Float(low=0.0, low_open=True),
-         "schedule": Choice(P.SCHEDULES), "sink": Int(low=0)}),
+         "kernel": _KERNEL, "pooling": _POOLING, "beta": Float(low=1.0),
+         "schedule": Choice(P.SCHEDULES), "sink": Int(low=0), "granularity": Choice(("kv", "kv_pool_first"))}),
     "greedy_continue": Spec(
         lambda **kw: P.greedy_continue(**kw), _greedy_valid,
         {"model": _NOT_A_MODEL, "pre": Obj(P.Prefill), "cache": Custom((None, 3, object(), "cache")),

@@ -55,6 +55,7 @@ def test_exact_schedule_hits_the_target_mean_and_official_never_underspends(capa
         ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 8}, "shorter than the prompt"),
         ({"capacity": 64, "window": 8, "num_layers": 0, "prompt_len": 100}, "num_layers"),
         ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 100, "beta": 0}, "beta"),
+        ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 100, "beta": 0.5}, "beta must be .*>= 1"),
         ({"capacity": 64, "window": 8, "num_layers": 4, "prompt_len": 100, "schedule": "kvcompose"}, "schedule"),
     ],
 )
@@ -133,3 +134,42 @@ def test_overspend_rejects_a_zero_target_and_bad_budgets():
         overspend([], 64, 8)  # before: nan (and a numpy warning)
     with pytest.raises(ValueError, match=r"budgets\[1\] must be an int >= 0"):
         overspend([3, -1], 64, 8)
+
+
+def _kvpress_get_layer_budget(compression_ratio, window_size, beta, q_len, num_hidden_layers, layer_idx):
+    """``PyramidKVPress.get_layer_budget`` of NVIDIA kvpress (kvpress/presses/pyramidkv_press.py), transcribed."""
+    assert beta >= 1, "Beta should >= 1"
+    max_capacity_prompt = window_size + q_len * (1 - compression_ratio)
+    min_num = (max_capacity_prompt - window_size) / beta
+    max_num = (max_capacity_prompt - window_size) * 2 - min_num
+    if max_num >= q_len - window_size:
+        max_num = q_len - window_size
+        min_num = (max_capacity_prompt - window_size) * 2 - max_num
+    if not (q_len >= max_num >= min_num >= window_size):
+        return round(q_len * (1 - compression_ratio))
+    steps = (max_num - min_num) / (num_hidden_layers - 1)
+    return round(max_num - layer_idx * steps)
+
+
+@pytest.mark.parametrize("capacity, window, layers", [(160, 8, 30), (128, 8, 30), (256, 8, 30), (1280, 64, 32),
+                                                     (200, 8, 24), (96, 4, 16)])
+def test_kvpress_schedule_equals_the_transcription_over_a_sweep_of_prompt_lengths(capacity, window, layers):
+    for q in range(capacity + 1, 4097, 3 if capacity < 1000 else 17):
+        ratio = 1 - capacity / q  # how a capacity C is asked of kvpress
+        theirs = [_kvpress_get_layer_budget(ratio, window, 20, q, layers, i) - window for i in range(layers)]
+        assert layer_budgets(capacity, window=window, num_layers=layers, prompt_len=q, schedule="kvpress") == theirs, q
+
+
+def test_kvpress_floating_point_falls_back_where_exact_arithmetic_would_not():
+    # q (1 - (1 - 160/2000)) = 159.99999999999991: min = 7.99... < w = 8, so kvpress keeps 152 + 8 everywhere
+    assert layer_budgets(160, window=8, num_layers=30, prompt_len=2000, schedule="kvpress") == [152] * 30
+    # q = 1000: the float total is 160.00000000000003 and the pyramid stands (304 ... 0 prefix tokens)
+    b = layer_budgets(160, window=8, num_layers=30, prompt_len=1000, schedule="kvpress")
+    assert b[0] == 304 and b[-1] == 0 and sorted(b, reverse=True) == b
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.999])
+def test_beta_below_one_is_rejected(beta):
+    with pytest.raises(ValueError, match="beta must be .*>= 1"):
+        layer_budgets(64, window=8, num_layers=30, prompt_len=1000, beta=beta)
+    assert layer_budgets(64, window=8, num_layers=30, prompt_len=1000, beta=1)[0] == 56  # β = 1: flat

@@ -246,3 +246,54 @@ def test_greedy_continue_checks_its_arguments(tiny):
     with pytest.raises(TypeError, match="cache must be a transformers cache"):
         greedy_continue(model, pre, None)
     assert len(greedy_continue(model, pre, cache, max_new_tokens=2, suffix=torch.zeros(1, 0, dtype=torch.long))) == 2
+
+
+# ------------------------------------------------------------ KVCache-Factory's scoring, transcribed
+def _official_window_scores(query_states, key_states, window_size, kernel_size, pooling, groups):
+    """``_grouped_window_attn_cache`` of KVCache-Factory's pyramidkv/pyramidkv_utils.py (c97f9d7), with
+    ``gqa_score_agg="mean"``; ``groups=1`` on keys repeated to the query heads is its query-head path."""
+    import torch.nn.functional as F
+
+    head_dim = query_states.shape[-1]
+    key_rep = key_states.repeat_interleave(groups, dim=1)  # repeat_kv
+    attn_weights = torch.matmul(query_states[..., -window_size:, :], key_rep.transpose(2, 3)) / math.sqrt(head_dim)
+    mask = torch.full((window_size, window_size), torch.finfo(attn_weights.dtype).min, device=attn_weights.device)
+    mask_cond = torch.arange(mask.size(-1), device=attn_weights.device)
+    mask.masked_fill_(mask_cond < (mask_cond + 1).view(mask.size(-1), 1), 0)
+    attn_weights[:, :, -window_size:, -window_size:] += mask[None, None, :, :]
+    attn_weights = torch.nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query_states.dtype)
+    attn_weights_sum = attn_weights[:, :, -window_size:, : -window_size].sum(dim=-2)
+    if groups > 1:
+        b, h = attn_weights_sum.shape[:2]
+        attn_weights_sum = attn_weights_sum.reshape(b, h // groups, groups, -1).mean(dim=2)
+    pool = F.avg_pool1d if pooling == "avgpool" else F.max_pool1d
+    return pool(attn_weights_sum, kernel_size=kernel_size, padding=kernel_size // 2, stride=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("pooling", ["maxpool", "avgpool"])
+def test_scores_equal_kvcache_factory_per_query_head_and_per_kv_head(dtype, pooling):
+    g = torch.Generator().manual_seed(7)
+    Q = (torch.randn(1, 9, 60, 16, generator=g) * 2).to(dtype)  # SmolLM2's 9 query heads over 3 KV heads
+    K = (torch.randn(1, 3, 60, 16, generator=g) * 2).to(dtype)
+    kv = window_scores(Q, K, window=8, pooling=pooling, kernel=7, granularity="kv")
+    assert kv.dtype == dtype
+    assert torch.equal(kv, _official_window_scores(Q, K, 8, 7, pooling, groups=3))
+    per_query = window_scores(Q, K, window=8, pooling=pooling, kernel=7, granularity="query")
+    assert torch.equal(per_query, _official_window_scores(Q, K.repeat_interleave(3, dim=1), 8, 7, pooling, groups=1))
+
+
+def test_pooling_first_is_a_named_variant_that_differs_only_with_max_pooling():
+    g = torch.Generator().manual_seed(8)
+    Q, K = torch.randn(1, 9, 80, 16, generator=g) * 2, torch.randn(1, 3, 80, 16, generator=g) * 2
+    for pooling in ("maxpool", "avgpool"):
+        official = window_scores(Q, K, window=8, pooling=pooling, kernel=7, granularity="kv")
+        first = window_scores(Q, K, window=8, pooling=pooling, kernel=7, granularity="kv_pool_first")
+        per_query = window_scores(Q, K, window=8, pooling=pooling, kernel=7, granularity="query")
+        torch.testing.assert_close(first, per_query.reshape(1, 3, 3, 72).mean(2))
+        if pooling == "avgpool":  # both linear: the order does not matter
+            torch.testing.assert_close(first, official)
+        else:  # max of a mean <= mean of maxes, strictly somewhere
+            assert torch.all(official <= first + 1e-6) and not torch.allclose(official, first)
+            top = lambda s: [set(r.tolist()) for r in keep_positions(s, budget=20)[0]]  # noqa: E731
+            assert top(official) != top(first)

@@ -14,11 +14,17 @@ The integer ``steps`` rounds the slope down, so the deepest layer keeps more tha
 ``schedule="exact"`` keeps the same end points and linear shape but spreads the tokens with float arithmetic
 and largest-remainder rounding, so the budgets sum to exactly ``L·(C - w)``.
 
-``schedule="kvpress"`` is NVIDIA kvpress's port (``PyramidKVPress``, v0.5.5): float arithmetic with the mean
-total (window included) equal to C, rounded per layer, no "no compression" regime, and a silent fallback to
-uniform SnapKV unless ``q ≥ max ≥ min ≥ w``: the deepest layer must keep at least the window. Away from the
-cap (long prompts) min = C/β, so a pyramid needs C ≥ β·w (160 tokens for w = 8; 1280 with kvpress's
-default w = 64).
+``schedule="kvpress"`` is NVIDIA kvpress's port (``PyramidKVPress.get_layer_budget``, v0.5.5) called with
+``compression_ratio = 1 - C / q``, transcribed operation for operation in floating point: the kept total
+``q·(1 − ratio)`` is then not always exactly C (for C = 160, q = 2000 it is 159.99999999999991), float
+arithmetic with the mean total (window included) equal to that, Python's ``round`` per layer, no "no
+compression" regime, and a silent fallback to uniform SnapKV (``round(q·(1 − ratio))`` tokens) unless
+``q ≥ max ≥ min ≥ w``: the deepest layer must keep at least the window. Away from the cap (long prompts)
+min = C/β, so a pyramid needs C ≥ β·w (160 tokens for w = 8 — and at exactly 160 the rounding error above
+makes it fall back; 1280 with kvpress's default w = 64). ``C ≥ q`` keeps the whole prompt (kvpress's
+``compression_ratio = 0``); with one layer the slope is 0 (kvpress would divide by zero).
+
+β < 1 is rejected (kvpress asserts it): it would make the "minimum" the largest budget, an inverted pyramid.
 
 Budgets count prefix tokens only; the w window tokens are always kept on top.
 """
@@ -56,19 +62,19 @@ def layer_budgets(capacity: int, *, window: int, num_layers: int, prompt_len: in
         window: w, the observation window (its tokens are kept in every layer, on top of the budget).
         num_layers: L.
         prompt_len: q, the prompt length in tokens.
-        beta: β, the ratio between the average and the smallest budget (20 in the paper and code).
+        beta: β >= 1, the ratio between the average and the smallest budget (20 in the paper and code).
         schedule: ``"official"`` (integer steps, as KVCache-Factory), ``"exact"`` (mean exactly C - w) or
             ``"kvpress"`` (as kvpress 0.5.5's ``PyramidKVPress`` with ``compression_ratio = 1 - C / q``).
     Returns:
         ``list[int]`` of length L. In the no-compression regime each entry is ``prompt_len - window``.
     Raises:
         TypeError: a size that is not an int (a bool or a float such as ``64.5``); ``beta`` not a real number.
-        ValueError: a size < 1, ``window >= capacity`` or ``window >= prompt_len``; ``beta`` not > 0 and finite;
+        ValueError: a size < 1, ``window >= capacity`` or ``window >= prompt_len``; ``beta`` < 1 or not finite;
             an unknown ``schedule``.
     """
     capacity, window, prompt_len = _check_sizes(capacity, window, prompt_len)
     num_layers = check_int("num_layers", num_layers, low=1)
-    beta = check_float("beta", beta, low=0.0, low_open=True)
+    beta = check_float("beta", beta, low=1.0)
     check_choice("schedule", schedule, SCHEDULES)
     if schedule == "kvpress":
         return _kvpress_budgets(capacity, window=window, num_layers=num_layers, prompt_len=prompt_len, beta=beta)
@@ -94,15 +100,19 @@ def layer_budgets(capacity: int, *, window: int, num_layers: int, prompt_len: in
 
 
 def _kvpress_budgets(capacity: int, *, window: int, num_layers: int, prompt_len: int, beta: float) -> list[int]:
-    """kvpress's ``PyramidKVPress.get_layer_budget`` (kept tokens, window included), minus the window."""
-    total = min(capacity, prompt_len)  # kvpress keeps q · (1 - compression_ratio) tokens on average
-    low = total / beta
-    high = 2 * total - low
+    """kvpress's ``PyramidKVPress.get_layer_budget`` (kept tokens, window included) with ``compression_ratio =
+    1 - capacity / prompt_len``, in its own floating-point order, minus the window."""
+    if capacity >= prompt_len:  # compression_ratio <= 0: kvpress does not compress
+        return [prompt_len - window] * num_layers
+    ratio = 1 - capacity / prompt_len
+    max_capacity_prompt = window + prompt_len * (1 - ratio)
+    low = (max_capacity_prompt - window) / beta
+    high = (max_capacity_prompt - window) * 2 - low
     if high >= prompt_len - window:
         high = prompt_len - window
-        low = 2 * total - high
-    if not prompt_len >= high >= low >= window:  # kvpress's fallback: uniform, window included
-        return [total - window] * num_layers
+        low = (max_capacity_prompt - window) * 2 - high
+    if not prompt_len >= high >= low >= window:  # kvpress's fallback to SnapKV
+        return [round(prompt_len * (1 - ratio)) - window] * num_layers
     steps = (high - low) / (num_layers - 1) if num_layers > 1 else 0.0
     return [round(high - layer * steps) - window for layer in range(num_layers)]
 

@@ -1,17 +1,26 @@
 """Which prompt tokens to keep: observation-window attention scores and top-k selection (SnapKV / PyramidKV).
 
-As the official code (KVCache-Factory's SnapKV / PyramidKV clusters) does it, for one layer with a prompt of
-q tokens, head size d and an observation window of the last w tokens:
+As the official code (KVCache-Factory's SnapKV / PyramidKV clusters, ``pyramidkv/pyramidkv_utils.py``) does it,
+for one layer with a prompt of q tokens, head size d and an observation window of the last w tokens:
 
-    A = softmax( Q[-w:] Kᵀ / √d )      in fp32, causal only inside the w × w block      [b, H, w, q]
-    s_j = Σ_i A[i, j]                    for prefix tokens j < q − w                     [b, H, q − w]
+    A = softmax( Q[-w:] Kᵀ / √d )      causal only inside the w × w block                [b, H, w, q]
+    s_j = Σ_i A[i, j]                    for prefix tokens j < q − w                       [b, H, q − w]
     s ← pool1d(s, kernel k, stride 1, padding k // 2)    (avg or max; zero padding counts in the average)
     keep top-budget prefix tokens by s, per head, plus the w window tokens.
 
-Grouped-query attention: the official code repeats K and V to all H query heads first, so every query head
-picks its own tokens and the compressed cache has H heads (more than the uncompressed cache's KV heads!).
-``granularity="kv"`` instead averages the scores over each group of query heads and selects per KV head, as
-NVIDIA's kvpress does; the cache keeps its KV-head width.
+Precision as the official code: the logits are computed in the model's dtype, the softmax in fp32 and cast
+back to the model's dtype, and the sums and pooling run in that dtype (for an fp32 model: fp32 throughout).
+
+Grouped-query attention, three granularities:
+
+- ``"query"``: the official default — K and V are repeated to all H query heads, every query head picks its
+  own tokens, and the compressed cache has H heads (more than the uncompressed cache's KV heads!);
+- ``"kv"``: KVCache-Factory's KV-head mode (``kv_cache_granularity="kv_head"``, ``gqa_score_agg="mean"``):
+  the summed scores are averaged over each group of query heads, *then* pooled; the cache keeps its KV-head
+  width;
+- ``"kv_pool_first"``: pooled per query head, then averaged over the group — NVIDIA kvpress's order (and this
+  companion's before it followed KVCache-Factory). With average pooling the two orders are equal (both linear);
+  with max pooling they are not.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import torch.nn.functional as F
 from ..lab.checks import check_choice, check_int, check_same_device, check_same_dtype, check_tensor, describe
 
 POOLINGS = ("avgpool", "maxpool", None)
+GRANULARITIES = ("query", "kv", "kv_pool_first")
 
 
 def _check_pooling(pooling, kernel) -> int:
@@ -37,18 +47,20 @@ def _check_pooling(pooling, kernel) -> int:
 
 
 def last_queries_attention(queries: torch.Tensor, keys: torch.Tensor, n: int) -> torch.Tensor:
-    """fp32 attention weights ``[batch, heads, n, q_len]`` of the last ``n`` queries over all keys, causal
-    among those n positions (the earlier keys are visible to all of them); KV heads are repeated to the query
-    heads as transformers' ``repeat_kv`` does (head h reads KV head h // group)."""
+    """Attention weights ``[batch, heads, n, q_len]`` of the last ``n`` queries over all keys, causal among those
+    n positions (the earlier keys are visible to all of them); KV heads are repeated to the query heads as
+    transformers' ``repeat_kv`` does (head h reads KV head h // group). Official precision: logits in the
+    inputs' dtype, softmax in fp32, cast back to that dtype."""
     H, Hkv, d = queries.shape[1], keys.shape[1], queries.shape[-1]
     k = keys.repeat_interleave(H // Hkv, dim=1)
-    logits = torch.matmul(queries[:, :, -n:].float(), k.float().transpose(2, 3)) / math.sqrt(d)
-    logits[:, :, :, -n:] += torch.full((n, n), torch.finfo(torch.float32).min, device=logits.device).triu(1)
-    return logits.softmax(dim=-1)
+    logits = torch.matmul(queries[:, :, -n:], k.transpose(2, 3)) / math.sqrt(d)
+    logits[:, :, :, -n:] += torch.full((n, n), torch.finfo(logits.dtype).min, dtype=logits.dtype,
+                                       device=logits.device).triu(1)
+    return logits.softmax(dim=-1, dtype=torch.float32).to(queries.dtype)
 
 
 def window_scores(queries: torch.Tensor, keys: torch.Tensor, *, window: int, pooling: str | None = "avgpool",
-                  kernel: int = 5, granularity: Literal["query", "kv"] = "query") -> torch.Tensor:
+                  kernel: int = 5, granularity: Literal["query", "kv", "kv_pool_first"] = "query") -> torch.Tensor:
     """Observation-window attention mass of every prefix token.
 
     Args:
@@ -58,9 +70,10 @@ def window_scores(queries: torch.Tensor, keys: torch.Tensor, *, window: int, poo
         window: w, the number of last prompt tokens whose attention decides.
         pooling: ``"avgpool"``, ``"maxpool"`` or ``None``.
         kernel: odd pooling width.
-        granularity: ``"query"`` (official: one score row per query head) or ``"kv"`` (mean over each group).
+        granularity: ``"query"`` (official default: one score row per query head), ``"kv"`` (KVCache-Factory's
+            KV-head mode: group mean, then pooling) or ``"kv_pool_first"`` (pooling, then group mean: kvpress).
     Returns:
-        ``[batch, num_heads or num_kv_heads, q_len - window]`` scores (fp32).
+        ``[batch, num_heads or num_kv_heads, q_len - window]`` scores in the inputs' dtype.
     Raises:
         TypeError: ``queries``/``keys`` not floating-point tensors; ``window``/``kernel`` not ints; ``pooling`` or
             ``granularity`` of the wrong type.
@@ -72,7 +85,7 @@ def window_scores(queries: torch.Tensor, keys: torch.Tensor, *, window: int, poo
     check_same_device(queries=queries, keys=keys)
     window = check_int("window", window)
     kernel = _check_pooling(pooling, kernel)
-    check_choice("granularity", granularity, ("query", "kv"))
+    check_choice("granularity", granularity, GRANULARITIES)
     b, H, q, d = queries.shape
     if keys.shape[0] != b or keys.shape[2] != q or keys.shape[3] != d:
         raise ValueError(f"keys {tuple(keys.shape)} do not match queries {tuple(queries.shape)}")
@@ -82,11 +95,14 @@ def window_scores(queries: torch.Tensor, keys: torch.Tensor, *, window: int, poo
     if not 1 <= window < q:
         raise ValueError(f"window must be in [1, q_len) = [1, {q}), got {window}")
     scores = last_queries_attention(queries, keys, window)[:, :, :, :-window].sum(dim=-2)  # [b, H, q - w]
-    if pooling is not None:
-        flat = scores.reshape(b * H, 1, q - window)
-        pool = F.avg_pool1d if pooling == "avgpool" else F.max_pool1d
-        scores = pool(flat, kernel_size=kernel, stride=1, padding=kernel // 2).reshape(b, H, q - window)
     if granularity == "kv":
+        scores = scores.reshape(b, Hkv, H // Hkv, q - window).mean(dim=2)
+    if pooling is not None:
+        heads = scores.shape[1]
+        pool = F.avg_pool1d if pooling == "avgpool" else F.max_pool1d
+        scores = pool(scores.reshape(b * heads, 1, q - window), kernel_size=kernel, stride=1,
+                      padding=kernel // 2).reshape(b, heads, q - window)
+    if granularity == "kv_pool_first":
         scores = scores.reshape(b, Hkv, H // Hkv, q - window).mean(dim=2)
     return scores
 
