@@ -202,8 +202,9 @@ SPECS = {
         lambda **kw: tom.rules_text(**kw), lambda: {"game": "ipd", "payoffs": False},
         {"game": _GAME, "payoffs": _FLAG}),
     "parse_action": Spec(
-        lambda **kw: tom.parse_action(**kw), lambda: {"text": "I play Paper.", "words": ("rock", "paper")},
-        {"text": Custom((None, 3, b"rock", ["rock"])), "words": _WORDS}),
+        lambda **kw: tom.parse_action(**kw),
+        lambda: {"text": "I play Paper.", "words": ("rock", "paper"), "who": "me"},
+        {"text": Custom((None, 3, b"rock", ["rock"])), "words": _WORDS, "who": Choice(("me", "partner"))}),
     "ScoringLM": Spec(
         lambda text, query, options, **kw: _score(tom.ScoringLM(**kw), text, query, options),
         lambda: {"model": tiny_lm(), "tokenizer": ByteTokenizer(), "reuse_cache": True, "text": "Round 1: a b.\n",

@@ -66,14 +66,52 @@ from http.server import BaseHTTPRequestHandler, HTTPServer  # noqa: E402
 from companion.tom.llm import HTTPAgent, HTTPBackend, parse_action  # noqa: E402
 
 
-def test_parse_action_takes_the_first_legal_word():
-    words = ("rock", "paper", "scissors")
-    assert parse_action("I will play Paper, not rock.", words) == 1
-    assert parse_action("ROCK!", words) == 0
-    assert parse_action("rocks and papers", words) is None  # whole words only
-    assert parse_action("", words) is None
+RPS_WORDS = ("rock", "paper", "scissors")
+
+
+@pytest.mark.parametrize("text, want", [
+    ("I will play Paper, not rock.", 1),
+    ("ROCK!", 0),
+    ("rocks and papers", None),  # whole words only
+    ("", None),
+    # "will play X, so I play Y": the reply's own choice, not the prediction it starts with (was rock)
+    ("The partner will play rock, so I play paper.", 1),
+    ("I play paper because the partner will play rock.", 1),
+    # negations
+    ("I will not play Rock.", None),  # was rock
+    ("I will not play rock, I play paper.", 1),
+    ("I won't choose rock; I pick scissors", 2),
+    ("I will play paper rather than rock", 1),
+    ("I will not play rock but paper", 1),
+    ("Rock, not scissors.", 0),
+    # the explicit answer line wins; it alone is read
+    ("I think rock. Answer: scissors", 2),
+    ("Rock is tempting.\nAnswer: **Paper**\nGood luck!", 1),
+    ("Answer: rock or paper", None),
+    ("Answer: lizard. I play rock.", None),  # the answer line names nothing legal
+    # history is not a choice; ambiguity is invalid
+    ("The partner played rock last round, so I play paper", 1),
+    ("Last round the partner played rock.", None),
+    ("Rock or paper?", None),
+    ("Rock beats scissors, so I play rock.", 0),
+    ("My choice is **scissors**.", 2),
+])
+def test_parse_action_reads_the_committed_choice(text, want):
+    assert parse_action(text, RPS_WORDS) == want
+
+
+def test_parse_action_for_a_prediction_prefers_the_partners_stated_move():
+    text = "The partner will play rock, so I play paper."
+    assert parse_action(text, RPS_WORDS, who="partner") == 0
+    assert parse_action("I think they will probably play scissors.", RPS_WORDS, who="partner") == 2
+    assert parse_action("They won't play rock.", RPS_WORDS, who="partner") is None
+
+
+def test_parse_action_rejects_bad_arguments():
     with pytest.raises(TypeError, match="text must be str"):
-        parse_action(None, words)
+        parse_action(None, RPS_WORDS)
+    with pytest.raises(ValueError, match="who must be one of"):
+        parse_action("rock", RPS_WORDS, who="them")
 
 
 def _serve(replies):
@@ -99,7 +137,8 @@ def _serve(replies):
 
 def test_http_agent_plays_through_an_openai_compatible_endpoint_and_counts_invalid_replies(monkeypatch):
     # replies alternate: action, prediction (play() asks act() first); the second action names no legal move
-    server, seen = _serve(["Paper.", "rock", "I refuse to answer", "rock"])
+    server, seen = _serve(["The partner will play rock, so I play paper.\nAnswer: paper",
+                           "Answer: rock", "I refuse to answer", "rock"])
     try:
         monkeypatch.setenv("TOM_TEST_KEY", "sk-secret")
         backend = HTTPBackend(f"http://127.0.0.1:{server.server_port}/v1", "tiny", api_key_env="TOM_TEST_KEY",
@@ -114,6 +153,7 @@ def test_http_agent_plays_through_an_openai_compatible_endpoint_and_counts_inval
     assert ep.actions[0] == 1 and ep.invalid == 1 and agent.invalid_predictions == 0
     assert ep.accuracy == 1.0
     assert "Round 1: you played paper, the partner played rock." in seen[-1][1]["messages"][0]["content"]
+    assert "'Answer: <action>'" in seen[0][1]["messages"][0]["content"]
 
 
 def test_unreachable_endpoint_fails_fast_with_the_url():

@@ -28,8 +28,11 @@ Prompt families (``prompt=``), after the paper's — all plain completion of a f
 - ``"no-history"``: the lm prompt without history lines; ``"no-payoffs"``: the lm prompt without the points.
 
 For larger models, :class:`HTTPAgent` asks any OpenAI-compatible chat endpoint (:class:`HTTPBackend`) the same
-questions and reads the first legal action word of the reply (:func:`parse_action`); replies that name none are
-counted (``invalid``, ``invalid_predictions``) and replaced by a uniformly random action / a uniform prediction.
+questions, asking for a last line "Answer: <action>", and reads the choice the reply commits to
+(:func:`parse_action`); replies that commit to none, or are ambiguous, are counted (``invalid``,
+``invalid_predictions``) and replaced by a uniformly random action / a uniform prediction. (Until this version
+the questions said "Answer with one word" and the first legal word of the reply was taken; no committed result
+of the book used the HTTP agent.)
 """
 
 from __future__ import annotations
@@ -294,16 +297,77 @@ class LLMAgent(_PromptedAgent):
 
 
 # --------------------------------------------------------------------------------------------- HTTP backend
-def parse_action(text: str, words: Sequence[str]) -> int | None:
-    """The index of the legal word that appears first in ``text`` (whole words, case-insensitive), or None."""
+#: words that end a clause for :func:`parse_action` (a negation or a subject does not reach past them)
+_CLAUSE_END = r"[.;:!?\n]|,|\b(?:so|but|because|since|therefore|thus|hence|then|and|while|whereas)\b"
+_NEGATION = re.compile(r"\b(?:not|never|no|won't|don't|doesn't|can't|cannot|shouldn't|wouldn't|avoid|against|"
+                       r"instead\s+of|rather\s+than)\b|n't\b", re.IGNORECASE)
+#: a word right after a past-tense verb is history ("the partner played rock"), not a choice
+_PAST = re.compile(r"\b(?:played|chose|picked|selected|threw|took|went\s+with)\s*[\"'*`]*\s*$", re.IGNORECASE)
+#: a stated choice: a verb of choosing (present or future, not "played") or "choice/move/answer is", right
+#: before the word (at most a few filler words between)
+_CHOICE = re.compile(r"(?:\b(?:play|plays|playing|choose|chooses|choosing|pick|picks|select|selects|throw|throws|"
+                     r"take|takes|go\s+with|goes\s+with|go\s+for|goes\s+for|opt\s+for|opts\s+for|say|"
+                     r"(?:choice|move|action|answer|pick|prediction|guess)\s+(?:is|will\s+be|=))\b)"
+                     r"(?:\s+(?:the|a|an|with|for|to|again|probably|likely|definitely|certainly|"
+                     r"action|move|option))*\s*[\"'*`]*\s*$", re.IGNORECASE)
+_ME = re.compile(r"\b(?:i|i'll|i'd|i'm|i've|my|me|we|we'll|our)\b", re.IGNORECASE)
+_THEM = re.compile(r"\b(?:partner|partner's|they|they'll|their|them|opponent|opponent's|he|she|it|it'll|"
+                   r"he'll|she'll|other\s+player)\b", re.IGNORECASE)
+_ANSWER = re.compile(r"\banswer\s*[:=\-]", re.IGNORECASE)
+
+
+def parse_action(text: str, words: Sequence[str], *, who: str = "me") -> int | None:
+    """The index of the action a free-text reply commits to, or None if it commits to none or is ambiguous.
+
+    Read as a person would, in this order:
+
+    1. **An explicit answer.** If the reply has "Answer: ..." (as :class:`HTTPAgent` asks for), only the text
+       after the last such marker, up to the end of its sentence or line, counts, by the rules below.
+    2. **The last stated choice.** A legal word right after a verb of choosing ("I play paper", "the partner
+       will play rock", "my choice is scissors"; "played" is history, not a choice), unless its clause negates it
+       ("I will not play rock", "I won't choose rock", "paper rather than rock"). If several are stated, the last
+       one whose subject is ``who`` (``"me"``: I/my/we; ``"partner"``: the partner/they/opponent) wins, else the
+       last one: "The partner will play rock, so I play paper." → paper (``who="me"``) or rock
+       (``who="partner"``).
+    3. **One word.** With no stated choice, the reply counts if every non-negated legal word in it is the same
+       ("Paper.", "Rock, not scissors."); a word right after "played" (or "chose", "picked", ...) is history and
+       does not count.
+
+    Anything else — no legal word, or different words with nothing to choose between them ("rock or paper?") —
+    is None: an invalid reply, never a guess. Words match whole and case-insensitively ("rocks" is not "rock").
+
+    Args:
+        text: the reply. words: the legal action words (a list, not one string). who: ``"me"`` or ``"partner"``.
+    Raises:
+        TypeError / ValueError: ``text`` not a str, ``words`` not a list of non-empty strings, ``who`` not one
+        of the two.
+    """
     check_type("text", text, str)
     words = _check_words("words", words)
-    best, where = None, len(text) + 1
-    for k, w in enumerate(words):
-        m = re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", text, flags=re.IGNORECASE)
-        if m and m.start() < where:
-            best, where = k, m.start()
-    return best
+    who = check_choice("who", who, ("me", "partner"))
+    answers = list(_ANSWER.finditer(text))
+    if answers:
+        text = re.split(r"[\n.!?]", text[answers[-1].end():].lstrip(), maxsplit=1)[0]
+    low = [w.lower() for w in words]
+    pattern = re.compile(r"(?<![A-Za-z])(" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+                         + r")(?![A-Za-z])", re.IGNORECASE)
+    stated, plain = [], []  # (index, subject) of stated choices; indices of non-negated mentions
+    for m in pattern.finditer(text):
+        k = low.index(m.group(1).lower())
+        before = text[:m.start()]
+        clause = re.split(_CLAUSE_END, before, flags=re.IGNORECASE)[-1]
+        if _NEGATION.search(clause) or _PAST.search(clause):
+            continue
+        plain.append(k)
+        if _CHOICE.search(clause):
+            me, them = list(_ME.finditer(clause)), list(_THEM.finditer(clause))
+            last_me, last_them = (me[-1].start() if me else -1), (them[-1].start() if them else -1)
+            subject = None if last_me == last_them else ("me" if last_me > last_them else "partner")
+            stated.append((k, subject))
+    if stated:
+        mine = [k for k, subj in stated if subj == who]
+        return mine[-1] if mine else stated[-1][0]
+    return plain[0] if plain and len(set(plain)) == 1 else None
 
 
 class HTTPBackend:
@@ -363,8 +427,10 @@ class HTTPBackend:
 class HTTPAgent(_PromptedAgent):
     """The LLM agent for a remote model: same prompts as :class:`LLMAgent`, answered as text and parsed.
 
-    Each round sends the rules, the history and a question; the action is the first legal action word in the
-    reply (:func:`parse_action`). A reply naming no legal action counts in ``invalid`` and is replaced by a
+    Each round sends the rules, the history and a question that asks for a last line "Answer: <action>"; the
+    action is the choice the reply commits to (:func:`parse_action`: the answer line first, else the last stated
+    choice, negations read as such). A reply that commits to no legal action, or is ambiguous, counts in
+    ``invalid`` and is replaced by a
     uniformly random action (from the agent's seeded rng); an unparsable prediction counts in
     ``invalid_predictions`` and becomes a uniform prediction. Two requests per round (prediction, action); with
     ``prompt="social"`` the prediction is written into the action question.
@@ -398,8 +464,8 @@ class HTTPAgent(_PromptedAgent):
             extra = f"The partner will play {told} in this round. "
         else:
             extra = ""
-        k = parse_action(self._ask(f"Round {r}. {extra}Which action do you play? Answer with one word: "
-                                   f"{', '.join(g.actions)}."), g.actions)
+        k = parse_action(self._ask(f"Round {r}. {extra}Which action do you play? End your reply with one line "
+                                   f"'Answer: <action>', the action one of: {', '.join(g.actions)}."), g.actions)
         if k is None:
             self.invalid += 1
             k = int(self.rng.integers(g.n_actions))
@@ -407,8 +473,9 @@ class HTTPAgent(_PromptedAgent):
 
     def _predict_now(self, t):
         g = self.game
-        k = parse_action(self._ask(f"Round {t + 1}. Which action will the partner play? Answer with one word: "
-                                   f"{', '.join(g.partner_actions)}."), g.partner_actions)
+        k = parse_action(self._ask(f"Round {t + 1}. Which action will the partner play? End your reply with one "
+                                   f"line 'Answer: <action>', the action one of: {', '.join(g.partner_actions)}."),
+                         g.partner_actions, who="partner")
         if k is None:
             self.invalid_predictions += 1
             self._pred = np.full(g.n_partner_actions, 1.0 / g.n_partner_actions)
