@@ -48,6 +48,26 @@ def test_rmax_player_learns_to_exploit_a_cooperator_and_to_cooperate_with_tft():
     assert m.final_score()[0] >= 280  # mostly mutual cooperation (3/round), not mutual defection (1/round)
 
 
+@pytest.mark.parametrize("length", [-1, float("inf")])
+def test_rmax_player_treats_an_unknown_length_as_an_unbounded_game(length):
+    # Axelrod marks an unknown length as -1 (or inf with prob_end): there is no last round to defect in. With the
+    # old fallback (plan over 200 rounds) R-max defected on every round from 200 on and scored 795 here.
+    m = axl.Match((axelrod_player("rmax"), axl.TitForTat()), turns=400, match_attributes={"length": length})
+    moves = m.play()
+    assert all(a == axl.Action.C for a, _ in moves[20:])  # cooperation after its exploration, to the end
+    assert m.final_score()[0] >= 1150
+    # the same player still exploits an unconditional cooperator
+    m = axl.Match((axelrod_player("rmax"), axl.Cooperator()), turns=300, match_attributes={"length": length})
+    m.play()
+    assert m.final_score()[0] >= 1450
+
+
+def test_rmax_player_with_a_known_length_defects_only_in_the_last_round():
+    m = axl.Match((axelrod_player("rmax"), axl.TitForTat()), turns=400)
+    moves = m.play()
+    assert [i for i, (a, _) in enumerate(moves) if a == axl.Action.D and i >= 20] == [399]
+
+
 def test_rmax_player_enters_a_tournament_against_the_basic_strategies():
     players = [axelrod_player("rmax", seed=0)] + [s() for s in axl.basic_strategies]
     results = axl.Tournament(players, turns=50, repetitions=1, seed=0).play(progress_bar=False)
@@ -61,6 +81,8 @@ def test_bad_peer_input_is_rejected():
         axelrod_player("oracle")
     with pytest.raises(ValueError, match="seed"):
         axelrod_player("rmax", seed=-1)
+    with pytest.raises(ValueError, match="discount"):
+        axelrod_player("rmax", discount=1.0)
     with pytest.raises(TypeError, match="axelrod.Player"):
         AxelrodAgent("TitForTat")
     with pytest.raises(ValueError, match="two-action"):

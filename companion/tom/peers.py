@@ -2,8 +2,12 @@
 
 - :func:`axelrod_player` — one of our agents (R-max by default) as an ``axl.Player``, to enter Axelrod matches,
   tournaments and Moran processes. It plays the row player's side of our IPD with (R, S, T, P) read from the
-  match's ``axl.Game`` (default 3, 0, 5, 1, our ``"ipd"``), C = our action 0 and D = action 1, and plans over the
-  match length when the match announces it (``turns=``); otherwise over ``default_horizon`` rounds.
+  match's ``axl.Game`` (default 3, 0, 5, 1, our ``"ipd"``), C = our action 0 and D = action 1. When the match
+  announces its length (``match_attributes["length"] = turns``, Axelrod's default) the agent plans over exactly
+  those rounds, as in :func:`companion.tom.play`. When it does not (``length`` -1, as Axelrod marks an unknown
+  length, or infinite, as in matches with ``prob_end``) the game is treated as unbounded — Axelrod's meaning of
+  "unknown" is "no known end": R-max plans with discounted value iteration (``gamma = discount``, unknown pairs
+  worth ``R_max / (1 − γ)``) instead of a finite horizon, so it has no last round to defect in.
 - :class:`AxelrodAgent` — the other way round: any ``axl.Player`` as our :class:`~companion.tom.Agent`, so that
   :func:`companion.tom.play` can replay an Axelrod match and its scores can be compared.
 
@@ -20,7 +24,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("companion.tom.peers needs the optional peer library axelrod: pip install axelrod") from err
 
-from ..lab.checks import check_choice, check_int, check_type
+from ..lab.checks import check_choice, check_float, check_int, check_type
 from .agents import AGENTS, Agent, make_agent
 from .games import MatrixGame, get_game, make_game
 
@@ -39,6 +43,9 @@ def ipd_from_axelrod(game=None) -> MatrixGame:
 
 
 C, D = axl.Action.C, axl.Action.D
+#: the horizon given to agents in a match of unknown length (R-max then plans discounted; Q-learning never reaches
+#: its terminal round; the other agents do not read it)
+_UNBOUNDED = 2**31 - 1
 
 
 class CompanionPlayer(axl.Player):
@@ -48,19 +55,25 @@ class CompanionPlayer(axl.Player):
     classifier = {"memory_depth": float("inf"), "stochastic": True, "long_run_time": False,
                   "inspects_source": False, "manipulates_source": False, "manipulates_state": False}
 
-    def __init__(self, agent: str = "rmax", seed: int = 0, default_horizon: int = 200,
+    def __init__(self, agent: str = "rmax", seed: int = 0, discount: float = 0.95,
                  agent_kwargs: dict | None = None) -> None:
         super().__init__()
-        self.agent_name, self.agent_seed, self.default_horizon = agent, seed, default_horizon
+        self.agent_name, self.agent_seed, self.discount = agent, seed, discount
         self.agent_kwargs = dict(agent_kwargs or {})
         self.name = f"{agent} (companion)"
         self._agent = None
 
     def _start(self) -> None:
         length = self.match_attributes.get("length", -1)
-        self._T = int(length) if length and length > 0 and np.isfinite(length) else int(self.default_horizon)
+        kwargs = dict(self.agent_kwargs)
+        if length is not None and 0 < length < float("inf"):
+            self._T = int(length)
+        else:  # no known end: an unbounded game (only R-max's finite-horizon plan reads the horizon)
+            self._T = _UNBOUNDED
+            if self.agent_name == "rmax" and kwargs.get("gamma") is None:
+                kwargs["gamma"] = self.discount
         self._game = ipd_from_axelrod(self.match_attributes.get("game"))
-        self._agent = make_agent(self.agent_name, **self.agent_kwargs)
+        self._agent = make_agent(self.agent_name, **kwargs)
         self._agent.reset(self._game, horizon=self._T, rng=np.random.default_rng(self.agent_seed))
         self._hist: list[tuple[int, int]] = []
 
@@ -77,15 +90,23 @@ class CompanionPlayer(axl.Player):
         return C if self._agent.act(self._hist, t) == 0 else D
 
 
-def axelrod_player(agent: str = "rmax", *, seed: int = 0, default_horizon: int = 200, **agent_kwargs):
+def axelrod_player(agent: str = "rmax", *, seed: int = 0, discount: float = 0.95, **agent_kwargs):
     """An ``axl.Player`` that plays our ``agent`` (a name from :data:`companion.tom.AGENTS` other than the oracle,
-    which needs to read its partner's policy); hyperparameters as keyword arguments (e.g. ``m=1``)."""
+    which needs to read its partner's policy); hyperparameters as keyword arguments (e.g. ``m=1``).
+
+    Args:
+        agent: the agent's name. seed: its random stream (an int in [0, 2**32 − 1]).
+        discount: γ in [0, 1) of R-max's discounted plan when the match length is unknown (Axelrod's
+            ``length`` -1 or infinite: an unbounded game; see the module docstring). A ``gamma=`` among the
+            hyperparameters is used in every match instead. Default 0.95 (an effective horizon of 20 rounds).
+    Raises:
+        ValueError / TypeError: an unknown agent, a bad seed or discount, or bad hyperparameters.
+    """
     check_choice("agent", agent, sorted(set(AGENTS) - {"oracle"}))
     seed = check_int("seed", seed, low=0, high=2**32 - 1)
-    default_horizon = check_int("default_horizon", default_horizon, low=1)
+    discount = check_float("discount", discount, low=0.0, high=1.0, high_open=True)
     make_agent(agent, **agent_kwargs)  # validate the hyperparameters now
-    return CompanionPlayer(agent=agent, seed=seed, default_horizon=default_horizon,
-                           agent_kwargs=agent_kwargs)
+    return CompanionPlayer(agent=agent, seed=seed, discount=discount, agent_kwargs=agent_kwargs)
 
 
 class AxelrodAgent(Agent):
