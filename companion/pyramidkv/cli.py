@@ -32,7 +32,7 @@ def _retrieval(args: argparse.Namespace) -> int:
     seed_everything(0)
     model, tokenizer = load_model(device=device)
     grid = FULL if args.full else QUICK
-    settings = {"window": 8, "kernel": 7, "pooling": "maxpool"}
+    settings = {"window": 8, "kernel": 7, "pooling": "maxpool", "kv_granularity": args.kv_granularity}
     payload = {"model": "SmolLM2-135M-Instruct", "task": "pass key in standard-library code", **grid, **settings,
                "device": str(device), "runs": {}}
     if args.full and args.resume:  # keep the runs a previous (interrupted) full run finished
@@ -42,8 +42,10 @@ def _retrieval(args: argparse.Namespace) -> int:
     for name, (question, granularity, methods, schedule) in RUNS.items():
         if name in payload["runs"]:
             continue
-        rows = retrieval_sweep(model, tokenizer, **grid, **settings, methods=methods, question=question,
-                               granularity=granularity, schedule=schedule)
+        if granularity == "kv":
+            granularity = args.kv_granularity
+        rows = retrieval_sweep(model, tokenizer, **grid, window=8, kernel=7, pooling="maxpool", methods=methods,
+                               question=question, granularity=granularity, schedule=schedule)
         payload["runs"][name] = rows
         print(f"question {question}, {granularity}-head selection, {schedule} PyramidKV schedule:")
         for (method, capacity), acc in accuracy_table(rows).items():
@@ -61,5 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ret.add_argument("--full", action="store_true", help=f"2048-token haystacks, 20 prompts, C = {FULL['capacities']}; "
                                                           "writes results/pyramidkv/retrieval.json")
     ret.add_argument("--resume", action="store_true", help="with --full: keep the runs already in the results file")
+    ret.add_argument("--kv-granularity", choices=("kv", "kv_pool_first"), default="kv",
+                     help="KV-head scoring of the */kv runs: 'kv' (KVCache-Factory: group mean, then pooling; "
+                          "default) or 'kv_pool_first' (pooling, then group mean: kvpress's order)")
     ret.add_argument("--device", type=cli_device, default="cpu", help="where to run (cpu, cuda, cuda:N)")
     ret.set_defaults(run=_retrieval)

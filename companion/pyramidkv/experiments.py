@@ -26,7 +26,7 @@ from companion.lab import corpus_tokens, progress
 
 from .capture import expand_kv_heads
 from .methods import compress, greedy_continue, prefill
-from .scoring import stored_bytes
+from .scoring import GRANULARITIES, stored_bytes
 
 NEEDLE = "\n# The pass key is {key}. Remember it. The pass key is {key}.\n"
 QUESTION = "\n# Question: what is the pass key?\n# Answer: the pass key is"
@@ -75,15 +75,18 @@ def retrieval_sweep(model, tokenizer, *, capacities: list[int], methods=("full",
     """Pass-key accuracy for every method × capacity on the same prompts (one prefill per prompt).
 
     ``granularity="query"`` runs the model with K/V repeated to every query head (:func:`expand_kv_heads`), so
-    each query head keeps its own tokens, as the official code does; ``"kv"`` selects per KV head (kvpress).
+    each query head keeps its own tokens, as the official code does by default; ``"kv"`` selects per KV head with
+    KVCache-Factory's KV-head scoring (group mean, then pooling); ``"kv_pool_first"`` per KV head with
+    pooling first, then the group mean (kvpress's order; the book's committed full run used it).
     Returns one dict per (prompt, method, capacity): ``method, capacity, depth, seed, found, answer,
     kept_tokens`` (mean per layer), ``cache_bytes`` (as stored).
     """
     if question not in ("inside", "after"):
         raise ValueError(f"question must be 'inside' or 'after', got {question!r}")
-    if granularity not in ("kv", "query"):
-        raise ValueError(f"granularity must be 'kv' or 'query', got {granularity!r}")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     runner = expand_kv_heads(model) if granularity == "query" else model
+    kv_order = "kv" if granularity == "query" else granularity  # one query head per KV head: the orders agree
     rows = []
     jobs = [(d, s) for s in seeds for d in depths]
     for depth, seed in progress(jobs, desc=f"pass key ({question}, {granularity} heads)"):
@@ -93,7 +96,7 @@ def retrieval_sweep(model, tokenizer, *, capacities: list[int], methods=("full",
         for method in methods:
             for capacity in ([max(capacities)] if method == "full" else capacities):
                 cache, kept = compress(pre, method, capacity=capacity, window=window, kernel=kernel,
-                                       pooling=pooling, schedule=schedule)
+                                       pooling=pooling, schedule=schedule, granularity=kv_order)
                 size = stored_bytes(cache)
                 out = greedy_continue(runner, pre, cache, max_new_tokens=max_new_tokens,
                                       suffix=p.question if question == "after" else None)
