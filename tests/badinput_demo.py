@@ -44,7 +44,7 @@ def _demo_valid():
     return {"params": [torch.nn.Parameter(torch.randn(8, 8)), torch.nn.Parameter(torch.randn(8))], "lr": 0.1,
             "compression_decay": 0.999, "compression_topk": 4, "compression_chunk": 4, "weight_decay": 0.0,
             "error_feedback": True, "transform": "dct", "tiling": "2d", "wire_format": "compact",
-            "process_group": None, "world_size": 1, "nonfinite": "raise", "timeout_s": 30.0}
+            "process_group": None, "world_size": 1, "nonfinite": "raise", "timeout_s": 30.0, "basis": "official"}
 
 
 def _official_valid():
@@ -73,6 +73,7 @@ def _agg_val():
 SPECS = {
     "TILINGS": NoArguments("a constant (the tilings of the chunked DCT)"),
     "TRANSFORMS": NoArguments("a constant (DeMo's transforms)"),
+    "BASES": NoArguments("a constant (the DCT bases DeMo can use)"),
     "NONFINITE": NoArguments("a constant (what DeMo does with a non-finite gradient)"),
     "WIRE_FORMATS": NoArguments("a constant (the wire formats)"),
     "OPTIMIZERS": NoArguments("a constant (the trainer's optimizers)"),
@@ -90,7 +91,8 @@ SPECS = {
          "error_feedback": Custom((1, 0, "yes", None)), "transform": Choice(demo.TRANSFORMS),
          "tiling": Choice(demo.TILINGS), "wire_format": Choice(demo.WIRE_FORMATS),
          "process_group": Custom((object(), "gloo", 3, dist)), "world_size": Int(low=1, high=1, optional=True),
-         "nonfinite": Choice(demo.NONFINITE), "timeout_s": Float(low=0.0, low_open=True, optional=True)}),
+         "nonfinite": Choice(demo.NONFINITE), "timeout_s": Float(low=0.0, low_open=True, optional=True),
+         "basis": Choice(demo.BASES)}),
     "TrainConfig": Spec(
         lambda **kw: demo.TrainConfig(**kw),
         lambda: dict(optimizer="demo", workers=1, steps=1, batch_size=2, seq_len=8, d_model=8, n_layers=1, n_heads=2,

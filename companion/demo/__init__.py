@@ -31,6 +31,7 @@ from .compress import (
     wire_bytes,
 )
 from .dct import (
+    BASES,
     TILINGS,
     chunk_size,
     dct_matrix,
@@ -50,6 +51,7 @@ __all__ = [
     "TILINGS",
     "TRANSFORMS",
     "NONFINITE",
+    "BASES",
     "WIRE_FORMATS",
     "OPTIMIZERS",
     "ByteLM",

@@ -13,8 +13,10 @@ DeMo encodes every momentum tensor with a DCT-II applied *per chunk*, not over t
 
 ``D_n`` is the orthonormal DCT-II matrix (:func:`dct_matrix`),
 ``D[k, i] = sqrt(2/n) · c_k · cos(π (2i + 1) k / (2n))``, ``c_0 = 1/√2``, ``c_k = 1`` otherwise, so
-``D Dᵀ = I`` and the inverse is ``Dᵀ`` (the official code builds the same matrices with torch-dct,
-``norm="ortho"``).
+``D Dᵀ = I`` and the inverse is ``Dᵀ``; its true zeros (``(2i + 1) k ≡ n mod 2n``) are exact zeros. The official
+code builds the matrices with torch-dct (``norm="ortho"``) from ``torch.eye(n)`` in float32: a forward and an
+inverse matrix, equal to ``D`` and ``Dᵀ`` to float32 round-off only; :class:`companion.demo.DeMo` uses those by
+default (:data:`BASES`), :func:`dct_matrix`, :func:`encode` and :func:`decode` the exact ``D``.
 
 All tiles are transformed in one batched matmul: :func:`to_tiles` turns a tensor into ``[T, n1, n2]`` (or
 ``[T, n]``), tiles of several tensors with the same tile shape can be concatenated along ``T``, and
@@ -119,6 +121,7 @@ def _dct64(n: int) -> torch.Tensor:
     i = torch.arange(n, dtype=torch.float64)[None, :]
     d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
     d[0] /= math.sqrt(2.0)
+    d[((2 * i + 1) * k).long() % (2 * n) == n] = 0.0  # cos(π/2 + mπ) = 0 exactly, not ±1e-17
     return d
 
 
@@ -137,9 +140,18 @@ def dct_matrix(n: int, *, dtype: torch.dtype = torch.float32, device: torch.devi
     return _basis(n, dtype, get_device(device) if device is not None else torch.device("cpu"))
 
 
+#: the bases the optimizer can use: ``"official"`` (the official code's float32 FFT-built matrices, cast to the
+#: parameter's dtype; a forward and an inverse matrix) or ``"exact"`` (:func:`dct_matrix`: closed-form cosines in
+#: float64 with exact zeros, cast)
+BASES = ("official", "exact")
+
+
 @lru_cache(maxsize=256)
-def _basis(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return _dct64(n).to(dtype=dtype, device=device)
+def _basis(n: int, dtype: torch.dtype, device: torch.device, kind: str = "exact") -> torch.Tensor:
+    """``D`` (``kind="exact"``), or the official forward / inverse matrix (``"forward"`` / ``"inverse"``)."""
+    if kind == "exact":
+        return _dct64(n).to(dtype=dtype, device=device)
+    return _official(n, kind == "inverse").to(dtype=dtype, device=device)
 
 
 def to_tiles(x: torch.Tensor, tile: tuple[int, ...]) -> torch.Tensor:
@@ -209,7 +221,12 @@ def _check_tiles(name: str, tiles: torch.Tensor) -> None:
 def encode(tiles: torch.Tensor) -> torch.Tensor:
     """DCT-II of every tile at once: ``[T, n] -> x̂ = x Dᵀ`` and ``[T, n1, n2] -> X̂ = D_{n1} X D_{n2}ᵀ``."""
     _check_tiles("tiles", tiles)
-    kw = (tiles.dtype, tiles.device)
+    return _encode(tiles)
+
+
+def _encode(tiles: torch.Tensor, basis: str = "exact") -> torch.Tensor:
+    """:func:`encode` without the checks, with the ``"exact"`` or the ``"official"`` forward basis."""
+    kw = (tiles.dtype, tiles.device, "exact" if basis == "exact" else "forward")
     if tiles.dim() == 2:
         if tiles.shape[1] > FFT_MIN and tiles.dtype in (torch.float32, torch.float64):
             return _dct_fft(tiles)
@@ -224,37 +241,54 @@ FFT_MIN = 256
 
 
 def _dct_fft(x: torch.Tensor) -> torch.Tensor:
-    """Orthonormal DCT-II along the last dim of ``[T, n]`` via one length-n FFT (Makhoul, 1980)."""
+    """Orthonormal DCT-II along the last dim of ``[T, n]`` via one length-n FFT (Makhoul, 1980), with the official
+    code's operations in its order (its ``_dct``, from torch-dct), so that :func:`_official` is bit-identical."""
     n = x.shape[-1]
     v = torch.cat([x[:, ::2], x[:, 1::2].flip(-1)], dim=-1)
     f = torch.fft.fft(v, dim=-1)
-    k = torch.arange(n, dtype=x.dtype, device=x.device) * (-math.pi / (2 * n))
+    k = -torch.arange(n, dtype=x.dtype, device=x.device)[None, :] * math.pi / (2 * n)
     out = f.real * torch.cos(k) - f.imag * torch.sin(k)
-    out[:, 0] *= 1.0 / math.sqrt(n)
-    out[:, 1:] *= math.sqrt(2.0 / n)
-    return out
+    out[:, 0] /= math.sqrt(n) * 2
+    out[:, 1:] /= math.sqrt(n / 2) * 2
+    return 2 * out
 
 
 def _idct_fft(c: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`_dct_fft` (orthonormal DCT-III) along the last dim of ``[T, n]`` via one inverse FFT."""
+    """Inverse of :func:`_dct_fft` (orthonormal DCT-III) along the last dim of ``[T, n]`` via one inverse FFT, in the
+    official code's order of operations (its ``_idct``)."""
     n = c.shape[-1]
-    v = c.clone()
-    v[:, 0] *= math.sqrt(n)
-    v[:, 1:] *= math.sqrt(n / 2)
-    k = torch.arange(n, dtype=c.dtype, device=c.device) * (math.pi / (2 * n))
-    vi = torch.cat([torch.zeros_like(v[:, :1]), -v.flip(-1)[:, :-1]], dim=-1)
+    v = c / 2
+    v[:, 0] *= math.sqrt(n) * 2
+    v[:, 1:] *= math.sqrt(n / 2) * 2
+    k = torch.arange(n, dtype=c.dtype, device=c.device)[None, :] * math.pi / (2 * n)
+    vi = torch.cat([v[:, :1] * 0, -v.flip(-1)[:, :-1]], dim=-1)
     spec = torch.complex(v * torch.cos(k) - vi * torch.sin(k), v * torch.sin(k) + vi * torch.cos(k))
     y = torch.fft.irfft(spec, n=n, dim=-1)
-    x = torch.empty_like(y)
+    x = torch.zeros_like(y)
     x[:, ::2] = y[:, : n - n // 2]
     x[:, 1::2] = y.flip(-1)[:, : n // 2]
     return x
 
 
+@lru_cache(maxsize=None)
+def _official(n: int, inverse: bool) -> torch.Tensor:
+    """The official code's basis (``TransformDCT``: torch-dct applied to ``torch.eye(n)`` in float32), ``[n, n]``
+    float32: ``inverse=False`` gives ``D_f`` with ``x̂ = D_f x`` (the transpose of its ``f_dict[n]``),
+    ``inverse=True`` gives ``D_b`` with ``x = D_bᵀ x̂`` (its ``b_dict[n]``). Both equal :func:`dct_matrix` to float32
+    round-off but not to each other bit for bit, and only some of the true zeros come out as exact zeros."""
+    eye = torch.eye(n, dtype=torch.float32)
+    return _idct_fft(eye) if inverse else _dct_fft(eye).T.contiguous()
+
+
 def decode(coeffs: torch.Tensor) -> torch.Tensor:
     """Inverse DCT of every tile at once: ``[T, n] -> x̂ D`` and ``[T, n1, n2] -> D_{n1}ᵀ X̂ D_{n2}``."""
     _check_tiles("coeffs", coeffs)
-    kw = (coeffs.dtype, coeffs.device)
+    return _decode(coeffs)
+
+
+def _decode(coeffs: torch.Tensor, basis: str = "exact") -> torch.Tensor:
+    """:func:`decode` without the checks, with the ``"exact"`` or the ``"official"`` inverse basis."""
+    kw = (coeffs.dtype, coeffs.device, "exact" if basis == "exact" else "inverse")
     if coeffs.dim() == 2:
         if coeffs.shape[1] > FFT_MIN and coeffs.dtype in (torch.float32, torch.float64):
             return _idct_fft(coeffs)
@@ -286,9 +320,9 @@ def decode_sparse(idx: torch.Tensor, val: torch.Tensor, tile: tuple[int, ...]) -
     return _decode_sparse(idx, val, tile)
 
 
-def _decode_sparse(idx: torch.Tensor, val: torch.Tensor, tile: tuple[int, ...]) -> torch.Tensor:
+def _decode_sparse(idx: torch.Tensor, val: torch.Tensor, tile: tuple[int, ...], basis: str = "exact") -> torch.Tensor:
     """:func:`decode_sparse` without the argument checks (the optimizer's per-step path)."""
-    kw = (val.dtype, val.device)
+    kw = (val.dtype, val.device, "exact" if basis == "exact" else "inverse")
     idx = idx.long()
     if len(tile) == 1:
         rows = _basis(tile[0], *kw)[idx]  # [T, m, n]

@@ -23,6 +23,12 @@ What differs from the official code (same numbers, different plumbing):
   contributes the same number of bytes, so a plain ``all_gather`` of equal-sized tensors carries it;
 - indices go on the wire in the smallest integer dtype (``wire_format="compact"``, default) or as int64
   (``"official"``); the update is identical, only the bytes differ;
+- the basis is the official one by default (``basis="official"``: torch-dct's FFT route on ``torch.eye(n)`` in
+  float32, cast to the parameter's dtype, a forward and an inverse matrix that are not exact transposes; some true
+  zeros come out as exact zeros, some as ±1e-9); ``basis="exact"`` uses closed-form float64 cosines with exact
+  zeros. In bf16 / fp16 the error feedback and the aggregate are decoded densely in the official order, so the
+  step equals the official one bit for bit (tests/test_demo_precision.py); in fp32 / fp64 a sparse decode is used
+  when cheaper (the updates agree; δ differs in the last bits);
 - it runs without a process group (one worker: the "gather" is the local payload);
 - parameters whose ``.grad`` is ``None`` are skipped (the official code crashes on them); ``p.grad`` is not
   overwritten with the sign (the official code does, then calls ``SGD.step``);
@@ -135,6 +141,9 @@ class DeMo(torch.optim.Optimizer):
             module docstring, "Faults").
         timeout_s: seconds each collective waits for the other workers before raising a ``RuntimeError``
             (> 0; default ``None``: the process group's timeout).
+        basis: ``"official"`` (default: the official code's DCT matrices, built in float32 with an FFT and cast to
+            the parameter's dtype, a forward and an inverse one) or ``"exact"`` (closed-form cosines built in
+            float64, exact zeros, cast); see :data:`companion.demo.dct.BASES`.
 
     Raises (in :meth:`step`):
         ValueError: a gradient is not finite (``nonfinite="raise"``), or the workers disagree on the parameters
@@ -150,7 +159,7 @@ class DeMo(torch.optim.Optimizer):
                  compression_chunk: int = 64, weight_decay: float = 0.0, error_feedback: bool = True,
                  transform: str = "dct", tiling: str = "2d", wire_format: str = "compact",
                  process_group=None, world_size: int | None = None, nonfinite: str = "raise",
-                 timeout_s: float | None = None):
+                 timeout_s: float | None = None, basis: str = "official"):
         if isinstance(params, (torch.Tensor, str, bytes, dict)) or not isinstance(params, Iterable):
             raise TypeError(f"params must be an iterable of tensors or of parameter groups (dicts), got "
                             f"{describe(params)}")
@@ -167,6 +176,7 @@ class DeMo(torch.optim.Optimizer):
         if world_size is not None:
             world_size = check_int("world_size", world_size, low=1)
         check_choice("nonfinite", nonfinite, NONFINITE)
+        check_choice("basis", basis, _dct.BASES)
         if timeout_s is not None:
             timeout_s = check_float("timeout_s", timeout_s, low=0.0, low_open=True)
         super().__init__(params, dict(lr=float(lr), weight_decay=float(weight_decay)))
@@ -179,6 +189,7 @@ class DeMo(torch.optim.Optimizer):
         self.wire_format = wire_format
         self.process_group = process_group
         self.nonfinite = nonfinite
+        self.basis = basis
         self.timeout_s = timeout_s
         self.skipped_steps = 0
         if process_group is not None or (dist.is_available() and dist.is_initialized()):
@@ -248,10 +259,10 @@ class DeMo(torch.optim.Optimizer):
         return self._groups
 
     def _encode(self, tiles: torch.Tensor) -> torch.Tensor:
-        return _dct.encode(tiles) if self.transform == "dct" else tiles
+        return _dct._encode(tiles, self.basis) if self.transform == "dct" else tiles
 
     def _decode(self, coeffs: torch.Tensor) -> torch.Tensor:
-        return _dct.decode(coeffs) if self.transform == "dct" else coeffs
+        return _dct._decode(coeffs, self.basis) if self.transform == "dct" else coeffs
 
     # ---------------------------------------------------------------- comms
     def _comm_device(self, device: torch.device) -> torch.device:
@@ -303,6 +314,7 @@ class DeMo(torch.optim.Optimizer):
         else:
             settings = repr((self.compression_decay, self.compression_topk, self.compression_chunk,
                              self.error_feedback, self.transform, self.tiling, self.wire_format, self.nonfinite,
+                             self.basis,
                              [(g["lr"], g["weight_decay"]) for g in self.param_groups]))
             dev = self._comm_device(device)
             sig = torch.tensor([n_total, len(params), nbytes, self._layout_crc if params else 0,
@@ -343,7 +355,7 @@ class DeMo(torch.optim.Optimizer):
                              f"not on rank(s) {[r for r, v in enumerate(col) if not v]}")
         if lines:
             return (f"{head}: " + "; ".join(lines) + ". Every worker must compute a gradient for the same "
-                    f"parameters in every step (a parameter unused on some workers needs a zero gradient there).")
+                    "parameters in every step (a parameter unused on some workers needs a zero gradient there).")
         return (f"{head}: [parameters, with gradient, payload bytes, layout checksum, settings checksum, world "
                 f"size] per rank = {[row[:6] for row in table]}. Every worker must build the same model and use the "
                 f"same DeMo settings, learning rates and weight decays.")
@@ -434,7 +446,7 @@ class DeMo(torch.optim.Optimizer):
                 # mean over the workers that picked a coefficient = Σ val / count(idx), decoded sparsely
                 count = torch.zeros(g.n_tiles, g.length, dtype=gval.dtype, device=gval.device)
                 count.scatter_add_(-1, gidx, torch.ones_like(gval))
-                q = _dct._decode_sparse(gidx, gval / count.gather(-1, gidx), g.tile)
+                q = _dct._decode_sparse(gidx, gval / count.gather(-1, gidx), g.tile, self.basis)
             else:
                 q = self._decode(_aggregate(gidx, gval, g.length).reshape((g.n_tiles, *g.tile)))
             self._scatter_back(g, q, lambda p, t: p.add_(torch.sign(t), alpha=-lrs[id(p)]))
@@ -442,7 +454,7 @@ class DeMo(torch.optim.Optimizer):
 
     def _decode_sparse(self, idx, val, g: _Group, coeffs) -> torch.Tensor:
         if self.transform == "dct" and _sparse_pays(g, idx.shape[1]):
-            return _dct._decode_sparse(idx, val, g.tile)
+            return _dct._decode_sparse(idx, val, g.tile, self.basis)
         dense = torch.zeros_like(coeffs).scatter_(-1, idx, val).reshape((g.n_tiles, *g.tile))
         return self._decode(dense)
 
@@ -463,7 +475,11 @@ def _take(buf: torch.Tensor, offset: int, nbytes: int, dtype: torch.dtype) -> to
 
 def _sparse_pays(g: _Group, m: int) -> bool:
     """Sparse IDCT costs ``2·L·m`` per tile, dense ``2·L·(n1 + n2)`` (2-D) or ``2·L·n`` (1-D); long 1-D chunks
-    (the ``tiling="1d"`` ablation) are decoded densely with an FFT, ``O(n log n)``."""
+    (the ``tiling="1d"`` ablation) are decoded densely with an FFT, ``O(n log n)``. bf16 / fp16 are always decoded
+    densely, in the official order (scatter into zeros, then the two matmuls): a sum in another order rounds
+    differently in so few mantissa bits and changes the update."""
+    if g.dtype in (torch.float16, torch.bfloat16):
+        return False
     if len(g.tile) == 1 and g.tile[0] > _dct.FFT_MIN and g.dtype in (torch.float32, torch.float64):
         return False
     return m < sum(g.tile)

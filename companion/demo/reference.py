@@ -2,13 +2,16 @@
 with the official einsum layouts, and W workers simulated in one process (the all-gather is a concatenation).
 
 It is slow on purpose (one Python iteration per parameter and worker) and supports only 1-D and 2-D tensors, like
-the original. The tests check :class:`companion.demo.DeMo` against it; the book can use it to show that the
-batched optimizer computes the same update.
+the original. The basis matrices are the official ones (torch-dct's FFT route applied to ``torch.eye(n)`` in
+float32, cast to the tensor's dtype: a forward and an inverse matrix), and every step runs in the tensor's dtype, so
+bf16 / fp16 round where the official code rounds. The tests check :class:`companion.demo.DeMo` against it; the
+book can use it to show that the batched optimizer computes the same update.
 """
 
 import torch
 
-from companion.demo import chunk_size, dct_matrix
+from companion.demo import chunk_size
+from companion.demo.dct import _official
 from companion.lab.checks import check_float, check_int, check_same_dtype, check_tensor, describe
 
 
@@ -47,22 +50,32 @@ def _check_replicas(params, grads, deltas) -> None:
             check_same_dtype(**{f"params[0][{j}]": params[0][j], f"deltas[{w}][{j}]": deltas[w][j]})
 
 
+def _f(n, dtype):
+    """The official ``f_dict[n]``: row i is the DCT of the i-th unit vector."""
+    return _official(n, False).T.to(dtype)
+
+
+def _b(n, dtype):
+    """The official ``b_dict[n]``: row i is the inverse DCT of the i-th unit vector."""
+    return _official(n, True).to(dtype)
+
+
 def _encode(x, s):
     if x.dim() > 1:
         n1, n2 = chunk_size(x.shape[0], s), chunk_size(x.shape[1], s)
-        f1, f2 = dct_matrix(n1, dtype=x.dtype).T, dct_matrix(n2, dtype=x.dtype).T
+        f1, f2 = _f(n1, x.dtype), _f(n2, x.dtype)
         x = x.reshape(x.shape[0] // n1, n1, x.shape[1] // n2, n2)
         return torch.einsum("...ijkl, jb, ld -> ...ikbd", x, f1, f2)
     n1 = chunk_size(x.shape[0], s)
-    return torch.einsum("...ij, jb -> ...ib", x.reshape(-1, n1), dct_matrix(n1, dtype=x.dtype).T)
+    return torch.einsum("...ij, jb -> ...ib", x.reshape(-1, n1), _f(n1, x.dtype))
 
 
 def _decode(x):
     if x.dim() > 2:
-        b1, b2 = dct_matrix(x.shape[2], dtype=x.dtype), dct_matrix(x.shape[3], dtype=x.dtype)
+        b1, b2 = _b(x.shape[2], x.dtype), _b(x.shape[3], x.dtype)
         x = torch.einsum("...ijkl, kb, ld -> ...ibjd", x, b1, b2)
         return x.reshape(x.shape[0] * x.shape[1], x.shape[2] * x.shape[3])
-    return torch.einsum("...ij, jb -> ...ib", x, dct_matrix(x.shape[1], dtype=x.dtype)).reshape(-1)
+    return torch.einsum("...ij, jb -> ...ib", x, _b(x.shape[1], x.dtype)).reshape(-1)
 
 
 def _compress(x, topk):
