@@ -1,18 +1,23 @@
-"""HQQ quantization time: companion.hqq vs PyPI hqq 0.2.8 (same matrices, same process) and vs Adam.
+"""HQQ quantization time: companion.hqq vs PyPI hqq 0.2.8 (same matrices, same process) and vs hqq's autograd
+baseline.
 
     DISABLE_CUDA=1 pip install --no-deps hqq==0.2.8.post1 termcolor   # the peer (optional)
-    python benchmarks/hqq_speed.py [--shapes 576x576,1536x576,2048x2048,4096x1024] [--repeats 5] [--save]
+    python benchmarks/hqq_speed.py [--shapes 576x576,1536x576,2048x2048,4096x1024] [--repeats 5] [--threads 1] [--save]
 
 Prints, per matrix shape (heavy-tailed synthetic weights, 4-bit, groups of 64 along axis 0), the median time of
 companion's faithful mode (same arithmetic as hqq), of its corrected default and of hqq's ``Quantizer.quantize``,
 and the ratio hqq / companion (faithful): above 1, companion is the faster of the two. Then the half-quadratic
-solver against Adam (``--adam-steps``) optimizing the same zero-points: its speed-up and the three errors
-(HQQ, Adam, round-to-nearest).
+solver (its defaults; median of ``--repeats``) against hqq's autograd baseline
+(:func:`companion.hqq.optimize_weights_autograd`: AdamW on scale and zero, lr 2e-3) on the same weights, at hqq's
+default ``--adam-steps`` (2500) and at equal error (the first step count whose mean |error| is at most HQQ's,
+timed by a second run of that many steps), with the three errors (HQQ, autograd, round-to-nearest). hqq wraps the
+baseline's loss in ``torch.compile`` by default; we time it eagerly.
 
 ``--save`` writes results/hqq/bench_speed.json with its provenance: ``settings`` (every option), ``threads``,
 ``measurements`` (per shape, every repeat's time and the medians; the solver comparison's times, iterations and
 errors) and ``ratios``: ``time_hqq_over_companion_faithful_<rows>x<cols>`` per shape (only with hqq installed)
-and ``speedup_half_quadratic_over_adam``.
+and ``speedup_half_quadratic_over_adam`` (at ``--adam-steps``); the speed-up at equal error is
+``measurements.solver_comparison.speedup_equal_error`` (``null`` when the baseline never reaches HQQ's error).
 """
 
 from __future__ import annotations
@@ -61,8 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per method and shape (median; default 5)")
     parser.add_argument("--solver-shape", type=shape, default=(1536, 576),
                         help="matrix of the half-quadratic vs Adam comparison (default 1536x576)")
-    parser.add_argument("--adam-steps", type=int, default=200, help="Adam steps in that comparison (default 200)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--adam-steps", type=int, default=2500,
+                        help="AdamW steps of the autograd baseline (default 2500, hqq's iters)")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save", action="store_true", help="write results/hqq/bench_speed.json (with provenance)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -93,10 +99,17 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(row)
         print(f"{str(shp):>12s} {t_faithful:21.3f} {t_default:20.3f} {peer} {ratio}")
     rows_s, cols_s = args.solver_shape
-    r = solver_comparison(heavy_tailed(args.solver_shape, seed=1, scale=0.15), autograd_steps=args.adam_steps, lr=1e-2)
-    print(f"\nhalf-quadratic vs Adam ({args.adam_steps} steps) on {rows_s}x{cols_s}, 4-bit g64: "
-          f"{r['speedup']:.1f}x faster; "
-          f"errors HQQ {r['hqq_error']:.5f}, Adam {r['adam_error']:.5f}, RTN {r['rtn_error']:.5f}")
+    r = solver_comparison(heavy_tailed(args.solver_shape, seed=1, scale=0.15), autograd_iters=args.adam_steps,
+                          repeats=args.repeats)
+    print(f"\nhalf-quadratic ({r['hqq_iterations']} iterations, {r['hqq_seconds']:.3f} s) vs hqq's autograd baseline on "
+          f"{rows_s}x{cols_s}, 4-bit g64 axis 0: {args.adam_steps} AdamW steps {r['adam_seconds']:.1f} s "
+          f"({r['speedup']:.1f}x); mean |error| HQQ {r['hqq_error']:.6f}, autograd {r['adam_error']:.6f}, "
+          f"RTN {r['rtn_error']:.6f}")
+    if r["adam_steps_to_hqq_error"] is None:
+        print(f"equal error: the baseline did not reach HQQ's error in {args.adam_steps} steps")
+    else:
+        print(f"equal error: {r['adam_steps_to_hqq_error']} AdamW steps, {r['adam_seconds_to_hqq_error']:.1f} s "
+              f"({r['speedup_equal_error']:.1f}x)")
     ratios["speedup_half_quadratic_over_adam"] = r["speedup"]
     settings = {k: v for k, v in vars(args).items() if k != "save"}
     settings["shapes"] = [list(s) for s in args.shapes]

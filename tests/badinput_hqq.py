@@ -49,7 +49,7 @@ def _small_model() -> nn.Module:
 
 
 _NBITS = Custom((True, False, 4.0, 3.5, np.float64(2.0), 5, 0, 16, -4, "4", None, [4]))
-_META_NBITS = Custom((True, 8.0, 5, 0, "8", [8]))  # None is valid (no meta-data quantization)
+_DTYPE = Custom((torch.int64, torch.bool, "float32", 3, float))  # None is valid (the weight's dtype)
 _AXIS = Custom((2, -1, True, 0.0, "0", None))
 _FLAG = Custom((1, 0, "yes", None, 1.0))
 _P = Float(low=0.0, high=1.0, low_open=True)
@@ -62,7 +62,7 @@ _SOLVER = {"p": _P, "beta": _POSITIVE, "kappa": Float(low=1.0), "iters": Int(low
 def _quantize_valid() -> dict:
     return {"W": _W(), "nbits": 4, "group_size": 16, "axis": 0, "optimize": True, "round_zero": False, "p": 0.7,
             "beta": 10.0, "kappa": 1.01, "iters": 3, "early_stop": True, "faithful": False, "bitpack": False,
-            "meta_nbits": None}
+            "quant_scale": False, "quant_zero": False}
 
 
 def _optimize_zero_valid() -> dict:
@@ -73,7 +73,7 @@ def _optimize_zero_valid() -> dict:
 
 def _hqq_linear_valid() -> dict:
     W_q, meta = _quantized(True)
-    return {"W_q": W_q.clone(), "meta": meta, "bias": torch.zeros(16)}
+    return {"W_q": W_q.clone(), "meta": meta, "bias": torch.zeros(16), "compute_dtype": torch.float32}
 
 
 SPECS = {
@@ -84,7 +84,8 @@ SPECS = {
     "quantize": Spec(
         lambda **kw: H.quantize(**kw), _quantize_valid,
         {"W": Tensor(_W, dtype="floating", finite=True), "nbits": _NBITS, "group_size": Int(low=1), "axis": _AXIS,
-         "optimize": _FLAG, "round_zero": _FLAG, **_SOLVER, "bitpack": _FLAG, "meta_nbits": _META_NBITS}),
+         "optimize": _FLAG, "round_zero": _FLAG, **_SOLVER, "bitpack": _FLAG, "quant_scale": _FLAG,
+         "quant_zero": _FLAG}),
     "dequantize": Spec(
         lambda **kw: H.dequantize(**kw),
         lambda: {"W_q": _codes(), "meta": _quantized(False)[1], "dtype": torch.float32},
@@ -106,11 +107,11 @@ SPECS = {
          "scale": Tensor(lambda: _grouped()[1], ndim=2, dtype="floating", finite=True),
          "zero": Tensor(lambda: _grouped()[2], ndim=2, dtype="floating", finite=True),
          "nbits": _NBITS, "axis": _AXIS, **_SOLVER}),
-    "optimize_zero_autograd": Spec(
-        lambda **kw: H.optimize_zero_autograd(**kw),
-        lambda: {"W": _W(), "nbits": 4, "group_size": 16, "axis": 0, "p": 1.0, "steps": 3, "lr": 1e-2},
+    "optimize_weights_autograd": Spec(
+        lambda **kw: H.optimize_weights_autograd(**kw),
+        lambda: {"W": _W(), "nbits": 4, "group_size": 16, "axis": 0, "lr": 2e-3, "iters": 3},
         {"W": Tensor(_W, dtype="floating", finite=True), "nbits": _NBITS, "group_size": Int(low=1), "axis": _AXIS,
-         "p": _POSITIVE, "steps": Int(low=1), "lr": _POSITIVE}),
+         "lr": _POSITIVE, "iters": Int(low=1)}),
     "pack": Spec(
         lambda **kw: H.pack(**kw), lambda: {"W_q": _codes(), "nbits": 4},
         {"W_q": Tensor(_codes, ndim=2, dtype="integer", empty_ok=True), "nbits": _NBITS}),
@@ -123,13 +124,15 @@ SPECS = {
     "HQQLinear": Spec(
         lambda **kw: H.HQQLinear(**kw), _hqq_linear_valid,
         {"W_q": Tensor(_packed, ndim=2, dtype="integer"), "meta": Obj(H.QuantMeta),
-         "bias": Custom((torch.zeros(3), torch.zeros(16, dtype=torch.int64), torch.zeros(1, 16), [0.0] * 16, "b"))}),
+         "bias": Custom((torch.zeros(3), torch.zeros(16, dtype=torch.int64), torch.zeros(1, 16), [0.0] * 16, "b")),
+         "compute_dtype": _DTYPE}),
     "quantize_model": Spec(
         lambda **kw: H.quantize_model(**kw),
-        lambda: {"model": _small_model(), "skip": ("lm_head",), "progress": False, "nbits": 4, "group_size": 16},
+        lambda: {"model": _small_model(), "skip": ("lm_head",), "progress": False, "nbits": 4, "group_size": 16,
+                 "compute_dtype": None},
         {"model": Custom((None, 3, object(), "model", nn.Linear(16, 16), nn.Sequential(nn.ReLU()))),
          "skip": Custom(("lm_head", [3], None, 3, ("lm_head", None))), "progress": _FLAG, "nbits": _NBITS,
-         "group_size": Int(low=1)}),
+         "group_size": Int(low=1), "compute_dtype": _DTYPE}),
 }
 
 

@@ -85,22 +85,31 @@ def test_shrinkage_is_off_at_llm_weight_scale_and_on_at_100x():
     assert max(large.trace.active) > 0.1
 
 
-def test_bits_per_weight():
+def test_bits_per_weight_count_what_is_stored():
     W = heavy_tailed((128, 256), seed=5)
     _, m4 = H.quantize(W, nbits=4, group_size=64)
-    assert m4.bits_per_weight() == 4 + 32 / 64
-    _, m2 = H.quantize(W, nbits=2, group_size=16, meta_nbits=8)
-    assert m2.bits_per_weight() == pytest.approx(2 + 2 * (8 + 32 / 128) / 16)
-    assert m2.meta_q["scale"][1].group_size == 128
+    assert m4.bits_per_weight(torch.float16) == 4 + 32 / 64  # fp16 meta: hqq's usual b + 32/g
+    assert m4.bits_per_weight() == 4 + 64 / 64  # default: meta-data in the weight's dtype (fp32 here)
+    # 3 bits, axis 0: 64 rows pad to 70 = 7 int32 words of 10 codes -> 7 * 32 / 64 = 3.5 bits, not 3
+    _, m3 = H.quantize(W, nbits=3, group_size=64)
+    assert m3.bits_per_weight(torch.float16) == 3.5 + 0.5
+    # hqq's 8-bit meta recipe: one byte per group for scale and zero, plus the floats of the meta's own
+    # scale/zero (scale: one pair per group of 128 groups; zero: one pair per tensor)
+    _, m2 = H.quantize(W, nbits=2, group_size=16, quant_scale=True, quant_zero=True)
+    groups = W.numel() // 16
+    expected = 2 * W.numel() + 8 * groups * 2 + 16 * (2 * groups // 128 + 2)
+    assert m2.storage_bits(torch.float16) == expected
+    assert m2.meta_q["scale"][1].group_size == 128 and m2.meta_q["zero"][1].scale.numel() == 1
 
 
 def test_meta_quantization_changes_scale_and_zero_only_slightly():
     W = heavy_tailed((256, 256), seed=6)
     W_q, m = H.quantize(W, nbits=2, group_size=16)
-    W_q8, m8 = H.quantize(W, nbits=2, group_size=16, meta_nbits=8)
+    W_q8, m8 = H.quantize(W, nbits=2, group_size=16, quant_scale=True, quant_zero=True)
     assert torch.equal(W_q, W_q8)
     rel = (m8.scale - m.scale).abs().max() / m.scale.abs().max()
     assert 0 < rel < 0.01
+    assert (m8.zero - m.zero).abs().max() <= (m.zero.max() - m.zero.min()) / 255 / 2 * (1 + 1e-5)  # one RTN step
     e, e8 = [(W - H.dequantize(q, mm)).abs().mean().item() for q, mm in ((W_q, m), (W_q8, m8))]
     assert e8 == pytest.approx(e, rel=0.05)
 
@@ -151,16 +160,20 @@ def test_quantize_model_replaces_linears_and_reports():
     ref = model(x)
     report = H.quantize_model(model, nbits=8, group_size=64, progress=False)
     assert report.layers == 2 and all(isinstance(model[i], H.HQQLinear) for i in (0, 2))
-    assert report.bytes_after < report.bytes_before / 3 and report.bits_per_weight == 8.5
+    assert report.bytes_after < report.bytes_before / 3 and report.bits_per_weight == 9.0  # 8 + 2 fp32 / 64
     torch.testing.assert_close(model(x), ref, atol=2e-2, rtol=0)
     with pytest.raises(ValueError, match="no nn.Linear"):
         H.quantize_model(torch.nn.Sequential(torch.nn.ReLU()))
 
 
-def test_autograd_baseline_lowers_the_error():
+def test_autograd_baseline_lowers_the_error_and_trains_scale_and_zero():
     W = heavy_tailed((64, 64), seed=8)
-    zero, history = H.optimize_zero_autograd(W, nbits=3, group_size=32, steps=60, lr=0.05)
-    assert min(history) < history[0]
+    scale, zero, history = H.optimize_weights_autograd(W, nbits=3, group_size=32, iters=60)
+    assert len(history) == 61 and history[-1] < history[0]
+    scale0, zero0 = _init_scale_zero(W.reshape(32, -1), 3, 0)
+    assert not torch.equal(scale, scale0) and not torch.equal(zero, zero0)
+    W_r = (torch.round(W.reshape(32, -1) * scale + zero).clamp(0, 7) - zero) / scale
+    assert (W.reshape(32, -1) - W_r).abs().mean().item() == pytest.approx(history[-1], rel=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -175,7 +188,7 @@ def test_autograd_baseline_lowers_the_error():
         (torch.tensor([1.0, float("inf")] * 32), {}, ValueError, "NaN or inf"),
         (torch.zeros(8, 8), {"axis": 2, "group_size": 8}, ValueError, "axis"),
         ([1.0] * 64, {}, TypeError, "torch.Tensor"),
-        (torch.zeros(64), {"meta_nbits": 6}, ValueError, "meta_nbits"),
+        (torch.zeros(64 * 8), {"quant_scale": True, "group_size": 8}, ValueError, "multiple of 128"),
         (torch.ones(64), {"p": 1.5}, ValueError, "p must be a number > 0.0 and <= 1.0"),
     ],
 )
@@ -200,8 +213,8 @@ def test_quantize_rejects_bool_nbits():
     # before: nbits=True quantized silently to 1 bit (True == 1)
     with pytest.raises(TypeError, match="nbits must be an int"):
         H.quantize(torch.randn(8, 8), nbits=True, group_size=8)
-    with pytest.raises(TypeError, match="meta_nbits must be an int"):
-        H.quantize(torch.randn(8, 8), group_size=8, meta_nbits=True)
+    with pytest.raises(TypeError, match="quant_zero must be bool"):
+        H.quantize(torch.randn(8, 8), group_size=8, quant_zero=1)
 
 
 def test_quantize_rejects_float_nbits_also_with_bitpack():
@@ -360,11 +373,10 @@ def test_error_table_rows_and_gain():
 def test_hqq_linear_with_8bit_meta_stores_codes_and_matches_quantize():
     torch.manual_seed(1)
     lin = torch.nn.Linear(256, 128, bias=False)
-    q = H.HQQLinear.from_linear(lin, nbits=2, group_size=16, meta_nbits=8)
-    W_q, meta = H.quantize(lin.weight.detach(), nbits=2, group_size=16, meta_nbits=8)
-    assert q.scale_q.dtype == torch.uint8 and not hasattr(q, "scale")
-    # the fp16 storage of the meta's own scale/zero costs a little precision, nothing more
-    torch.testing.assert_close(q.weight_dequantized(), H.dequantize(W_q, meta), atol=2e-3, rtol=0)
+    q = H.HQQLinear.from_linear(lin, nbits=2, group_size=16, quant_scale=True, quant_zero=True)
+    W_q, meta = H.quantize(lin.weight.detach(), nbits=2, group_size=16, quant_scale=True, quant_zero=True)
+    assert q.scale_q.dtype == torch.uint8 and q.zero_q.dtype == torch.uint8 and not hasattr(q, "scale")
+    torch.testing.assert_close(q.weight_dequantized(), H.dequantize(W_q, meta), atol=0, rtol=0)  # fp32 compute
     plain = H.HQQLinear.from_linear(lin, nbits=2, group_size=16)
     assert q.storage_bytes() < plain.storage_bytes()
     assert q.bits_per_weight < plain.bits_per_weight

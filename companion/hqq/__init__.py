@@ -5,12 +5,12 @@
 - :func:`shrink_lp`, :func:`optimize_zero` — the half-quadratic solver and its trace;
 - :mod:`~companion.hqq.packing` — 8/4/3/2/1-bit packing in hqq's layouts;
 - :class:`HQQLinear`, :func:`quantize_model` — whole models, with a memory report;
-- :func:`optimize_zero_autograd` — the Adam baseline of the same objective.
+- :func:`optimize_weights_autograd` — hqq's autograd baseline (AdamW on scale and zero).
 
 The book's chapter: ``book/hqq/``.
 """
 
-from .baseline import optimize_zero_autograd
+from .baseline import optimize_weights_autograd
 from .layers import HQQLinear, QuantReport, quantize_model
 from .packing import pack, packed_bits, unpack
 from .quantize import (
@@ -33,7 +33,7 @@ __all__ = [
     "Trace",
     "dequantize",
     "optimize_zero",
-    "optimize_zero_autograd",
+    "optimize_weights_autograd",
     "pack",
     "packed_bits",
     "quantization_error",

@@ -11,12 +11,18 @@ FULL_CONFIGS = [
     {"label": "HQQ 8-bit g128", "nbits": 8, "group_size": 128},
     {"label": "RTN 4-bit g64", "nbits": 4, "group_size": 64, "optimize": False},
     {"label": "HQQ 4-bit g64", "nbits": 4, "group_size": 64},
+    {"label": "HQQ 4-bit g64, blog recipe", "nbits": 4, "group_size": 64, "round_zero": True, "quant_zero": True},
     {"label": "RTN 3-bit g64", "nbits": 3, "group_size": 64, "optimize": False},
     {"label": "HQQ 3-bit g64", "nbits": 3, "group_size": 64},
+    {"label": "HQQ 3-bit g64, blog recipe", "nbits": 3, "group_size": 64, "quant_zero": True},
     {"label": "RTN 2-bit g16", "nbits": 2, "group_size": 16, "optimize": False},
     {"label": "HQQ 2-bit g16", "nbits": 2, "group_size": 16},
-    {"label": "HQQ 2-bit g16, 8-bit meta", "nbits": 2, "group_size": 16, "meta_nbits": 8},
-]  # the blog's configurations (8-bit g128, 4-bit g64, 3-bit g64, 2-bit g16), axis 0
+    {"label": "HQQ 2-bit g16, blog recipe", "nbits": 2, "group_size": 16, "quant_zero": True, "quant_scale": True},
+]
+"""The blog's settings (8-bit g128, 4-bit g64, 3-bit g64, 2-bit g16; axis 0), each with a float zero and scale
+(hqq 0.2.8's defaults) and, as "blog recipe", with the meta-data of the hqq release the blog ran: its
+``hqq_base_quant_config`` defaulted to ``quant_zero=True`` (the zero to 8 bits, one min/max per tensor) and
+``round_zero=True`` at 4 bits; the 2-bit g16 setting added ``quant_scale=True`` (8-bit scales in groups of 128)."""
 
 
 def _perplexity(args: argparse.Namespace) -> int:
@@ -47,7 +53,7 @@ def _perplexity(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     hqq = sub.add_parser("hqq", help="chapter 4: HQQ quantization").add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     ppl = hqq.add_parser("perplexity", help="held-out perplexity after quantizing every linear layer (RTN vs HQQ)")
-    ppl.add_argument("--full", action="store_true", help="all nine configurations on --tokens tokens; writes results/hqq/perplexity.json")
+    ppl.add_argument("--full", action="store_true", help="all eleven configurations on --tokens tokens; writes results/hqq/perplexity.json")
     ppl.add_argument("--tokens", type=cli_int(low=2), default=16384, help="validation tokens in a full run (default 16384)")
     ppl.add_argument("--context", type=cli_int(low=2), default=512)
     ppl.add_argument("--seed", type=cli_int(low=0, high=2**32 - 1), default=0)

@@ -120,7 +120,11 @@ class Trace:
 
 @dataclass
 class QuantMeta:
-    """What :func:`dequantize` needs. ``scale`` is s (not its inverse), shape like ``zero``."""
+    """What :func:`dequantize` needs. ``scale`` is s (not its inverse), shape like ``zero``.
+
+    With ``quant_scale``/``quant_zero``, ``scale``/``zero`` hold the *dequantized* 8-bit values and ``meta_q``
+    maps ``"scale"``/``"zero"`` to ``(codes, QuantMeta of the codes)``: what is actually stored.
+    """
 
     nbits: int
     group_size: int
@@ -132,20 +136,59 @@ class QuantMeta:
     rows: int = 0  # rows of the grouped W_q before packing
     dtype: torch.dtype = torch.float32
     trace: Trace | None = None
-    meta_nbits: int | None = None  # scale/zero stored quantized with this many bits (None: float)
-    meta_q: dict | None = None
+    meta_q: dict = field(default_factory=dict)
 
-    def bits_per_weight(self, *, meta_float_bits: int = 16) -> float:
-        """Storage per weight: b, plus the scale and zero of each group — as ``meta_float_bits`` floats
-        (16: hqq keeps them in fp16), or, with ``meta_nbits``, as codes plus the float scale and zero of
-        every group of codes. Packing padding is not counted."""
-        if self.meta_q is None:
-            return self.nbits + 2 * meta_float_bits / self.group_size
-        per_group = sum(m.nbits + 2 * meta_float_bits / m.group_size for _, m in self.meta_q.values())
-        return self.nbits + per_group / self.group_size
+    def storage_bits(self, meta_dtype: torch.dtype | None = None) -> int:
+        """Bits of what :class:`~companion.hqq.HQQLinear` stores for this weight: the packed code words
+        (padding included: 3-bit rows are padded to a multiple of 10 codes per int32 word), plus, for the scale
+        and the zero each, either one ``meta_dtype`` float per group or, when 8-bit quantized, one byte per group
+        plus the floats of the codes' own scale and zero. ``meta_dtype`` defaults to the weight's dtype (the
+        layer's compute dtype, as hqq stores its meta-data)."""
+        float_bits = torch.finfo(meta_dtype or self.dtype).bits
+        cols = math.prod(self.shape) // self.rows
+        bits = packing.packed_bits(self.rows, cols, self.nbits)
+        for name in ("scale", "zero"):
+            if name in self.meta_q:
+                codes, m = self.meta_q[name]
+                bits += codes.numel() * 8 + (m.scale.numel() + m.zero.numel()) * float_bits
+            else:
+                bits += getattr(self, name).numel() * float_bits
+        return bits
+
+    def bits_per_weight(self, meta_dtype: torch.dtype | None = None) -> float:
+        """:meth:`storage_bits` per weight (e.g. 4-bit g64 axis 0 with fp16 meta-data: 4 + 32/64 = 4.5;
+        3-bit g64 axis 0: 3.5 for the padded codes + 0.5 = 4.0)."""
+        return self.storage_bits(meta_dtype) / math.prod(self.shape)
 
 
-META_GROUP = 128  # group size for quantizing the scales and zeros (the blog's 8-bit meta-data recipe)
+META_GROUP = 128  # hqq's BaseQuantizeConfig: scales quantized to 8 bits in groups of 128 along axis 0
+
+
+def _quantize_meta(t: torch.Tensor, *, per_tensor: bool) -> tuple[torch.Tensor, QuantMeta]:
+    """8-bit round-to-nearest of a scale or zero tensor, as hqq 0.2.8's ``BaseQuantizeConfig(quant_scale=True,
+    quant_zero=True)`` specifies and ``HQQLinear.quantize`` applies it through ``Quantizer.quantize``:
+
+    - the scale (``per_tensor=False``): ``{"nbits": 8, "channel_wise": True, "group_size": 128, "optimize":
+      False}`` with ``Quantizer.quantize``'s default ``axis=0``, i.e. reshaped to ``[128, numel/128]`` and one
+      min/max per column (strided groups: entries ``j, j + numel/128, ...``);
+    - the zero (``per_tensor=True``): ``{"nbits": 8, "channel_wise": False, "group_size": None, ...}``, one
+      min/max over the whole tensor.
+
+    Returns uint8 codes (hqq's 8-bit packing is the identity) and their :class:`QuantMeta` (scale s = 1/sc).
+    """
+    W = t.float()
+    if per_tensor:
+        _min, _max, codes_shape = W.min(), W.max(), W.shape
+    else:
+        W = W.reshape([META_GROUP, -1])
+        _min, _max, codes_shape = W.min(axis=0, keepdim=True)[0], W.max(axis=0, keepdim=True)[0], W.shape
+    denom = _max - _min
+    sc = torch.where(denom.abs() <= 1e-4, torch.ones_like(denom), 255 / denom).clamp(max=2e4)
+    zero = -_min * sc
+    codes = torch.round(W * sc + zero).clamp_(0, 255).to(torch.uint8)
+    meta = QuantMeta(nbits=8, group_size=W.numel() if per_tensor else META_GROUP, axis=0, shape=tuple(t.shape),
+                     scale=1.0 / sc, zero=zero, rows=codes_shape[0], dtype=torch.float32)
+    return codes, meta
 
 
 def _validate(W: torch.Tensor, nbits: int, group_size: int, axis: int) -> tuple[int, int, int]:
@@ -277,7 +320,8 @@ def quantize(
     early_stop: bool = True,
     faithful: bool = False,
     bitpack: bool = False,
-    meta_nbits: int | None = None,
+    quant_scale: bool = False,
+    quant_zero: bool = False,
 ) -> tuple[torch.Tensor, QuantMeta]:
     """Quantize ``W`` to ``nbits`` per group of ``group_size`` weights along ``axis``.
 
@@ -290,8 +334,11 @@ def quantize(
         p, beta, kappa, iters, early_stop: solver settings (defaults of the paper and hqq).
         faithful: reproduce hqq 0.2.8's solver exactly, quirks included.
         bitpack: return ``W_q`` packed (see :mod:`companion.hqq.packing`) instead of one uint8 code per weight.
-        meta_nbits: store scale and zero quantized to this many bits (8 in the blog's 2-bit recipes), each with
-            round-to-nearest in groups of 128; hqq 0.2.x ignores this option, we implement it.
+        quant_scale, quant_zero: store the scale / the zero quantized to 8 bits, exactly as hqq 0.2.8's
+            ``BaseQuantizeConfig(quant_scale=True, quant_zero=True)`` specifies (scale: groups of 128 along axis 0,
+            so ``W.numel() / group_size`` must be a multiple of 128; zero: one min/max over the tensor); see
+            ``_quantize_meta``. hqq 0.2.8's ``HQQLinear`` itself now ignores them as deprecated; its older
+            releases (the blog's) applied them.
     Returns:
         ``(W_q, meta)``: ``W_q`` is the grouped code matrix (``uint8``, shape ``[g, numel/g]`` for axis 0,
         ``[numel/g, g]`` for axis 1) or its packed form; ``meta`` a :class:`QuantMeta` with ``meta.trace``
@@ -299,16 +346,20 @@ def quantize(
     Raises:
         TypeError: ``W`` not a floating-point tensor; an int argument given as a bool or float (``nbits=True``,
             ``nbits=4.0``); a flag that is not a bool; a solver setting that is not a real number.
-        ValueError: ``W`` empty or with NaN/inf; ``nbits``/``meta_nbits`` not supported; ``axis`` not 0 or 1;
-            ``group_size`` not dividing ``W.numel()``; ``p``, ``beta``, ``kappa``, ``iters`` out of range or NaN
+        ValueError: ``W`` empty or with NaN/inf; ``nbits`` not supported; ``axis`` not 0 or 1;
+            ``group_size`` not dividing ``W.numel()``; ``quant_scale`` with a number of groups that 128 does not
+            divide; ``p``, ``beta``, ``kappa``, ``iters`` out of range or NaN
             (all checked even when ``optimize=False``).
     """
     nbits, group_size, axis = _validate(W, nbits, group_size, axis)
-    for name, flag in (("optimize", optimize), ("round_zero", round_zero), ("bitpack", bitpack)):
+    for name, flag in (("optimize", optimize), ("round_zero", round_zero), ("bitpack", bitpack),
+                       ("quant_scale", quant_scale), ("quant_zero", quant_zero)):
         check_type(name, flag, bool)
     p, beta, kappa, iters = _check_solver(p, beta, kappa, iters, early_stop, faithful)
-    if meta_nbits is not None:
-        meta_nbits = _check_nbits("meta_nbits", meta_nbits)
+    if quant_scale and (W.numel() // group_size) % META_GROUP:
+        raise ValueError(f"quant_scale=True quantizes the scales in groups of {META_GROUP} (hqq's BaseQuantizeConfig), "
+                         f"so the number of groups W.numel() / group_size must be a multiple of {META_GROUP}; got "
+                         f"{W.numel()} / {group_size} = {W.numel() // group_size}")
     Wg = _grouped(W, group_size, axis)
     scale, zero = _init_scale_zero(Wg, nbits, axis)
     if round_zero:
@@ -320,14 +371,11 @@ def quantize(
     W_q = torch.round(Wg * scale + zero).clamp(0, round(2**nbits - 1)).to(torch.uint8)
     meta = QuantMeta(nbits=nbits, group_size=group_size, axis=axis, shape=tuple(W.shape), scale=1.0 / scale,
                      zero=zero, rows=W_q.shape[0], dtype=W.dtype, trace=trace)
-    if meta_nbits is not None:
-        meta.meta_nbits, meta.meta_q = meta_nbits, {}
-        for name in ("scale", "zero"):
-            t = getattr(meta, name).reshape(-1)
-            g = math.gcd(META_GROUP, t.numel())
-            q, m = quantize(t, nbits=meta_nbits, group_size=g, axis=1, optimize=False)
+    for name, on in (("scale", quant_scale), ("zero", quant_zero)):
+        if on:
+            q, m = _quantize_meta(getattr(meta, name), per_tensor=name == "zero")
             meta.meta_q[name] = (q, m)
-            setattr(meta, name, dequantize(q, m).reshape(getattr(meta, name).shape))
+            setattr(meta, name, _dequantize(q, m))
     if bitpack:
         W_q, meta.packed = packing.pack(W_q, nbits), True
     return W_q, meta
