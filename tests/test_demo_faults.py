@@ -196,6 +196,10 @@ def test_one_worker_nonfinite_raise_skip_and_official():
     opt.step()
     assert opt.skipped_steps == 1 and opt.bytes_sent == 0
     assert torch.equal(p, before) and torch.equal(opt.state[p]["delta"], delta) and opt.state[p]["step"] == 1
+    p.grad = torch.full((8, 8), 3e38)  # finite, but its sum overflows: not an error
+    opt.nonfinite = "raise"
+    opt.step()
+    assert opt.state[p]["step"] == 2 and torch.isfinite(opt.state[p]["delta"]).all()
     opt.nonfinite = "official"  # as the official code: the NaN enters the momentum and stays
     p.grad[1, 1] = math.nan
     opt.step()

@@ -304,7 +304,12 @@ class DeMo(torch.optim.Optimizer):
         gradients, first non-finite position]`` per worker. Returns True if the step is to be skipped (the same
         answer on every worker); raises the same ``ValueError`` on every worker otherwise."""
         if self.nonfinite != "official" and params:
-            finite = torch.stack([torch.isfinite(p.grad).all() for p in params])
+            # a sum is finite only if every entry is (15x cheaper than isfinite().all() on one CPU thread); a sum
+            # that overflowed, or a real NaN / inf, is then decided entry by entry
+            finite = torch.stack([torch.isfinite(p.grad.sum(dtype=torch.float64 if p.grad.dtype == torch.float64
+                                                            else torch.float32)) for p in params])
+            if not bool(finite.all()):
+                finite = torch.stack([torch.isfinite(p.grad).all() for p in params])
             pos = torch.tensor(positions, device=finite.device)
             local = torch.stack([(~finite).sum(), torch.where(finite, n_total, pos).min()])
         else:
