@@ -42,6 +42,9 @@ _RNG = Custom((0, "rng", np.random.RandomState(0)))
 _ACTION = Custom((True, 3.5, None, -1, 5, "lizard", "", [0]))
 _LM_MODEL = Custom((3, "model", object()))
 _WORDS = Custom(("rock", [], [""], ["rock", 3], None, 3))
+_ORDER = Custom(("defect", 3, [True, False], [0, 0], ["defect", "Defect"], [0, 5], ["defect"], ["lizard", "defect"],
+                 [0.0, 1.0]))
+_ORDER_AT_CONSTRUCTION = Custom(("defect", 3, [True, False], [0, 0], ["defect", "Defect"], [0.0, 1.0]))
 
 SPECS = {
     # ------------------------------------------------------------------------------------ constants, records
@@ -199,8 +202,10 @@ SPECS = {
          "history": Custom(("x", None, [(0, 0)] * 4, [(0, 5)], [(0.0, 0)], [(True, 0)], [0], [(0, 1)]))}),
     # ---------------------------------------------------------------------------------------- LLM agents
     "rules_text": Spec(
-        lambda **kw: tom.rules_text(**kw), lambda: {"game": "ipd", "payoffs": False},
-        {"game": _GAME, "payoffs": _FLAG}),
+        lambda **kw: tom.rules_text(**kw), lambda: {"game": "ipd", "payoffs": False, "order": ["defect", "cooperate"]},
+        {"game": _GAME, "payoffs": _FLAG, "order": _ORDER}),
+    "action_orders": Spec(
+        lambda **kw: tom.action_orders(**kw), lambda: {"game": "bos"}, {"game": _GAME}),
     "parse_action": Spec(
         lambda **kw: tom.parse_action(**kw),
         lambda: {"text": "I play Paper.", "words": ("rock", "paper"), "who": "me"},
@@ -215,9 +220,9 @@ SPECS = {
     "LLMAgent": Spec(
         lambda **kw: _play(tom.LLMAgent(**kw), game="ipd", horizon=1),
         lambda: {"model": tiny_lm(), "tokenizer": ByteTokenizer(), "prompt": "social", "reuse_cache": True,
-                 "temperature": 0.0},
+                 "temperature": 0.0, "order": [1, 0]},
         {"model": Custom((None, 3, "model", object())), "tokenizer": Custom((None, 3, "tokenizer")),
-         "prompt": Choice(tom.PROMPTS), "reuse_cache": _FLAG, "temperature": Float(low=0)}),
+         "prompt": Choice(tom.PROMPTS), "reuse_cache": _FLAG, "temperature": Float(low=0), "order": _ORDER}),
     "HTTPBackend": Spec(  # construction only: the sweep makes no network calls
         lambda **kw: tom.HTTPBackend(**kw),
         lambda: {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "OPENAI_API_KEY",
@@ -227,8 +232,9 @@ SPECS = {
          "timeout": Float(low=0, low_open=True), "max_tokens": Int(low=1)}),
     "HTTPAgent": Spec(  # construction only: the sweep makes no network calls
         lambda **kw: tom.HTTPAgent(**kw),
-        lambda: {"backend": tom.HTTPBackend("http://127.0.0.1:9/v1", "m"), "prompt": "oracle"},
-        {"backend": Custom((None, "http://127.0.0.1:9/v1", 3, object())), "prompt": Choice(tom.PROMPTS)}),
+        lambda: {"backend": tom.HTTPBackend("http://127.0.0.1:9/v1", "m"), "prompt": "oracle", "order": None},
+        {"backend": Custom((None, "http://127.0.0.1:9/v1", 3, object())), "prompt": Choice(tom.PROMPTS),
+         "order": _ORDER_AT_CONSTRUCTION}),
 }
 
 

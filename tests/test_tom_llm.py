@@ -215,3 +215,77 @@ def test_rules_text_takes_a_game_name():
     assert rules_text("ipd") == rules_text(get_game("ipd"))  # was AttributeError for a name
     with pytest.raises(TypeError, match="payoffs must be bool"):
         rules_text("ipd", payoffs="no")
+
+
+# ------------------------------------------------------------------------------ listing orders (position bias)
+from companion.tom import action_orders  # noqa: E402
+from companion.tom import experiments as ex  # noqa: E402
+
+
+def test_rules_text_lists_the_actions_in_the_given_order_and_keeps_the_game():
+    text = rules_text("rps", order=("scissors", "paper", "rock"))
+    assert "Your actions: scissors, paper, rock. The partner's actions: scissors, paper, rock." in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("- you play")]
+    assert lines[0] == "- you play scissors and the partner plays scissors: you get 0, the partner gets 0."
+    assert sorted(lines) == sorted(ln for ln in rules_text("rps").splitlines() if ln.startswith("- you play"))
+    assert rules_text("ipd", order=[1, 0]).count("Your actions: defect, cooperate.") == 1
+    assert rules_text("rps", order=["rock", "paper", "scissors"]) == rules_text("rps")
+    with pytest.raises(ValueError, match="order must list each of the 3 actions"):
+        rules_text("rps", order=["rock", "paper"])
+    with pytest.raises(ValueError, match="order must not repeat"):
+        rules_text("rps", order=["rock", "Rock", "paper"])
+    with pytest.raises(ValueError, match="order: unknown action 'lizard'"):
+        rules_text("rps", order=["rock", "paper", "lizard"])
+
+
+def test_action_orders_are_every_permutation_with_the_games_own_first():
+    orders = action_orders("rps")
+    assert len(orders) == 6 == len(set(orders)) and orders[0] == ("rock", "paper", "scissors")
+    assert action_orders("bos") == [("opera", "football"), ("football", "opera")]
+
+
+class _RecordingBackend(HTTPBackend):
+    """Answers 'Answer: <the first listed action>' and keeps every prompt (no network)."""
+
+    def __init__(self):
+        super().__init__("http://localhost:0/v1", "recording")
+        self.prompts = []
+
+    def complete(self, prompt):
+        self.prompts.append(prompt)
+        listed = prompt.rsplit("the action one of: ", 1)[1].split(",")[0].rstrip(".")
+        return f"Answer: {listed}"
+
+
+def test_llm_runs_over_all_orders_changes_only_the_listing():
+    backend = _RecordingBackend()
+    rows = ex.llm_runs(backend=backend, game="rps", partner="single", prompts=["lm"], horizon=2, orders="all")
+    assert [r["order"] for r in rows] == [" ".join(o) for o in action_orders("rps")]
+    # an agent that always plays the first listed word plays each word as often as the orders put it first
+    first = [r["order"].split()[0] for r in rows]
+    played = [max(r["action_counts"], key=r["action_counts"].get) for r in rows]
+    assert played == first and sorted(set(played)) == ["paper", "rock", "scissors"]
+    assert all(r["invalid"] == 0 for r in rows)
+    per_order = ex.summarize(rows, by=("prompt", "order"))
+    pooled = ex.summarize(rows, by=("prompt",))
+    assert len(per_order) == 6 and pooled[0]["n"] == 6 and pooled[0]["regret_std"] > 0
+    one = ex.llm_runs(backend=_RecordingBackend(), game="ipd", partner="single", prompts=["lm"], horizon=1,
+                      orders=[["defect", "cooperate"]])
+    assert one[0]["order"] == "defect cooperate" and one[0]["action_counts"] == {"cooperate": 0, "defect": 1}
+    with pytest.raises(ValueError, match=r"orders\[0\]: order must list each"):
+        ex.llm_runs(backend=backend, orders=[["rock"]])
+    with pytest.raises(ValueError, match="orders must be one of"):
+        ex.llm_runs(backend=backend, orders="some")
+
+
+def test_llm_agent_prompt_uses_the_order():
+    from badinput_lab import tiny_lm
+    from badinput_tom import ByteTokenizer
+
+    tok = ByteTokenizer()
+    agent = LLMAgent(tiny_lm(), tok, order=("defect", "cooperate"))
+    play("ipd", agent, "tft", horizon=1, seed=0)
+    text = rules_text("ipd", order=("defect", "cooperate"))
+    assert agent.lm.ids[:len(text)] == tok(text)["input_ids"]
+    with pytest.raises(TypeError, match=r"order\[0\] must be an action word or an int"):
+        LLMAgent(order=[True, False])

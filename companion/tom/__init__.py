@@ -17,7 +17,8 @@ No official code exists; matrices and baseline parameters are ours and stated wh
   :func:`regret_curve`;
 - :class:`LLMAgent`, :class:`ScoringLM` (``companion.tom.llm``) — a frozen LM (SmolLM2 by default) that scores each
   legal action word by log-probability, reusing the KV cache of the growing history between rounds; prompt
-  families ``PROMPTS`` (plain completion, predict-then-act, told the partner's move, no history, no payoffs);
+  families ``PROMPTS`` (plain completion, predict-then-act, told the partner's move, no history, no payoffs),
+  the action words listed in any order (:func:`action_orders`, against position bias);
   :class:`HTTPAgent` / :class:`HTTPBackend` — the same prompts sent to any OpenAI-compatible endpoint;
 - ``companion.tom.experiments`` — the chapter's tables (Table-1 setting, the games × partners × agents grid, the
   horizon sweep, LLM prompt families and the oracle diagnostic); ``python -m companion tom <experiment> --full``;
@@ -41,12 +42,12 @@ from .agents import (
 )
 from .arena import arena, play
 from .games import GAMES, MatrixGame, get_game, make_game
-from .llm import PROMPTS, HTTPAgent, HTTPBackend, LLMAgent, ScoringLM, parse_action, rules_text
+from .llm import PROMPTS, HTTPAgent, HTTPBackend, LLMAgent, ScoringLM, action_orders, parse_action, rules_text
 from .metrics import DEFINITIONS, Episode, functional_regret, literal_accuracy, rationalized_regret, regret_curve
 from .partners import PARTNERS, Adaptive, Cyclic, Mixed, Partner, SingleAction, Switching, TitForTat, make_partner
 
 __all__ = [
-    "Adaptive", "Agent", "AGENTS", "arena", "best_response", "CountPredictor", "Cyclic", "Episode",
+    "action_orders", "Adaptive", "Agent", "AGENTS", "arena", "best_response", "CountPredictor", "Cyclic", "Episode",
     "FictitiousPlay", "functional_regret", "GAMES", "get_game", "HTTPAgent", "HTTPBackend", "literal_accuracy",
     "LLMAgent", "make_agent", "make_game", "make_partner", "MatrixGame", "Mixed", "Oracle", "oracle_action_gaps",
     "oracle_plan", "DEFINITIONS",

@@ -224,7 +224,7 @@ def horizon_sweep(*, horizons: Iterable[int] = (10, 30, 100, 300, 1000), agents:
 
 
 # ------------------------------------------------------------------------------------------------- LLM runs
-def _llm_factory(model, tokenizer, backend) -> Callable[[str, float], Agent]:
+def _llm_factory(model, tokenizer, backend) -> Callable[..., Agent]:
     from .llm import HTTPAgent, HTTPBackend, LLMAgent, _check_model
 
     if backend is not None:
@@ -233,10 +233,10 @@ def _llm_factory(model, tokenizer, backend) -> Callable[[str, float], Agent]:
         if model is not None:
             raise TypeError("give either a local model (model, tokenizer) or an HTTP backend, not both")
 
-        def make_http(prompt: str, temperature: float) -> Agent:
+        def make_http(prompt: str, temperature: float, order=None) -> Agent:
             if temperature != 0:
                 raise ValueError("the HTTP backend asks at temperature 0; use temperature=0 with backend=")
-            return HTTPAgent(backend, prompt=prompt)
+            return HTTPAgent(backend, prompt=prompt, order=order)
 
         return make_http
     if model is None or tokenizer is None:
@@ -244,10 +244,10 @@ def _llm_factory(model, tokenizer, backend) -> Callable[[str, float], Agent]:
     _check_model(model, tokenizer)
     agent_cache: dict = {}
 
-    def make_local(prompt: str, temperature: float) -> Agent:  # one agent per family: its ScoringLM is reused
-        key = (prompt, temperature)
+    def make_local(prompt: str, temperature: float, order=None) -> Agent:  # one agent per family and order
+        key = (prompt, temperature, order)
         if key not in agent_cache:
-            agent_cache[key] = LLMAgent(model, tokenizer, prompt=prompt, temperature=temperature)
+            agent_cache[key] = LLMAgent(model, tokenizer, prompt=prompt, temperature=temperature, order=order)
         return agent_cache[key]
 
     return make_local
@@ -255,7 +255,7 @@ def _llm_factory(model, tokenizer, backend) -> Callable[[str, float], Agent]:
 
 def llm_runs(model=None, tokenizer=None, *, backend=None, game: str = "rps", partner: str = "single",
              prompts: Sequence[str] = LLM_PROMPTS, horizon: int = 100, seeds: Iterable[int] = (0,),
-             temperature: float = 0.0, label: str = "SmolLM2-135M") -> list[dict[str, Any]]:
+             temperature: float = 0.0, label: str = "SmolLM2-135M", orders=None) -> list[dict[str, Any]]:
     """A language model playing ``game`` against the chapter's ``partner`` with each prompt family.
 
     Args:
@@ -265,9 +265,14 @@ def llm_runs(model=None, tokenizer=None, *, backend=None, game: str = "rps", par
         temperature: 0 plays the best-scored action (then every seed gives the same episode against a
             deterministic partner); > 0 samples ``softmax(log p / temperature)`` with the seed's stream.
         label: the model's name in the rows.
+        orders: the listing orders of the action words in the prompt (:func:`companion.tom.rules_text`):
+            None (default) the game's own order only; ``"all"`` every order (:func:`companion.tom.action_orders`:
+            6 for RPS, 2 for IPD and BoS), a balanced design against position bias; or a list of orders.
     Returns:
-        one row per (prompt, seed): :func:`episode_row` plus ``model, prompt, temperature, seconds`` and
-        ``invalid`` / ``invalid_predictions`` — the replies that named no legal action (always 0 when scoring).
+        one row per (prompt, order, seed): :func:`episode_row` plus ``model, prompt, order, temperature,
+        seconds`` and ``invalid`` / ``invalid_predictions`` — the replies that named no legal action (always 0
+        when scoring). ``summarize(rows, by=("prompt", "order"))`` gives the per-order table,
+        ``summarize(rows, by=("prompt",))`` the mean and spread over orders.
     """
     from .llm import PROMPTS
 
@@ -278,18 +283,39 @@ def llm_runs(model=None, tokenizer=None, *, backend=None, game: str = "rps", par
     check_type("label", label, str)
     check_choice("partner", partner, PARTNER_KINDS)
     get_game(game)
+    from .llm import _order, action_orders
+
+    g = get_game(game)
+    if orders is None:
+        order_list = [tuple(g.actions)]
+    elif isinstance(orders, str):
+        check_choice("orders", orders, ["all"])
+        order_list = action_orders(g)
+    else:
+        order_list = [tuple(g.actions[a] for a in _named_order(g, k, o, _order))
+                      for k, o in enumerate(_as_list("orders", orders, "orders (lists of action words)"))]
     make = _llm_factory(model, tokenizer, backend)
     part = make_partner_factory(game, partner)
     rows = []
     for prompt in prompts:
-        for seed in seeds:
-            agent = make(prompt, float(temperature))
-            start = time.perf_counter()
-            ep = play(game, agent, part(), horizon=horizon, seed=seed)
-            rows.append(episode_row(ep, partner=partner, model=label, prompt=prompt, temperature=float(temperature),
-                                    invalid_predictions=int(getattr(agent, "invalid_predictions", 0)),
-                                    seconds=time.perf_counter() - start))
+        for order in order_list:
+            for seed in seeds:
+                agent = make(prompt, float(temperature), None if order == tuple(g.actions) else order)
+                start = time.perf_counter()
+                ep = play(game, agent, part(), horizon=horizon, seed=seed)
+                rows.append(episode_row(ep, partner=partner, model=label, prompt=prompt, order=" ".join(order),
+                                        temperature=float(temperature),
+                                        invalid_predictions=int(getattr(agent, "invalid_predictions", 0)),
+                                        seconds=time.perf_counter() - start))
     return rows
+
+
+def _named_order(game: MatrixGame, k: int, order, check) -> list[int]:
+    """``check(game, order)`` (the indices of a listing order) with its error prefixed ``orders[k]``."""
+    try:
+        return check(game, order)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"orders[{k}]: {err}") from None
 
 
 def oracle_diagnostic(model=None, tokenizer=None, *, backend=None, games: Iterable[str] = GAME_NAMES,

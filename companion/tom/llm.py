@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import itertools
 import json
 import os
 import re
@@ -54,7 +55,8 @@ from ..lab.checks import check_choice, check_float, check_int, check_sequence, c
 from .agents import Agent
 from .games import MatrixGame, get_game
 
-__all__ = ["PROMPTS", "HTTPAgent", "HTTPBackend", "LLMAgent", "ScoringLM", "parse_action", "rules_text"]
+__all__ = ["PROMPTS", "HTTPAgent", "HTTPBackend", "LLMAgent", "ScoringLM", "action_orders", "parse_action",
+           "rules_text"]
 
 PROMPTS = ("lm", "social", "oracle", "no-history", "no-payoffs")
 
@@ -63,23 +65,74 @@ def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def rules_text(game: MatrixGame, *, payoffs: bool = True) -> str:
-    """The prompt's header: the rules, and (unless ``payoffs=False``) every cell of both payoff matrices."""
+def rules_text(game: MatrixGame, *, payoffs: bool = True, order=None) -> str:
+    """The prompt's header: the rules, and (unless ``payoffs=False``) every cell of both payoff matrices.
+
+    ``order`` lists our action words in another order (a permutation of our actions, as words or indices; default
+    the game's own order). The partner's words follow the same order when they are the same words as ours (RPS,
+    IPD, BoS), else their own. Only the listing changes; the game does not. Position in a list sways a small
+    model's choice, so an evaluation should run over all orders (:func:`action_orders`)."""
     game = get_game(game)
     check_type("payoffs", payoffs, bool)
+    ours = _order(game, order)
+    theirs = _partner_order(game, ours)
     lines = [
         "You are playing a game repeatedly with a partner. In each round you both choose an action at the same time.",
-        f"Your actions: {', '.join(game.actions)}. The partner's actions: {', '.join(game.partner_actions)}.",
+        f"Your actions: {', '.join(game.actions[a] for a in ours)}. "
+        f"The partner's actions: {', '.join(game.partner_actions[b] for b in theirs)}.",
     ]
     if payoffs:
         lines.append("Points:")
-        for a, wa in enumerate(game.actions):
-            for b, wb in enumerate(game.partner_actions):
+        for a in ours:
+            for b in theirs:
                 r, s = game.reward(a, b)
-                lines.append(f"- you play {wa} and the partner plays {wb}: you get {_fmt(r)}, the partner gets "
-                             f"{_fmt(s)}.")
+                lines.append(f"- you play {game.actions[a]} and the partner plays {game.partner_actions[b]}: you get "
+                             f"{_fmt(r)}, the partner gets {_fmt(s)}.")
     lines.append("Your goal is to get as many points as possible in total.")
     return "\n".join(lines) + "\n\n"
+
+
+def _check_order(order) -> tuple | None:
+    """``order`` as a tuple of distinct words or int indices (None passes); the game checks it at use."""
+    if order is None:
+        return None
+    items = check_sequence("order", order, "action words or indices (a permutation of our actions)")
+    for k, x in enumerate(items):
+        if isinstance(x, bool) or not isinstance(x, (str, int, np.integer)):
+            raise TypeError(f"order[{k}] must be an action word or an int index, got {describe(x)}")
+    keys = [x.lower() if isinstance(x, str) else int(x) for x in items]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"order must not repeat an action, got {list(items)}")
+    return tuple(items)
+
+
+def _order(game: MatrixGame, order) -> list[int]:
+    """Our action indices in the listing ``order`` (a permutation of all of them)."""
+    order = _check_order(order)
+    if order is None:
+        return list(range(game.n_actions))
+    try:
+        idx = [game.action_index(x) for x in order]
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"order: {err}") from None
+    if sorted(idx) != list(range(game.n_actions)):
+        raise ValueError(f"order must list each of the {game.n_actions} actions {list(game.actions)} once, got "
+                         f"{list(order)}")
+    return idx
+
+
+def _partner_order(game: MatrixGame, ours: list[int]) -> list[int]:
+    """The partner's listing: the same words in the same order as ours when the two lists hold the same words."""
+    low = [w.lower() for w in game.partner_actions]
+    if sorted(low) != sorted(w.lower() for w in game.actions):
+        return list(range(game.n_partner_actions))
+    return [low.index(game.actions[a].lower()) for a in ours]
+
+
+def action_orders(game: MatrixGame) -> list[tuple[str, ...]]:
+    """Every listing order of our action words (``n!``: 6 for RPS, 2 for IPD and BoS), the game's own first."""
+    game = get_game(game)
+    return [tuple(game.actions[a] for a in p) for p in itertools.permutations(range(game.n_actions))]
 
 
 def _crop_to(cache, length: int) -> None:
@@ -221,13 +274,15 @@ class LLMAgent(_PromptedAgent):
         prompt: one of ``PROMPTS``.
         reuse_cache: reuse the growing prompt's KV cache between rounds (default) or re-encode it every time.
         temperature: 0 plays the highest-scoring action (ties: lowest index); > 0 samples with the agent's rng.
+        order: the listing order of the action words in the rules (:func:`rules_text`); default the game's.
     """
 
     invalid = 0  # scoring always names a legal action
 
     def __init__(self, model=None, tokenizer=None, *, prompt: str = "lm", reuse_cache: bool = True,
-                 temperature: float = 0.0) -> None:
+                 temperature: float = 0.0, order=None) -> None:
         check_choice("prompt", prompt, PROMPTS)
+        self.order = _check_order(order)
         temperature = check_float("temperature", temperature, low=0.0)
         if (model is None) != (tokenizer is None):
             raise TypeError("give both model and tokenizer, or neither (to load the book's model)")
@@ -247,7 +302,7 @@ class LLMAgent(_PromptedAgent):
             self.model, self.tokenizer = load_model()
         if self.lm is None or self.lm.reuse_cache != self.reuse_cache:
             self.lm = ScoringLM(self.model, self.tokenizer, reuse_cache=self.reuse_cache)
-        self.lm.reset(rules_text(self.game, payoffs=self.prompt != "no-payoffs"))
+        self.lm.reset(rules_text(self.game, payoffs=self.prompt != "no-payoffs", order=self.order))
         self.action_logprobs: list[np.ndarray] = []
         self.prediction_logprobs: list[np.ndarray] = []
 
@@ -433,17 +488,22 @@ class HTTPAgent(_PromptedAgent):
     ``invalid`` and is replaced by a
     uniformly random action (from the agent's seeded rng); an unparsable prediction counts in
     ``invalid_predictions`` and becomes a uniform prediction. Two requests per round (prediction, action); with
-    ``prompt="social"`` the prediction is written into the action question.
+    ``prompt="social"`` the prediction is written into the action question. ``order`` lists the action words in
+    another order, in the rules and in the questions (:func:`rules_text`).
     """
 
-    def __init__(self, backend: HTTPBackend, *, prompt: str = "lm") -> None:
+    def __init__(self, backend: HTTPBackend, *, prompt: str = "lm", order=None) -> None:
         check_type("backend", backend, HTTPBackend, what="an HTTPBackend")
         check_choice("prompt", prompt, PROMPTS)
+        self.order = _check_order(order)
         self.backend, self.prompt, self.name = backend, prompt, f"http-{prompt}"
 
     def reset(self, game, *, horizon, rng, partner=None):
         super().reset(game, horizon=horizon, rng=rng, partner=partner)
-        self.text = rules_text(self.game, payoffs=self.prompt != "no-payoffs")
+        self.text = rules_text(self.game, payoffs=self.prompt != "no-payoffs", order=self.order)
+        ours = _order(self.game, self.order)
+        self._listed = (", ".join(self.game.actions[a] for a in ours),
+                        ", ".join(self.game.partner_actions[b] for b in _partner_order(self.game, ours)))
         self.invalid = self.invalid_predictions = 0
         self.replies: list[str] = []
 
@@ -465,7 +525,7 @@ class HTTPAgent(_PromptedAgent):
         else:
             extra = ""
         k = parse_action(self._ask(f"Round {r}. {extra}Which action do you play? End your reply with one line "
-                                   f"'Answer: <action>', the action one of: {', '.join(g.actions)}."), g.actions)
+                                   f"'Answer: <action>', the action one of: {self._listed[0]}."), g.actions)
         if k is None:
             self.invalid += 1
             k = int(self.rng.integers(g.n_actions))
@@ -474,7 +534,7 @@ class HTTPAgent(_PromptedAgent):
     def _predict_now(self, t):
         g = self.game
         k = parse_action(self._ask(f"Round {t + 1}. Which action will the partner play? End your reply with one "
-                                   f"line 'Answer: <action>', the action one of: {', '.join(g.partner_actions)}."),
+                                   f"line 'Answer: <action>', the action one of: {self._listed[1]}."),
                          g.partner_actions, who="partner")
         if k is None:
             self.invalid_predictions += 1
