@@ -202,7 +202,9 @@ SPECS = {
 CLI_SPECS = {
     "demo train": cli_spec(
         ["demo", "train"],
-        {"workers": "2", "steps": "0", "lr": "0.001", "topk": "32", "chunk": "64", "decay": "0.999", "seed": "0"},
+        {"workers": "2", "steps": "0", "lr": "0.001", "topk": "32", "chunk": "64", "decay": "0.999", "seed": "0",
+         "timeout_s": "60"},
         {"workers": Int(low=1), "steps": Int(low=0), "lr": Float(low=0.0), "topk": Int(low=1), "chunk": Int(low=1),
-         "decay": Float(low=0.0, high=1.0, high_open=True), "seed": Int(low=0, high=2**32 - 1)}),
+         "decay": Float(low=0.0, high=1.0, high_open=True), "seed": Int(low=0, high=2**32 - 1),
+         "timeout_s": Float(low=0.0, low_open=True)}),
 }

@@ -1,5 +1,5 @@
 """``python -m companion demo train`` under ``torchrun`` (env:// rendezvous, one worker per process; gloo here, CUDA
-hidden), and how the trainer reads the launcher's environment."""
+hidden), how the trainer reads the launcher's environment, and (``-m gpu``, on a CUDA machine) DeMo's NCCL path."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from companion.demo.training import _torchrun_env, train
 
@@ -59,3 +60,35 @@ def test_torchrun_env_reads_the_launcher_variables(monkeypatch):
     with pytest.raises(ValueError, match="RANK, WORLD_SIZE and LOCAL_RANK must be integers"):
         _torchrun_env()
 
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available())")
+def test_demo_over_nccl_on_cuda_matches_the_cpu_step(tmp_path):
+    """The NCCL path (collectives on the GPU, the per-step check included), one process: the same update as the
+    CPU optimizer without a process group, up to sign flips where the aggregate is ~0 (GPU matmuls round
+    differently)."""
+    import torch.distributed as dist
+
+    from companion.demo import DeMo
+
+    g = torch.Generator().manual_seed(0)
+    p0 = torch.randn(128, 192, generator=g, dtype=torch.float64)
+    grads = [torch.randn(128, 192, generator=g, dtype=torch.float64) for _ in range(3)]
+    cpu = torch.nn.Parameter(p0.clone())
+    opt = DeMo([cpu], lr=1e-2)
+    for gr in grads:
+        cpu.grad = gr.clone()
+        opt.step()
+    dist.init_process_group("nccl", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        gpu = torch.nn.Parameter(p0.cuda())
+        opt_gpu = DeMo([gpu], lr=1e-2, timeout_s=60.0)
+        assert opt_gpu._distributed and dist.get_backend() == "nccl"
+        for gr in grads:
+            gpu.grad = gr.cuda()
+            opt_gpu.step()
+    finally:
+        dist.destroy_process_group()
+    assert opt_gpu.bytes_sent == opt.bytes_sent
+    assert (gpu.detach().cpu() != cpu.detach()).sum() <= 0.001 * cpu.numel()

@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
                 error_feedback=not args.no_error_feedback, transform="identity" if args.no_dct else "dct",
                 tiling="1d" if args.tiling_1d else "2d", wire_format=args.wire)
     lr = args.lr if args.lr is not None else (3e-3 if args.optimizer == "adamw" else 1e-3)
-    cfg = TrainConfig(optimizer=args.optimizer, workers=workers, lr=lr, seed=args.seed,
+    cfg = TrainConfig(optimizer=args.optimizer, workers=workers, lr=lr, seed=args.seed, timeout_s=args.timeout_s,
                       steps=args.steps or (FULL_STEPS if args.full else QUICK_STEPS),
                       demo=demo if args.optimizer == "demo" else {})
     r = train(cfg)
@@ -145,6 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wire", choices=("compact", "official"), default="compact", help="index dtype on the wire")
     p.add_argument("--full", action="store_true", help="the longer run; writes results/demo/train_*.json")
     p.add_argument("--seed", type=cli_int(low=0, high=2**32 - 1), default=0)
+    p.add_argument("--timeout-s", type=cli_float(low=0.0, low_open=True), default=60.0,
+                   help="seconds a worker waits for the others in a collective before failing (default 60)")
     p.set_defaults(run=_run, experiment="train")
     p = experiments.add_parser("sweep", help="AdamW / signSGD / DeMo k=32,8,1 / ablations with 2 and 4 workers")
     p.add_argument("--full", action="store_true", help="lr search + every setting, 2 seeds; writes results/demo/sweep.json")
