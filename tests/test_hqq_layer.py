@@ -1,5 +1,7 @@
 """HQQLinear in its compute dtype, stored-bit accounting, hqq's 8-bit meta recipe and autograd baseline."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -179,3 +181,17 @@ def test_autograd_baseline_equals_hqq_optimize_weights_autograd(axis):
     defaults = inspect.signature(opt.optimize_weights_autograd).parameters["opt_params"].default
     sig = inspect.signature(H.optimize_weights_autograd).parameters
     assert (sig["lr"].default, sig["iters"].default) == (defaults["lr"], defaults["iters"])
+
+
+@pytest.mark.parametrize("config", [{"nbits": 3, "group_size": 64}, {"nbits": 2, "group_size": 16, "quant_zero": True,
+                                                                     "quant_scale": True}])
+def test_stored_bits_of_a_model_equal_what_quantize_model_stores(config):
+    from companion.hqq.experiments import stored_bits_per_weight
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 256))
+    bits = stored_bits_per_weight(model, dict(config, label="x", optimize=True))
+    assert all(type(m) is torch.nn.Linear for m in (model[0], model[2]))  # the model is left as it was
+    for dtype in (torch.float32, torch.float16):
+        report = H.quantize_model(copy.deepcopy(model), progress=False, compute_dtype=dtype, **config)
+        assert bits[dtype] == report.bits_per_weight

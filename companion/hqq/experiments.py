@@ -46,7 +46,9 @@ def perplexity_table(model, token_ids: torch.Tensor, configs: list[dict], *, con
 
     Each config is a dict of :func:`companion.hqq.quantize` arguments plus a ``label``. The model is copied
     for each config (the original is left untouched). Rows: ``label, perplexity, seconds_quantize,
-    bits_per_weight, mb_linear`` (``mb_linear``: storage of the quantized linear layers).
+    bits_per_weight, mb_linear, mb_linear_fp32``: stored bits per quantized weight and MB of the quantized
+    linear layers as :class:`~companion.hqq.HQQLinear` holds them (packed codes with padding, meta-data in the
+    model's dtype, biases), and the same layers' MB before.
     """
     from companion.lab import perplexity
 
@@ -62,6 +64,25 @@ def perplexity_table(model, token_ids: torch.Tensor, configs: list[dict], *, con
                      "mb_linear": report.bytes_after / 1e6, "mb_linear_fp32": report.bytes_before / 1e6})
         del q
     return rows
+
+
+def stored_bits_per_weight(model, config: dict, *, meta_dtypes=(torch.float32, torch.float16),
+                           skip: tuple[str, ...] = ("lm_head",)) -> dict[torch.dtype, float]:
+    """Stored bits per weight of :func:`~companion.hqq.quantize_model` ``(model, **config)`` with the meta-data in
+    each of ``meta_dtypes`` (the layers' compute dtype), without changing ``model``: every quantized weight's
+    packed codes (padding included) and meta-data, counted by :meth:`QuantMeta.storage_bits` (tested equal to the
+    bytes an :class:`~companion.hqq.HQQLinear` holds). Storage does not depend on the solver, so a
+    round-to-nearest pass is enough; ``config`` may carry a ``label`` and ``optimize`` (both ignored)."""
+    kwargs = {k: v for k, v in config.items() if k not in ("label", "optimize")}
+    bits = dict.fromkeys(meta_dtypes, 0)
+    n = 0
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and not any(s in name for s in skip):
+            _, meta = quantize(m.weight.detach(), optimize=False, **kwargs)
+            for dtype in meta_dtypes:
+                bits[dtype] += meta.storage_bits(dtype)
+            n += m.weight.numel()
+    return {dtype: b / n for dtype, b in bits.items()}
 
 
 def solver_comparison(W: torch.Tensor, *, nbits: int = 4, group_size: int = 64, axis: int = 0,
