@@ -244,5 +244,6 @@ def _score(lm, text, query, options):
 
 
 CLI_SPECS = {
-    f"tom {name}": cli_spec(["tom", name], {"threads": "1"}, {"threads": Int(low=1)}) for name in HELP
+    f"tom {name}": cli_spec(["tom", name], {"threads": "1", "orders": "all"},
+                            {"threads": Int(low=1), "orders": Choice(("book", "all"))}) for name in HELP
 }

@@ -5,7 +5,7 @@ import pytest
 
 from companion.__main__ import main
 from companion.tom import experiments as ex
-from companion.tom import get_game, play
+from companion.tom import HTTPBackend, get_game, play
 
 
 def test_make_partner_factory_builds_the_chapter_partners():
@@ -121,6 +121,28 @@ def test_cli_full_writes_results_with_provenance(tmp_path, monkeypatch, capsys):
     data = json.loads((tmp_path / "tom" / "horizon.json").read_text())
     assert data["provenance"]["command"] and data["mode"] == "full"
     assert {s["horizon"] for s in data["tabular"]} == {10, 20}
+
+
+def test_cli_orders_all_writes_a_separate_file_with_every_order(tmp_path, monkeypatch, capsys):
+    from companion.lab import results
+    from companion.tom import cli
+
+    class Backend(HTTPBackend):  # always answers with the first action listed in the question
+        def complete(self, prompt):
+            return "Answer: " + prompt.rsplit("the action one of: ", 1)[1].split(",")[0].rstrip(".")
+
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(cli, "_llm", lambda args: {"model": None, "tokenizer": None, "label": "first-listed",
+                                                    "backend": Backend("http://localhost:0/v1", "x")})
+    monkeypatch.setitem(cli.FULL, "oracle", {**cli.QUICK_CLI["oracle"], "games": ["ipd"], "horizon": 2})
+    assert main(["tom", "oracle", "--full", "--orders", "all"]) == 0
+    assert not (tmp_path / "tom" / "oracle.json").exists()
+    data = json.loads((tmp_path / "tom" / "oracle-orders.json").read_text())
+    assert data["settings"]["orders"] == "all"
+    assert sorted(r["order"] for r in data["llm"]) == ["cooperate defect"] * 2 + ["defect cooperate"] * 2
+    for r in data["llm"]:  # the first word listed is the move played
+        assert r["action_counts"][r["order"].split()[0]] == 2
+    assert "[defect cooperate]" in capsys.readouterr().out
 
 
 @pytest.mark.model

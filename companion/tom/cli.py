@@ -18,7 +18,9 @@ oracle      SmolLM2 told its partner's next move (``oracle``) vs the plain ``lm`
 A larger model: ``--model <Hugging Face id or folder>`` scores it locally instead of SmolLM2; ``--base-url URL
 --api-model NAME`` asks an OpenAI-compatible endpoint instead (the key is read from the environment variable named
 by ``--api-key-env``, default ``OPENAI_API_KEY``, and never printed). ``--tag`` names the results file
-``<experiment>-<tag>.json`` so the committed SmolLM2 results stay.
+``<experiment>-<tag>.json`` so the committed SmolLM2 results stay. ``--orders all`` runs the language model with
+every listing order of the action words (6 for RPS, 2 for IPD and BoS; :func:`companion.tom.action_orders`) instead
+of the book's order only, and writes ``<experiment>-orders.json`` unless ``--tag`` is given.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def _line(r: dict) -> str:
     who = r.get("prompt", r["agent"])
     if "temperature" in r:
         who = f"{r.get('model', 'llm')} {who} (temp {r['temperature']:g}, seed {r['seed']})"
+    if "order" in r:
+        who += f" [{r['order']}]"
     extra = f", best-response rate {r['br_rate']:.2f}" if "br_rate" in r else ""
     extra += f", unparseable {r['invalid']}" if "invalid" in r and "temperature" in r else ""
     one = f" (one-step {r['tom_regret_one_step']:6.3f})" if "tom_regret_one_step" in r else ""
@@ -93,10 +97,11 @@ def _run(args: argparse.Namespace) -> int:
     spec = (FULL if args.full else QUICK_CLI)[args.experiment]
     name, start = args.experiment, time.perf_counter()
     llm = _llm(args) if name in NEEDS_LLM and not args.no_llm else None
+    orders = None if args.orders == "book" else "all"
     kw = {} if llm is None else {"model": llm["model"], "tokenizer": llm["tokenizer"], "backend": llm["backend"],
-                                 "label": llm["label"]}
+                                 "label": llm["label"], "orders": orders}
     temp_ok = llm is None or llm["backend"] is None  # the HTTP backend asks at temperature 0 only
-    result: dict[str, Any] = {"settings": spec}
+    result: dict[str, Any] = {"settings": {**spec, "orders": args.orders}}
     if name == "table1":
         tab = ex.table1(seeds=spec["seeds"], horizon=spec["horizon"])
         result |= {"tabular": tab["summary"], "paper": ex.PAPER_TABLE1}
@@ -111,6 +116,9 @@ def _run(args: argparse.Namespace) -> int:
             result["llm"] = rows
             result["llm_summary"] = ex.summarize(rows, by=("prompt", "temperature"),
                                                  metrics=(*ex.TOM_METRICS, "br_rate"))
+            if orders is not None:
+                result["llm_summary_by_order"] = ex.summarize(rows, by=("prompt", "temperature", "order"),
+                                                              metrics=(*ex.TOM_METRICS, "br_rate"))
             for r in rows:
                 print(_line(r))
     elif name == "grid":
@@ -142,7 +150,8 @@ def _run(args: argparse.Namespace) -> int:
     result["threads"] = args.threads
     print(f"[{name}: {result['seconds']:.0f} s on {args.threads} thread(s)]")
     if args.full:
-        fname = name if not args.tag else f"{name}-{args.tag}"
+        tag = args.tag or ("orders" if orders is not None and llm is not None else None)
+        fname = name if not tag else f"{name}-{tag}"
         path = save_results("tom", fname, {"experiment": name, "mode": "full", **result}, seed=0)
         print(f"wrote {path}")
     return 0
@@ -165,4 +174,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--api-key-env", default="OPENAI_API_KEY",
                        help="the environment variable holding the API key (read per request, never printed)")
         p.add_argument("--tag", default=None, help="write results/tom/<experiment>-<tag>.json")
+        p.add_argument("--orders", choices=("book", "all"), default="book",
+                       help="listing orders of the action words in the LLM's prompt: the book's only (default) or "
+                            "all of them (writes <experiment>-orders.json unless --tag is given)")
         p.set_defaults(run=_run, experiment=name)

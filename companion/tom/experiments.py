@@ -320,12 +320,14 @@ def _named_order(game: MatrixGame, k: int, order, check) -> list[int]:
 
 def oracle_diagnostic(model=None, tokenizer=None, *, backend=None, games: Iterable[str] = GAME_NAMES,
                       partners: Iterable[str] = ("single", "tft"), prompts: Sequence[str] = ("lm", "oracle"),
-                      horizon: int = 100, seed: int = 0, label: str = "SmolLM2-135M") -> list[dict[str, Any]]:
+                      horizon: int = 100, seed: int = 0, label: str = "SmolLM2-135M", orders=None
+                      ) -> list[dict[str, Any]]:
     """The model told its partner's next move (prompt ``"oracle"``) next to the plain prompt, game by game.
 
     The key column is ``br_rate`` (:func:`best_response_rate`): with the answer in the prompt, a model that acts
     on it best-responds in every round (rate 1; against TFT in IPD the oracle plan cooperates instead, so there a
-    rate near 1 means short-sighted defection). Returns :func:`llm_runs` rows with the ``game`` of each.
+    rate near 1 means short-sighted defection). ``orders``: None (the game's own listing of the action words)
+    or ``"all"`` (every listing order, :func:`llm_runs`). Returns :func:`llm_runs` rows with the ``game`` of each.
     """
     games = _check_names("games", games, GAMES)
     partners = _check_names("partners", partners, PARTNER_KINDS)
@@ -335,10 +337,12 @@ def oracle_diagnostic(model=None, tokenizer=None, *, backend=None, games: Iterab
     horizon = check_int("horizon", horizon, low=1)
     seed = check_int("seed", seed, low=0, high=2**32 - 1)
     check_type("label", label, str)
+    if orders is not None:
+        check_choice("orders", orders, ["all"])
     _llm_factory(model, tokenizer, backend)  # the model/backend checks, before the first game
     rows = []
     for g in games:
         for p in partners:
             rows += llm_runs(model, tokenizer, backend=backend, game=g, partner=p, prompts=prompts, horizon=horizon,
-                             seeds=[seed], temperature=0.0, label=label)
+                             seeds=[seed], temperature=0.0, label=label, orders=orders)
     return rows
