@@ -134,3 +134,12 @@ def test_the_book_model_decodes_a_pyramid_cache_with_eager_attention(smollm):
             inside = greedy_continue(model, pre, cache, max_new_tokens=4)
             out[attn] = (inside, after)
     assert out["eager"] == out["sdpa"]
+
+
+def test_retrieval_sweep_names_a_bad_placement_or_granularity_before_running_anything():
+    from companion.pyramidkv.experiments import retrieval_sweep
+
+    with pytest.raises(ValueError, match="question must be one of"):
+        retrieval_sweep(None, None, capacities=[32], question="before")
+    with pytest.raises(ValueError, match=r"granularity must be one of \['query', 'kv', 'kv_pool_first'\]"):
+        retrieval_sweep(None, None, capacities=[32], granularity="head")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from companion.lab import corpus_tokens, progress
+from companion.lab.checks import check_choice
 
 from .capture import expand_kv_heads
 from .methods import compress, greedy_continue, prefill
@@ -81,10 +82,8 @@ def retrieval_sweep(model, tokenizer, *, capacities: list[int], methods=("full",
     Returns one dict per (prompt, method, capacity): ``method, capacity, depth, seed, found, answer,
     kept_tokens`` (mean per layer), ``cache_bytes`` (as stored).
     """
-    if question not in ("inside", "after"):
-        raise ValueError(f"question must be 'inside' or 'after', got {question!r}")
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    check_choice("question", question, ("inside", "after"))
+    check_choice("granularity", granularity, GRANULARITIES)
     runner = expand_kv_heads(model) if granularity == "query" else model
     kv_order = "kv" if granularity == "query" else granularity  # one query head per KV head: the orders agree
     rows = []
