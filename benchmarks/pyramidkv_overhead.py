@@ -10,7 +10,7 @@ model's own attention; nothing is recomputed) is the price of being able to comp
 share of the plain prefill (10% or less keeps it a small addition); the
 decode step with the compressed cache against the full cache is the saving per generated token, and the cache
 bytes (exact, computed from the kept tokens) the memory saved. Prefills are interleaved, plain then with
-capture, so that background load slows both alike; every time is a median.
+capture, and so are the decode steps, so that background load slows both alike; every time is a median.
 
 ``--save`` writes results/pyramidkv/bench_overhead.json with its provenance: ``settings`` (every option),
 ``threads``, ``measurements`` (every repeat's time and the medians, the kept tokens per layer, the cache bytes)
@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> dict:
         model(token, position_ids=pos, use_cache=True, **cache_kwargs(model, c))
         return time.perf_counter() - start
 
-    full_steps = [step(pre.cache) for _ in range(args.decode_repeats)]
-    small_steps = [step(cache) for _ in range(args.decode_repeats)]
+    full_steps, small_steps = [], []
+    for _ in range(args.decode_repeats):  # interleaved too
+        full_steps.append(step(pre.cache))
+        small_steps.append(step(cache))
     full_step, small_step = statistics.median(full_steps), statistics.median(small_steps)
     cfg = model.config
     full_bytes = cache_bytes([pre.prompt_len] * cfg.num_hidden_layers, heads=cfg.num_key_value_heads, head_dim=cfg.head_dim)
