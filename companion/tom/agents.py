@@ -459,8 +459,9 @@ class Surrogate(Agent):
     The probe is a :class:`CountPredictor` (≈ the 97 % accuracy the paper reports for large LLMs against simple
     partners). Each round it best-responds to its own prediction with probability ``exploit`` and otherwise
     follows ``rule``: ``"random"`` (uniform; the default — regret ≈ 1/step in RPS vs a constant, like Llama-2 70B's
-    0.971) or ``"mirror"`` (plays the partner's predicted move, a tie in RPS). Δ_ToM stays small while Δ_F is
-    large: the paper's signature.
+    0.971) or ``"mirror"`` (plays the partner's predicted move, a tie in RPS). Against partners that do not react
+    to our moves, Δ_ToM stays small while Δ_F is large: the paper's signature. (Against Tit-for-Tat in IPD the
+    rational agent of Δ_ToM, a myopic best response, defects and has a large Δ_ToM too.)
     """
 
     name = "surrogate"

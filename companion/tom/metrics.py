@@ -27,7 +27,7 @@ For an episode of T rounds with our actions ``a_t``, the partner's actions ``b_t
     moves), even predictions that are always wrong.
 
   The two agree against partners that do not react to our moves (single action, cyclic, switching, mixed:
-  then Q*_t(s, a) − (A π_t)_a does not depend on a). The paper (Riemer et al., §3) defines Δ_ToM in words as the
+  then Q*_t(s, a) − (A π_t)_a does not depend on a). The paper defines Δ_ToM in words as the
   regret of a rational agent acting on the predictions, judged like Δ_F; the gap form is our reading of it.
   ``Δ_ToM ≪ Δ_F`` is the paper's signature — the model knows, but does not act on it.
 """
