@@ -19,8 +19,8 @@ For an episode of T rounds with our actions ``a_t``, the partner's actions ``b_t
     (:func:`companion.tom.oracle_action_gaps`), ``Δ_ToM = Σ_t mean_{a ∈ BR(p̂_t)} g_t(a)``. This is Δ_F's own
     decomposition (``E[Σ_t g_t(a_t)] = Δ_F``) with our action replaced by the rational one, so Δ_ToM ≥ 0 and it
     compares with Δ_F on one scale. Against Tit-for-Tat in IPD a myopic best response (defect) loses 1 or 2 per
-    round against the oracle's cooperation, whatever it predicted: the rational agent of the paper acts on the
-    *prediction of the next move*, which is not enough against a partner who answers our moves.
+    round against the oracle's cooperation, whatever it predicted: this rational agent acts on a prediction of
+    the *next move*, which is not enough against a partner who answers our moves.
   * ``definition="one-step"``: the myopic regret against the best response to the partner's actual move,
     ``Δ_ToM = Σ_t [max_a (A π_t)_a − mean_{a ∈ BR(p̂_t)} (A π_t)_a]``. Zero whenever the prediction is right
     about a deterministic partner; in IPD zero for *every* prediction (defect is the best response to both
