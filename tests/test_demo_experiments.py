@@ -120,7 +120,7 @@ def test_sweep_summary_picks_each_familys_best_rate_and_averages_the_seeds():
         return {"setting": setting, "lr": lr, "seed": seed, "workers": workers, "val_loss": [9.0, loss],
                 "bytes_sent": 10.0, "steps": 5}
 
-    full = {"settings": {"lr_grid": {"AdamW": [1e-3, 3e-3], "DeMo k=32": [1e-3]}, "seeds": [0, 1]},
+    full = {"settings": {"lr_grid": {"AdamW": [1e-3, 3e-3], "DeMo k=32": [1e-3]}, "seeds": [0, 1], "steps": 5},
             "runs": [run("AdamW", 1e-3, 0, 2.0), run("AdamW", 3e-3, 0, 1.5), run("AdamW", 3e-3, 1, 1.7),
                      run("AdamW", 3e-3, 0, 0.1, workers=4), run("DeMo k=32", 1e-3, 0, 1.9),
                      run("DeMo k=32", 1e-3, 1, 2.1), run("k=32, no DCT", 1e-3, 0, 2.5)]}
@@ -129,3 +129,8 @@ def test_sweep_summary_picks_each_familys_best_rate_and_averages_the_seeds():
     assert s["AdamW"]["loss"] == pytest.approx(1.6)
     assert s["DeMo k=32"]["loss"] == pytest.approx(2.0)
     assert s["k=32, no DCT"]["lr"] == 1e-3 and s["k=32, no DCT"]["losses"] == [2.5]
+    # more seeds from `demo seeds`: same rate, workers and length count, anything else does not
+    extra = {"runs": [run("AdamW", 3e-3, 2, 1.9), run("AdamW", 1e-3, 3, 0.0), run("AdamW", 3e-3, 4, 0.0, workers=4),
+                      {**run("AdamW", 3e-3, 5, 0.0), "steps": 7}, run("AdamW", 3e-3, 1, 0.0)]}
+    s = sweep_summary(full, extra)
+    assert s["AdamW"]["seeds"] == [0, 1, 2] and s["AdamW"]["losses"] == [1.5, 1.7, 1.9]

@@ -10,6 +10,9 @@
   search for AdamW, signSGD and DeMo k = 32 (2 workers, seed 0), then every setting at its family's best rate
   with 2 workers and two seeds, then AdamW / DeMo k = 32 / k = 1 with 4 workers; written to
   ``results/demo/sweep.json`` after every run (``--resume`` keeps finished runs).
+- ``seeds --full [--resume]``: more seeds (:data:`SEEDS`) of AdamW, signSGD and DeMo k = 32 at the learning
+  rates the committed sweep tuned, so that their paired differences have a spread worth the name; written to
+  ``results/demo/seeds.json`` (its own provenance: the runs of ``sweep.json`` are not touched).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ QUICK_STEPS, FULL_STEPS = 30, 600
 SWEEP = dict(steps=1000, eval_every=50,
              lr_grid={"AdamW": [1e-3, 3e-3, 1e-2, 3e-2], "signSGD": [3e-4, 1e-3, 3e-3], "DeMo k=32": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2]},
              seeds=[0, 1], wide=dict(workers=4, settings=["AdamW", "DeMo k=32", "DeMo k=1"]))
+#: the extra seeds of the main comparison (``demo seeds --full``), at the sweep's tuned rates
+SEEDS = dict(steps=1000, eval_every=50, workers=2, seeds=[2, 3, 4], settings=["AdamW", "signSGD", "DeMo k=32"])
 #: the quick version
 QUICK_SWEEP = dict(steps=100, eval_every=25, settings=["AdamW", "DeMo k=32", "DeMo k=1"])
 
@@ -91,6 +96,39 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(args: argparse.Namespace) -> int:
+    import torch
+
+    from companion.lab import load_results, save_results
+
+    from . import experiments as ex
+
+    if not args.full:
+        raise SystemExit("demo seeds: only a full run exists (add --full); the quick comparison is `demo sweep`")
+    sweep = load_results("demo", "sweep")
+    if sweep is None:
+        raise SystemExit("demo seeds: results/demo/sweep.json is missing; run `python -m companion demo sweep "
+                         "--full` first (the seeds run at its tuned learning rates)")
+    torch.set_num_threads(1)
+    best = best_lrs(sweep["runs"], sweep["settings"]["lr_grid"])
+    lrs = {name: family_lr(name, best) for name in SEEDS["settings"]}
+    old = load_results("demo", "seeds") if args.resume else None
+
+    def save(runs):
+        r = runs[-1]
+        print(f"{r['setting']:>10s} lr={r['lr']:.0e} seed={r['seed']}: val loss {r['val_loss'][-1]:.3f} "
+              f"[{r['seconds']:.0f} s]", flush=True)
+        runs[:] = [ex.thin_loss(r) for r in runs]
+        save_results("demo", "seeds", {"experiment": "seeds", "mode": "full", "settings": {**SEEDS, "lrs": lrs},
+                                       "runs": runs}, seed=None, command="python -m companion demo seeds --full")
+
+    runs = ex.sweep(SEEDS["settings"], workers=SEEDS["workers"], lrs=lrs, seeds=SEEDS["seeds"],
+                    done=old["runs"] if old else [], steps=SEEDS["steps"], eval_every=SEEDS["eval_every"],
+                    on_result=save)
+    print(f"{len(runs)} runs in results/demo/seeds.json")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from .training import TrainConfig, _torchrun_env, train
 
@@ -152,3 +190,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full", action="store_true", help="lr search + every setting, 2 seeds; writes results/demo/sweep.json")
     p.add_argument("--resume", action="store_true", help="with --full: keep the runs already in the results file")
     p.set_defaults(run=_sweep, experiment="sweep")
+    p = experiments.add_parser("seeds", help="more seeds of AdamW / signSGD / DeMo k=32 at the sweep's tuned rates")
+    p.add_argument("--full", action="store_true", help="required: writes results/demo/seeds.json")
+    p.add_argument("--resume", action="store_true", help="keep the runs already in results/demo/seeds.json")
+    p.set_defaults(run=_seeds, experiment="seeds")

@@ -174,11 +174,13 @@ def received_vs_workers(shapes: Iterable[tuple[int, ...]], workers: Iterable[int
     return dict(workers=workers, tx=tx, numel=numel, allgather=gather, allreduce=ring, breakeven=breakeven)
 
 
-def sweep_summary(full: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def sweep_summary(full: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Per setting of a saved full sweep (``results/demo/sweep.json``): each family's learning rate (the one
     with the lowest final held-out loss for seed 0 and 2 workers in the search), then at that rate over 2
-    workers and every seed: ``{"loss": mean final held-out loss, "losses": per seed, "bytes": bytes sent per
-    worker per step, "lr", "steps"}``. Settings outside the search use DeMo k = 32's rate, as the sweep does."""
+    workers and every seed: ``{"loss": mean final held-out loss, "losses": per seed, "seeds", "bytes": bytes
+    sent per worker per step, "lr", "steps"}``. Settings outside the search use DeMo k = 32's rate, as the sweep
+    does. ``extra`` (``results/demo/seeds.json``, from ``python -m companion demo seeds --full``) adds its runs
+    of the same settings, workers, rate and length as further seeds."""
     runs = full["runs"]
     grid = full["settings"]["lr_grid"]
     best = {}
@@ -186,13 +188,16 @@ def sweep_summary(full: dict[str, Any]) -> dict[str, dict[str, Any]]:
         finals = {lr: next(r["val_loss"][-1] for r in runs if r["setting"] == name and r["workers"] == 2
                            and r["seed"] == 0 and r["lr"] == lr) for lr in lrs}
         best[name] = min(finals, key=finals.get)
+    pool = [r for r in runs if r["seed"] in full["settings"]["seeds"]] + list((extra or {}).get("runs", []))
     out = {}
     for name in sorted({r["setting"] for r in runs}):
         lr = best.get(name, best["DeMo k=32"])
-        rs = [r for r in runs if r["setting"] == name and r["workers"] == 2 and r["lr"] == lr
-              and r["seed"] in full["settings"]["seeds"]]
+        rs = sorted((r for r in pool if r["setting"] == name and r["workers"] == 2 and r["lr"] == lr
+                     and r["steps"] == full["settings"]["steps"]), key=lambda r: r["seed"])
+        seen = set()
+        rs = [r for r in rs if not (r["seed"] in seen or seen.add(r["seed"]))]  # one run per seed
         if rs:
             out[name] = {"loss": statistics.mean(r["val_loss"][-1] for r in rs),
-                         "losses": [r["val_loss"][-1] for r in rs], "bytes": rs[0]["bytes_sent"], "lr": lr,
-                         "steps": rs[0]["steps"]}
+                         "losses": [r["val_loss"][-1] for r in rs], "seeds": [r["seed"] for r in rs],
+                         "bytes": rs[0]["bytes_sent"], "lr": lr, "steps": rs[0]["steps"]}
     return out
