@@ -102,7 +102,7 @@ def test_shape_mismatches_are_named():
 
 
 @pytest.mark.model
-def test_window_scores_from_recomputed_queries_equal_the_models_own_attention(smollm):
+def test_window_scores_from_captured_queries_equal_the_models_own_attention(smollm):
     from companion.lab import attention_maps
     from companion.pyramidkv import queries_keys
 
