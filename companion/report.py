@@ -142,14 +142,19 @@ _DEMO_MAIN = ("AdamW", "signSGD", "DeMo k=32", "DeMo k=8", "DeMo k=1")
 
 def _demo_sweep() -> str:
     from .demo.experiments import sweep_summary
+    from .lab.stats import spread
 
-    s = sweep_summary(_load("demo/sweep"))
+    s = sweep_summary(_load("demo/sweep"), _load("demo/seeds"))
     losses = " / ".join(f"{s[n]['loss']:.3f}" for n in _DEMO_MAIN)
-    spread = max(abs(v["losses"][0] - v["losses"][-1]) / 2 for n, v in s.items() if n in _DEMO_MAIN)
+    n_main = {len(s[n]["losses"]) for n in _DEMO_MAIN}
+    a, d = s["AdamW"], s["DeMo k=32"]
+    both = sorted(set(a["seeds"]) & set(d["seeds"]))
+    gap = spread([d["losses"][d["seeds"].index(i)] - a["losses"][a["seeds"].index(i)] for i in both])
     sent = " / ".join(f"{s[n]['bytes']:,.0f}" for n in ("AdamW", "DeMo k=32", "DeMo k=8", "DeMo k=1"))
-    return (f"{losses} (mean of {len(s['AdamW']['losses'])} seeds; seeds differ by at most ±{spread:.3f}); bytes sent "
-            f"per worker per step {sent} (AdamW / DeMo k = 32 / 8 / 1, compact indices); no error feedback "
-            f"{s['k=32, no error feedback']['loss']:.2f}, no DCT {s['k=32, no DCT']['loss']:.3f}")
+    return (f"{losses} (mean over {' or '.join(map(str, sorted(n_main)))} seeds); DeMo k = 32 − AdamW, paired by "
+            f"seed: {gap.mean:+.3f} ± {gap.sd:.3f} (n = {gap.n}, 95% interval {gap.low:+.3f} to {gap.high:+.3f}); "
+            f"bytes sent per worker per step {sent} (AdamW / DeMo k = 32 / 8 / 1, compact indices); no error "
+            f"feedback {s['k=32, no error feedback']['loss']:.2f}, no DCT {s['k=32, no DCT']['loss']:.3f}")
 
 
 def _demo_olmo() -> str:
@@ -260,7 +265,9 @@ def _pyramidkv_after() -> str:
         values = sorted({v for (m, c), (v, _) in acc.items() if m == method})
         parts.append(f"{label} {'–'.join(f'{v:.0f}' for v in (values[0], values[-1])) if len(values) > 1 else f'{values[0]:.0f}'}%")
     caps = sorted({c for (_, c) in acc if c is not None})
-    return f"full cache {acc[('full', None)][0]:.0f}%; " + ", ".join(parts) + f" over C = {caps[0]}–{caps[-1]}"
+    n = sorted({k for (_, k) in acc.values()})
+    return (f"full cache {acc[('full', None)][0]:.0f}%; " + ", ".join(parts) + f" over C = {caps[0]}–{caps[-1]} "
+            f"(n = {'–'.join(map(str, (n[0], n[-1]))) if len(n) > 1 else n[0]} prompts per cell)")
 
 
 def _pyramidkv_kvpress() -> str:
@@ -272,13 +279,23 @@ def _pyramidkv_kvpress() -> str:
             f"{100 * min(r['identical_share'] for r in rows):.0f}%)")
 
 
+_REMOE_COMPARE = ("remoe/compare", "remoe/compare_seed1", "remoe/compare_seed2")
+
+
 def _remoe_compare() -> str:
-    runs = _load("remoe/compare")["runs"]
-    d, t, r = (runs[k]["final_val_loss"] for k in ("dense", "topk", "remoe"))
-    return (f"{d:.3f} / {t:.3f} / {r:.3f} (one seed: spread unknown). ReMoE is "
-            f"{'below' if r < t else 'above'} TopK, as in the paper; TopK is {'above' if t > d else 'below'} dense"
-            f"{', unlike the paper' if t > d else ', as in the paper'}. ReMoE "
-            f"{runs['remoe']['active_experts_tail']:.2f} experts per token over the last 20% of steps")
+    from .remoe.experiments import seed_summary
+
+    s = seed_summary([_load(entry) for entry in _REMOE_COMPARE])
+    loss, d, used = s["loss"], s["difference"], s["active_experts_train"]["remoe"]
+
+    def diff(key: str) -> str:
+        c = d[key]
+        return f"{c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
+
+    return (" / ".join(f"{loss[k].mean:.3f} ± {loss[k].sd:.3f}" for k in ("dense", "topk", "remoe"))
+            + f" (mean ± sd, {len(s['seeds'])} seeds); paired differences with 95% intervals: ReMoE − TopK "
+            f"{diff('remoe - topk')}, ReMoE − dense {diff('remoe - dense')}, TopK − dense {diff('topk - dense')}; "
+            f"ReMoE used {used.mean:.2f} ± {used.sd:.2f} experts per token over training (TopK 1.00)")
 
 
 def _remoe_experts() -> str:
@@ -335,9 +352,12 @@ def _bench_hqq() -> str:
     peer = sorted(v for k, v in r.items() if k.startswith("time_hqq_over_companion_faithful_"))
     peer_text = (f"hqq 0.2.8's time / ours {peer[0]:.2f}–{peer[-1]:.2f} on {len(peer)} shapes; " if peer
                  else "hqq 0.2.8 not installed for this run; ")
-    return (peer_text + f"the half-quadratic solver {r['speedup_half_quadratic_over_adam']:.1f}x faster than "
-            f"{m['adam_steps']} Adam steps on the zero point ({s['solver_shape'][0]}x{s['solver_shape'][1]}, 4-bit g64), "
-            f"mean |error| {m['hqq_error']:.5f} vs Adam {m['adam_error']:.5f} (round-to-nearest {m['rtn_error']:.5f})")
+    return (peer_text + f"the half-quadratic solver against hqq's autograd baseline (AdamW on scale and zero, "
+            f"{m['adam_steps']} steps; {s['solver_shape'][0]}x{s['solver_shape'][1]}, 4-bit g64), in CPU time: "
+            f"{m['speedup_cpu']:.0f}x faster than the baseline's full run, {m['speedup_equal_error_cpu']:.1f}x "
+            f"faster than the {m['adam_steps_to_hqq_error']} steps AdamW needs to reach HQQ's error; mean |error| "
+            f"HQQ {m['hqq_error']:.5f}, AdamW after {m['adam_steps']} steps {m['adam_error']:.5f}, round-to-nearest "
+            f"{m['rtn_error']:.5f}")
 
 
 def _bench_rebind() -> str:
@@ -361,13 +381,14 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("tom", "functional regret of R-max vs always-Rock in rock-paper-scissors, T = 100", _tom_rmax_regret,
             "R-max Δ_F/T 0.083 ± 0.004", "riemer2024tom", _TOM_TABLE1, "reproduced", ("tom/table1",)),
     Finding("tom", "literal theory of mind of R-max, same setting: its predictions of the partner read through "
-            "two probes", _tom_rmax_literal, "R-max Δ_ToM/T 0.039, accuracy 97.4%",
+            "two probes (Δ_ToM by the paper's definition, which equals the one-step one against this partner)", _tom_rmax_literal, "R-max Δ_ToM/T 0.039, accuracy 97.4%",
             "riemer2024tom", _TOM_TABLE1, "not reproduced", ("tom/table1",)),
     Finding("tom", "SmolLM2-135M as the agent, same setting", _tom_smollm,
             "Llama-2 70B: Δ_F/T 0.971, Δ_ToM/T 0.048, accuracy 96.8%", "riemer2024tom", _TOM_TABLE1,
             "not testable at our scale", ("tom/table1",)),
     Finding("tom", "SmolLM2 told its partner's next move (oracle prompt), T = 100, vs a single-action partner: "
-            "RPS / BoS / IPD", _tom_oracle, "Llama-3 70B: Δ_F/T 0.238 / 1.343 / 0.839", "riemer2024tom",
+            "RPS / BoS / IPD (raw Δ_F/T in our payoffs; the paper does not print its matrices, so the scales of the "
+            "two columns may differ)", _tom_oracle, "Llama-3 70B: Δ_F/T 0.238 / 1.343 / 0.839", "riemer2024tom",
             "Table 3 of the ICML 2025 version (BoS is its IBS); checked against a secondary transcription only",
             "not testable at our scale", ("tom/oracle",)),
     Finding("tom", "speed on this CPU: scoring actions with the language model, and the IPD arena against the "
@@ -387,7 +408,7 @@ FINDINGS: tuple[Finding, ...] = (
             "steps, tuned constant learning rates: AdamW / signSGD / DeMo k = 32 / 8 / 1", _demo_sweep,
             "models trained with DeMo match or exceed AdamW (OLMo 300M / 1B, 100B tokens, 64 GPUs)",
             "peng2024demo", "abstract of arXiv 2411.19870v1; the setup from the official configs (bloc97/DeMo)",
-            "not reproduced", ("demo/sweep",)),
+            "not reproduced", ("demo/sweep", "demo/seeds")),
     Finding("demo", "bytes sent per step for OLMo-1B's shapes (computed from the shapes, no run)", _demo_olmo,
             "110.32 MB per step at k = 32", "peng2024demo",
             "arXiv 2411.19870v1, as quoted in Import AI 395 (table not checked); v2 reports other settings",
@@ -395,13 +416,18 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("demo", "time per optimizer step on this CPU: DeMo vs AdamW (one process, and two gloo workers with "
             "AdamW's all-reduce)", _bench_demo, "—", "", "", "our extension", ("demo/bench_step_time",)),
     Finding("hqq", "held-out perplexity of SmolLM2 after quantizing every linear layer (axis 0): HQQ vs "
-            "round-to-nearest at 4-bit g64 / 3-bit g64 / 2-bit g16", _hqq_ppl,
+            "round-to-nearest at 4-bit g64 / 3-bit g64 / 2-bit g16 (run by an earlier version of the layer, which "
+            "stored scale and zero in fp16 whatever the compute dtype)", _hqq_ppl,
             "—", "", "", "our extension", ("hqq/perplexity",)),
-    Finding("hqq", "solver time on this CPU: our port vs the official hqq 0.2.8 on the same weights, and the "
-            "half-quadratic solver vs Adam on the same zero-point problem", _bench_hqq, "—", "", "",
-            "our extension", ("hqq/bench_speed",)),
+    Finding("hqq", "solver time on this CPU (one thread): our port vs the official hqq 0.2.8 on the same weights, "
+            "and the half-quadratic solver vs hqq's autograd baseline on one SmolLM2 matrix", _bench_hqq,
+            "100x faster than backprop via PyTorch's autograd", "badri2023hqq",
+            "the authors' announcement on Hacker News (item 38563537), not in the blog text we could check; at the "
+            "baseline's default length, not at equal error",
+            "reproduced", ("hqq/bench_speed",)),
     Finding("pyramidkv", "pass key hidden in 2048 tokens of standard-library code, question inside the "
-            "compressed prompt, tokens kept per KV head; found at C = 64 / 128 / 256 tokens per layer",
+            "compressed prompt, tokens kept per KV head (pool-first order, kvpress's, not KVCache-Factory's: the "
+            "official code's own path is the per-query-head row below); found at C = 64 / 128 / 256 tokens per layer",
             _pyramidkv_inside, "needle in a haystack, Llama-3-70B, KV 64: full 100, PyramidKV 99.6, SnapKV 76.2, "
             "H2O 47.3", "cai2024pyramidkv",
             "the authors' needle figure (KVCache-Factory figs/Needle.png; a table in Appendix P of arXiv v4)",
@@ -411,9 +437,10 @@ FINDINGS: tuple[Finding, ...] = (
             _pyramidkv_fraction, "matches the full KV cache while retaining 12% of it (LongBench)",
             "cai2024pyramidkv", "abstract", "not testable at our scale", ("pyramidkv/retrieval",)),
     Finding("pyramidkv", "tokens selected per query head (the official code's GQA handling, cache stored at "
-            "query-head width) vs per KV head, same prompts", _pyramidkv_granularity, "—", "", "",
+            "query-head width) vs per KV head (pool-first), same prompts", _pyramidkv_granularity, "—", "", "",
             "our extension", ("pyramidkv/retrieval",)),
-    Finding("pyramidkv", "the same with the question after the compressed context (query-agnostic)",
+    Finding("pyramidkv", "the same (per KV head, pool-first) with the question after the compressed context "
+            "(query-agnostic)",
             _pyramidkv_after, "kvpress's port: PyramidKV slightly below SnapKV on RULER-4k", "nvidia2024kvpress",
             "NVIDIA/kvpress pull request #66", "not testable at our scale", ("pyramidkv/retrieval",)),
     Finding("pyramidkv", "cost on this CPU: prefill with Q/K capture, the compression itself, a decoding step and "
@@ -424,7 +451,7 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("remoe", "validation loss (nats/token) of a tiny Llama-style LM (width 128, 4 layers, E = 8, k = 1; "
             "1.2M tokens of standard-library code): dense / TopK / ReMoE", _remoe_compare,
             "182M active parameters, 30B tokens: dense 2.042, TopK 1.936, ReMoE 1.921", "wang2025remoe",
-            _REMOE_FIGURE + ", left panel", "not testable at our scale", ("remoe/compare",)),
+            _REMOE_FIGURE + ", left panel", "not testable at our scale", _REMOE_COMPARE),
     Finding("remoe", "TopK − ReMoE validation-loss gap as the number of experts grows (width 64, 600 steps)",
             _remoe_experts, "+0.010 / +0.015 / +0.024 / +0.022 for E = 4 / 8 / 16 / 32", "wang2025remoe",
             _REMOE_FIGURE + ", middle panel (differences of its values)", "not testable at our scale",

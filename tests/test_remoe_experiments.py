@@ -243,3 +243,28 @@ def test_cli_registers_the_remoe_experiments():
         assert args.experiment == name and args.full and args.seed == 3 and callable(args.run)
     with pytest.raises(SystemExit):
         parser.parse_args(["remoe", "no-such-experiment"])
+
+
+def test_seed_summary_by_hand():
+    from companion.remoe.experiments import seed_summary
+
+    def run(seed, dense, topk, remoe, used):
+        return {"settings": {"train": {"seed": seed}},
+                "runs": {"dense": {"final_val_loss": dense},
+                         "topk": {"final_val_loss": topk, "active_experts_train": 1.0, "active_experts_tail": 1.0},
+                         "remoe": {"final_val_loss": remoe, "active_experts_train": used,
+                                   "active_experts_tail": 1.0}}}
+
+    s = seed_summary([run(0, 3.0, 3.2, 3.1, 1.2), run(1, 3.2, 3.3, 3.2, 1.4), run(2, 3.1, 3.4, 3.0, 1.0)])
+    assert s["seeds"] == [0, 1, 2]
+    assert s["loss"]["dense"].mean == pytest.approx(3.1) and s["loss"]["dense"].sd == pytest.approx(0.1)
+    d = s["difference"]["remoe - topk"]                   # -0.1, -0.1, -0.4
+    assert (d.mean, d.n) == (pytest.approx(-0.2), 3) and d.sd == pytest.approx(0.3 / 3 ** 0.5)
+    assert s["difference"]["remoe - dense"].mean == pytest.approx(0.0)
+    assert not s["difference"]["remoe - dense"].detectable
+    assert s["active_experts_train"]["remoe"].mean == pytest.approx(1.2)
+    assert "dense" not in s["active_experts_train"]
+    with pytest.raises(TypeError, match="results\\[0\\]"):
+        seed_summary([{"no": "runs"}])
+    with pytest.raises(ValueError, match="results"):
+        seed_summary([])

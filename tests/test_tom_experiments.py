@@ -58,7 +58,7 @@ def test_summarize_means_and_stds():
     rows = [{"game": "g", "agent": "a", "partner": "p", "regret": x, "tom_regret": 0.0, "accuracy": 1.0}
             for x in (1.0, 3.0)]
     (s,) = ex.summarize(rows)
-    assert s["regret"] == 2.0 and s["regret_std"] == 1.0 and s["n"] == 2
+    assert s["regret"] == 2.0 and s["regret_std"] == pytest.approx(2 ** 0.5) and s["n"] == 2  # sample sd, ddof 1
 
 
 def test_bad_experiment_input_is_rejected():

@@ -88,7 +88,10 @@ def _run(args: argparse.Namespace) -> int:
         if result["dense"]:
             print(f"dense: {result['dense']['final_val_loss']:.3f}")
     if args.full:
-        path = save_results("remoe", name, {"experiment": name, "mode": "full", **result, "device": str(device)},
+        # Seed 0 keeps the plain name the pages have always read; other seeds get their own file.
+        if args.seed:
+            name = f"{name}_seed{args.seed}"
+        path = save_results("remoe", name, {"experiment": args.experiment, "mode": "full", **result, "device": str(device)},
                             seed=args.seed)
         print(f"wrote {path}")
     return 0
@@ -106,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, text in helps.items():
         p = experiments.add_parser(name, help=text)
         p.add_argument("--full", action="store_true",
-                       help=f"the larger run; writes results/remoe/{name}.json with its provenance")
+                       help=f"the larger run; writes results/remoe/{name}.json (seed 0) or {name}_seedN.json, with its provenance")
         p.add_argument("--seed", type=cli_int(low=0, high=2**32 - 1), default=0)
         p.add_argument("--threads", type=cli_int(low=0), default=0, help="torch threads (default: torch's choice)")
         p.add_argument("--progress", action="store_true", help="show a progress bar per training run")

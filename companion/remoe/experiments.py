@@ -5,7 +5,9 @@ remoe <experiment> --full`` saves the larger runs under ``results/remoe/``).
 - :func:`alpha_sweep` — ReMoE's training dynamics (sparsity, λ, the three stages) for several α;
 - :func:`l1_comparison` — plain L1 vs the load-balanced L1 of the official code: per-layer sparsity and
   per-expert load;
-- :func:`expert_scaling` — TopK vs ReMoE as the number of experts E grows at k = 1 (the paper: the gap grows).
+- :func:`expert_scaling` — TopK vs ReMoE as the number of experts E grows at k = 1;
+- :func:`seed_summary` — several seeds of :func:`compare_routers` as losses with their spread, paired
+  differences between the kinds, and the compute each MoE used.
 
 Every run is a call to :func:`~companion.remoe.train`; :func:`summarize` turns its :class:`History` into plain
 numbers, with the routing measured afterwards on held-out text (:func:`~companion.remoe.measure_routing`) and,
@@ -20,7 +22,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from companion.lab.checks import check_float, check_int, check_type
+from companion.lab.checks import check_float, check_int, check_sequence, check_type
+from companion.lab.stats import Spread, spread
 
 from .model import FFN_KINDS, LMConfig
 from .training import History, experts_vs_frequency, measure_routing, train
@@ -188,6 +191,39 @@ def compare_routers(base: LMConfig = QUICK, *, kinds: Iterable[str] = FFN_KINDS,
 
         freq = token_frequency(kw["train_ids"], base.vocab_size)
     return {"settings": _settings(base, kw), "runs": _summaries(histories, kw, freq)}
+
+
+def seed_summary(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several seeds of :func:`compare_routers` (the saved results of ``python -m companion remoe compare --full
+    --seed N``) summarised with the book's rule for a detectable difference (:func:`companion.lab.spread`: mean,
+    sample sd, n, 95% t-interval).
+
+    Returns:
+        ``{"seeds": [...], "loss": {kind: Spread}, "active_experts_train": {kind: Spread},
+        "active_experts_tail": {kind: Spread}, "difference": {"remoe - topk": Spread, "remoe - dense": Spread,
+        "topk - dense": Spread}}`` — final validation losses (nats/token); the MoE kinds' mean experts per token
+        over all training steps (the compute used, 1.0 = that of k = 1) and over the last 20% of steps; and the
+        per-seed paired differences of the final validation losses (same seed: same data order, same initial
+        embedding), for the kinds every result holds.
+
+    Raises:
+        TypeError / ValueError: ``results`` not a non-empty sequence of compare results.
+    """
+    results = check_sequence("results", results, "compare_routers results")
+    for i, r in enumerate(results):
+        if not isinstance(r, dict) or not isinstance(r.get("runs"), dict):
+            raise TypeError(f"results[{i}] must be a compare_routers result (a dict with 'runs'), got "
+                            f"{type(r).__name__}")
+    kinds = [k for k in FFN_KINDS if all(k in r["runs"] for r in results)]
+    out: dict[str, Any] = {"seeds": [r.get("settings", {}).get("train", {}).get("seed") for r in results],
+                           "loss": {k: spread([r["runs"][k]["final_val_loss"] for r in results]) for k in kinds}}
+    for key in ("active_experts_train", "active_experts_tail"):
+        out[key] = {k: spread([r["runs"][k][key] for r in results]) for k in kinds if k != "dense"}
+    out["difference"] = {f"{a} - {b}": spread([r["runs"][a]["final_val_loss"] - r["runs"][b]["final_val_loss"]
+                                               for r in results])
+                         for a, b in (("remoe", "topk"), ("remoe", "dense"), ("topk", "dense"))
+                         if a in kinds and b in kinds}
+    return out
 
 
 def alpha_sweep(base: LMConfig = QUICK, *, alphas: Sequence[float] = (1.05, 1.2, 1.5), **train_kw) -> dict[str, Any]:

@@ -134,8 +134,9 @@ def episode_row(episode: Episode, **extra) -> dict[str, Any]:
 
 def summarize(rows: Sequence[dict], *, by: Sequence[str] = ("game", "agent", "partner"),
               metrics: Sequence[str] = ("regret", "tom_regret", "accuracy")) -> list[dict[str, Any]]:
-    """Group ``rows`` (one per episode) by the keys ``by`` and give each metric's mean and standard deviation over
-    the group (``<metric>`` and ``<metric>_std``), with ``n`` the number of episodes. Groups keep first-seen order."""
+    """Group ``rows`` (one per episode) by the keys ``by`` and give each metric's mean and sample standard
+    deviation (ddof 1; 0.0 for a single episode) over the group (``<metric>`` and ``<metric>_std``), with ``n`` the
+    number of episodes. Groups keep first-seen order."""
     if isinstance(rows, (str, bytes, dict)):
         raise TypeError(f"rows must be a list of dicts (one per episode), got {describe(rows)}")
     rows = _as_list("rows", rows, "dicts (one per episode)")
@@ -155,7 +156,7 @@ def summarize(rows: Sequence[dict], *, by: Sequence[str] = ("game", "agent", "pa
             v = np.array([r[mname] for r in rs], dtype=float)
             v = v[~np.isnan(v)]
             s[mname] = float(v.mean()) if v.size else float("nan")
-            s[f"{mname}_std"] = float(v.std()) if v.size else float("nan")
+            s[f"{mname}_std"] = (float(v.std(ddof=1)) if v.size > 1 else 0.0) if v.size else float("nan")
         s["n"] = len(rs)
         out.append(s)
     return out
