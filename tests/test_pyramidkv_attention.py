@@ -143,3 +143,27 @@ def test_retrieval_sweep_names_a_bad_placement_or_granularity_before_running_any
         retrieval_sweep(None, None, capacities=[32], question="before")
     with pytest.raises(ValueError, match=r"granularity must be one of \['query', 'kv', 'kv_pool_first'\]"):
         retrieval_sweep(None, None, capacities=[32], granularity="head")
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_a_wrapper_that_passes_dropout_by_position_still_runs(attn, monkeypatch):
+    """kvpress patches every registered attention function with a wrapper that calls it as
+    ``func(module, query, key, value, attention_mask, dropout, **kwargs)``; ours must take ``dropout`` by position
+    (this broke the kvpress peer check once)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from companion.pyramidkv.capture import NAME
+
+    inner = ALL_ATTENTION_FUNCTIONS[NAME]
+
+    def kvpress_like(module, query, key, value, attention_mask, dropout=0.0, **kwargs):
+        return inner(module, query, key, value, attention_mask, dropout, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, NAME, kvpress_like)
+    model = tiny("llama", attn=attn)
+    ids = torch.randint(0, 64, (1, 24), generator=torch.Generator().manual_seed(2))
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, NAME, inner)
+    expected = queries_keys(model, ids)
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, NAME, kvpress_like)
+    for (Q, K), (Q2, K2) in zip(expected, queries_keys(model, ids)):
+        torch.testing.assert_close(Q2, Q) and torch.testing.assert_close(K2, K)

@@ -54,8 +54,12 @@ def _causal_mask(query: torch.Tensor, key: torch.Tensor, base: str) -> torch.Ten
     return mask.masked_fill(~visible, torch.finfo(query.dtype).min)[None, None]
 
 
-def _attention(module, query, key, value, attention_mask, **kwargs):
-    """The registered attention function: record ``(query, key)``, mask per layer, run the base attention."""
+def _attention(module, query, key, value, attention_mask, dropout=0.0, **kwargs):
+    """The registered attention function: record ``(query, key)``, mask per layer, run the base attention.
+
+    ``dropout`` is the sixth parameter, as in transformers' registered functions: transformers passes it by
+    keyword, wrappers such as kvpress's ``attention_patch`` by position; the base function gets it by keyword
+    (a model's own ``eager_attention_forward`` takes ``scaling`` in that place)."""
     state = _STATE.get()
     if state is None:
         raise RuntimeError(f"attention implementation {NAME!r} only runs inside companion.pyramidkv calls")
@@ -72,7 +76,7 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
         forward = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
     else:
         forward = ALL_ATTENTION_FUNCTIONS[state.base]
-    return forward(module, query, key, value, attention_mask, **kwargs)
+    return forward(module, query, key, value, attention_mask, dropout=dropout, **kwargs)
 
 
 AttentionInterface.register(NAME, _attention)
