@@ -141,15 +141,12 @@ _DEMO_MAIN = ("AdamW", "signSGD", "DeMo k=32", "DeMo k=8", "DeMo k=1")
 
 
 def _demo_sweep() -> str:
-    from .demo.experiments import sweep_summary
-    from .lab.stats import spread
+    from .demo.experiments import paired_difference, sweep_summary
 
     s = sweep_summary(_load("demo/sweep"), _load("demo/seeds"))
     losses = " / ".join(f"{s[n]['loss']:.3f}" for n in _DEMO_MAIN)
     n_main = {len(s[n]["losses"]) for n in _DEMO_MAIN}
-    a, d = s["AdamW"], s["DeMo k=32"]
-    both = sorted(set(a["seeds"]) & set(d["seeds"]))
-    gap = spread([d["losses"][d["seeds"].index(i)] - a["losses"][a["seeds"].index(i)] for i in both])
+    gap = paired_difference(s, "AdamW", "DeMo k=32")
     sent = " / ".join(f"{s[n]['bytes']:,.0f}" for n in ("AdamW", "DeMo k=32", "DeMo k=8", "DeMo k=1"))
     return (f"{losses} (mean over {' or '.join(map(str, sorted(n_main)))} seeds); DeMo k = 32 − AdamW, paired by "
             f"seed: {gap.mean:+.3f} ± {gap.sd:.3f} (n = {gap.n}, 95% interval {gap.low:+.3f} to {gap.high:+.3f}); "

@@ -134,3 +134,7 @@ def test_sweep_summary_picks_each_familys_best_rate_and_averages_the_seeds():
                       {**run("AdamW", 3e-3, 5, 0.0), "steps": 7}, run("AdamW", 3e-3, 1, 0.0)]}
     s = sweep_summary(full, extra)
     assert s["AdamW"]["seeds"] == [0, 1, 2] and s["AdamW"]["losses"] == [1.5, 1.7, 1.9]
+    from companion.demo.experiments import paired_difference
+
+    d = paired_difference(s, "DeMo k=32", "AdamW")      # seeds 0 and 1 only: 1.5 − 1.9, 1.7 − 2.1
+    assert (d.mean, d.n) == (pytest.approx(-0.4), 2) and d.sd == pytest.approx(0.0, abs=1e-12)

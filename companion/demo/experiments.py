@@ -157,6 +157,16 @@ def thin_loss(run: dict[str, Any], every: int = 10) -> dict[str, Any]:
     return {**out, "train_loss": [round(sum(b) / len(b), 4) for b in blocks], "train_loss_every": every}
 
 
+def paired_difference(summary: dict[str, dict[str, Any]], first: str, second: str):
+    """``second − first`` final held-out loss, seed by seed over the seeds both settings of a :func:`sweep_summary`
+    have, as a :func:`companion.lab.spread` (mean, sample sd, n, 95% t-interval)."""
+    from companion.lab.stats import spread
+
+    a, b = summary[first], summary[second]
+    both = sorted(set(a["seeds"]) & set(b["seeds"]))
+    return spread([b["losses"][b["seeds"].index(i)] - a["losses"][a["seeds"].index(i)] for i in both])
+
+
 def received_vs_workers(shapes: Iterable[tuple[int, ...]], workers: Iterable[int], *, k: int = 32,
                         chunk: int = 64, wire_format: str = "compact") -> dict[str, list]:
     """Bytes one worker receives per step with W workers: DeMo's all-gather ``(W − 1) · tx`` vs a ring all-reduce
