@@ -126,3 +126,25 @@ def test_style_is_colour_blind_safe_palette():
         assert mpl.rcParams["axes.prop_cycle"].by_key()["color"][:3] == [COLORS["blue"], COLORS["orange"], COLORS["green"]]
     use_style()
     assert mpl.rcParams["axes.spines.top"] is False
+
+
+def test_a_control_with_one_static_value_is_a_label_not_a_slider():
+    w = interact(lambda k, n: _line(k + n), {"k": [1, 2, 3], "n": range(10)}, static={"n": [4]})
+    html = w.to_html()
+    assert html.count('type="range"') == 1  # k moves; n is fixed in the static page
+    assert '<span class="cw-fixed" style="font-family:monospace">4</span>' in html
+    assert "9 more values in a live kernel" in html
+    one = interact(_line, {"k": [7]}).to_html()
+    assert 'type="range"' not in one and "<select" not in one and "more value" not in one
+
+
+def test_the_build_switch_leaves_only_the_static_player(monkeypatch):
+    import IPython
+
+    import companion.viz.widgets as widgets
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: type("Shell", (), {"kernel": object()})())
+    assert widgets._in_live_kernel()
+    monkeypatch.setenv("COMPANION_LIVE_WIDGETS", "0")
+    assert not widgets._in_live_kernel()
+    assert WIDGET_MIME not in interact(_line, {"k": [1, 2]})._repr_mimebundle_()

@@ -16,6 +16,11 @@
    the corpus tokenizes its validation split (tens of seconds); both happen once per machine. The build does
    them in a separate process at start-up, so that no page's time or memory includes them — as on Binder,
    where ``binder/postBuild`` does the same.
+4. **Pages are executed for a static page.** The build sets ``COMPANION_PROGRESS=0`` (no progress bars: in a
+   static page they are frozen widgets or wrapped text) and ``COMPANION_LIVE_WIDGETS=0`` (``companion.viz``
+   widgets emit only their static player, not ipywidgets state that a static page cannot run) for the kernels it
+   starts; a reader's own kernel has neither. Script tags that a theme extension registers twice (sphinx-thebe's
+   configuration, which would redeclare a ``const``) are written once.
 
 The same key is used by ``conftest.py``, which lets ``pytest`` accept a page that this build executed without
 error under the same key instead of executing it a second time.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import re
 import shutil
@@ -198,8 +204,26 @@ def _on_doctree_read(app, doctree):
     path.write_text(json.dumps(report, indent=1, sort_keys=True))
 
 
+def _unique_scripts(app, pagename, templatename, context, doctree):
+    """Drop repeated script tags (same file or inline body, same attributes) from a page."""
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for js in scripts:
+        attributes = getattr(js, "attributes", {}) or {}
+        key = (str(js), tuple(sorted((k, str(v)) for k, v in attributes.items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    scripts[:] = unique
+
+
 def setup(app):
+    os.environ["COMPANION_PROGRESS"] = "0"
+    os.environ["COMPANION_LIVE_WIDGETS"] = "0"
     app.connect("config-inited", _on_config_inited, priority=100)
+    app.connect("html-page-context", _unique_scripts, priority=900)
     app.connect("builder-inited", lambda app: _prepare_caches())
     app.connect("source-read", _on_source_read)
     app.connect("doctree-read", _on_doctree_read)

@@ -12,7 +12,9 @@ turns "a function of a few controls → a matplotlib figure" into an object that
 Both travel in one output, and each front end picks the richest one it can show; the book's ``_config.yml``
 asks the HTML builder to prefer ``text/html``. The static frames are rendered when the object is created, so a
 function that fails for any pre-rendered control value fails the notebook (and the book build) at once.
-Frame count and total size are bounded (``max_frames``, ``max_bytes``) so pages stay small.
+Frame count and total size are bounded (``max_frames``, ``max_bytes``) so pages stay small. A control left with
+one pre-rendered value is shown in the static player as a fixed label, not as a slider that cannot move. With the
+environment variable ``COMPANION_LIVE_WIDGETS=0`` (the book's build sets it) only the static player is emitted.
 
 Example::
 
@@ -32,6 +34,7 @@ import io
 import itertools
 import json
 import math
+import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -71,6 +74,8 @@ def _in_live_kernel() -> bool:
     try:
         from IPython import get_ipython
     except ImportError:
+        return False
+    if os.environ.get("COMPANION_LIVE_WIDGETS", "1") == "0":  # set by the book's build: the page is static
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
@@ -178,7 +183,12 @@ class Interactive:
             values = self.static[name]
             start = values.index(self.initial[name])
             label = html.escape(name)
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            if len(values) == 1:  # nothing to move in the static page: a fixed label, not a one-position slider
+                more = len(self.controls[name]) - 1
+                hint = (f' <span style="font-size:0.85em;color:#777">({more} more value{"s" if more > 1 else ""} in a live '
+                        'kernel)</span>') if more else ""
+                control = f'<span class="cw-fixed" style="font-family:monospace">{html.escape(str(values[0]))}</span>{hint}'
+            elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                 control = (f'<input type="range" min="0" max="{len(values) - 1}" step="1" value="{start}" '
                            f'data-k="{k}" aria-label="{label}" style="width:16em;vertical-align:middle">'
                            f' <output style="font-family:monospace">{html.escape(str(values[start]))}</output>')
@@ -186,7 +196,8 @@ class Interactive:
                 options = "".join(f'<option value="{i}"{" selected" if i == start else ""}>{html.escape(str(v))}</option>'
                                   for i, v in enumerate(values))
                 control = f'<select data-k="{k}" aria-label="{label}">{options}</select>'
-            rows.append(f'<label style="display:block;margin:0.2em 0"><b>{label}</b> {control}</label>')
+            tag = "div" if len(values) == 1 else "label"
+            rows.append(f'<{tag} style="display:block;margin:0.2em 0"><b>{label}</b> {control}</{tag}>')
         order = list(itertools.product(*(range(len(v)) for v in self.static.values())))
         frames = [base64.b64encode(self.frames[tuple(self.static[n][i] for n, i in zip(names, idx))]).decode() for idx in order]
         sizes = [len(self.static[n]) for n in names]
