@@ -10,6 +10,9 @@
   search for AdamW, signSGD and DeMo k = 32 (2 workers, seed 0), then every setting at its family's best rate
   with 2 workers and two seeds, then AdamW / DeMo k = 32 / k = 1 with 4 workers; written to
   ``results/demo/sweep.json`` after every run (``--resume`` keeps finished runs).
+- ``baselines --full [--resume]``: the baselines that isolate DeMo's parts, DeMo with k = a whole 64 x 64 tile
+  and signum with DeMo's β = 0.999, and the no-DCT ablation, each with its own learning-rate search (seed 0,
+  :data:`BASELINES`), then three seeds at the best rate; written to ``results/demo/baselines.json``.
 - ``seeds --full [--resume]``: more seeds (:data:`SEEDS`) of AdamW, signSGD and DeMo k = 32 at the learning
   rates the committed sweep tuned, so that their paired differences have a spread worth the name; written to
   ``results/demo/seeds.json`` (its own provenance: the runs of ``sweep.json`` are not touched).
@@ -25,12 +28,21 @@ from companion.lab.checks import cli_float, cli_int
 #: steps of the quick and the full run
 QUICK_STEPS, FULL_STEPS = 30, 600
 
+#: the settings of the full sweep (the committed results/demo/sweep.json)
+SWEEP_SETTINGS = ["AdamW", "signSGD", "DeMo k=32", "DeMo k=8", "DeMo k=1", "k=32, no error feedback",
+                  "k=32, no DCT", "k=32, 1-D chunks"]
 #: the full sweep
 SWEEP = dict(steps=1000, eval_every=50,
              lr_grid={"AdamW": [1e-3, 3e-3, 1e-2, 3e-2], "signSGD": [3e-4, 1e-3, 3e-3], "DeMo k=32": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2]},
              seeds=[0, 1], wide=dict(workers=4, settings=["AdamW", "DeMo k=32", "DeMo k=1"]))
 #: the extra seeds of the main comparison (``demo seeds --full``), at the sweep's tuned rates
 SEEDS = dict(steps=1000, eval_every=50, workers=2, seeds=[2, 3, 4], settings=["AdamW", "signSGD", "DeMo k=32"])
+#: the baselines that isolate DeMo's parts, and the no-DCT ablation's own rate (``demo baselines --full``): a
+#: rate search per setting (seed 0), then ``seeds`` at each one's best rate; same model, data, workers and length
+#: as the sweep
+BASELINES = dict(steps=1000, eval_every=50, workers=2, seeds=[0, 1, 2],
+                 lr_grid={"DeMo k=4096 (whole tile)": [1e-3, 3e-3, 1e-2], "signum β=0.999": [1e-3, 3e-3, 1e-2],
+                          "k=32, no DCT": [1e-2, 3e-2, 1e-1]})
 #: the quick version
 QUICK_SWEEP = dict(steps=100, eval_every=25, settings=["AdamW", "DeMo k=32", "DeMo k=1"])
 
@@ -88,8 +100,8 @@ def _sweep(args: argparse.Namespace) -> int:
             runs = ex.sweep([name], lrs={name: lr}, done=runs, **common)
     best = best_lrs(runs, SWEEP["lr_grid"])
     print("best learning rates:", best, flush=True)
-    lrs = {name: family_lr(name, best) for name in ex.SETTINGS}
-    runs = ex.sweep(ex.SETTINGS, lrs=lrs, seeds=SWEEP["seeds"], done=runs, **common)
+    lrs = {name: family_lr(name, best) for name in SWEEP_SETTINGS}
+    runs = ex.sweep(SWEEP_SETTINGS, lrs=lrs, seeds=SWEEP["seeds"], done=runs, **common)
     wide = SWEEP["wide"]
     runs = ex.sweep(wide["settings"], workers=wide["workers"], lrs=lrs, done=runs, **common)
     print(f"{len(runs)} runs in results/demo/sweep.json")
@@ -126,6 +138,40 @@ def _seeds(args: argparse.Namespace) -> int:
                     done=old["runs"] if old else [], steps=SEEDS["steps"], eval_every=SEEDS["eval_every"],
                     on_result=save)
     print(f"{len(runs)} runs in results/demo/seeds.json")
+    return 0
+
+
+def _baselines(args: argparse.Namespace) -> int:
+    import torch
+
+    from companion.lab import load_results, save_results
+
+    from . import experiments as ex
+
+    if not args.full:
+        raise SystemExit("demo baselines: only a full run exists (add --full); the quick comparison is `demo sweep`")
+    torch.set_num_threads(1)
+    b = BASELINES
+    old = load_results("demo", "baselines") if args.resume else None
+
+    def save(runs):
+        r = runs[-1]
+        print(f"{r['setting']:>24s} lr={r['lr']:.0e} seed={r['seed']}: val loss {r['val_loss'][-1]:.3f}, "
+              f"{r['bytes_sent']:,.0f} B sent/step, replicas identical {r['replicas_identical']} "
+              f"[{r['seconds']:.0f} s]", flush=True)
+        runs[:] = [ex.thin_loss(r) for r in runs]
+        save_results("demo", "baselines", {"experiment": "baselines", "mode": "full", "settings": b, "runs": runs},
+                     seed=None, command="python -m companion demo baselines --full")
+
+    common = dict(workers=b["workers"], steps=b["steps"], eval_every=b["eval_every"], on_result=save)
+    runs = old["runs"] if old else []
+    for name, grid in b["lr_grid"].items():
+        for lr in grid:
+            runs = ex.sweep([name], lrs={name: lr}, done=runs, **common)
+    best = best_lrs(runs, b["lr_grid"], workers=b["workers"])
+    print("best learning rates:", best, flush=True)
+    runs = ex.sweep(list(b["lr_grid"]), lrs=best, seeds=b["seeds"], done=runs, **common)
+    print(f"{len(runs)} runs in results/demo/baselines.json")
     return 0
 
 
@@ -194,3 +240,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full", action="store_true", help="required: writes results/demo/seeds.json")
     p.add_argument("--resume", action="store_true", help="keep the runs already in results/demo/seeds.json")
     p.set_defaults(run=_seeds, experiment="seeds")
+    p = experiments.add_parser("baselines", help="DeMo k = whole tile, signum with DeMo's β, the no-DCT rate search")
+    p.add_argument("--full", action="store_true", help="required: writes results/demo/baselines.json")
+    p.add_argument("--resume", action="store_true", help="keep the runs already in results/demo/baselines.json")
+    p.set_defaults(run=_baselines, experiment="baselines")

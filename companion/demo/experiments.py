@@ -5,7 +5,8 @@
   and the gradient;
 - :func:`energy_curves` — share of each tensor's energy held by the top-k coefficients per chunk, DCT vs raw;
 - :data:`SETTINGS` / :func:`run_setting` / :func:`sweep` — AdamW + all-reduce, signSGD-momentum + all-reduce, DeMo
-  at k = 32, 8, 1 and the three ablations, each trained by N gloo workers (:func:`companion.demo.train`);
+  at k = 32, 8, 1, the three ablations, and the two baselines that isolate DeMo's parts (k = a whole tile; signum
+  with DeMo's β = 0.999), each trained by N gloo workers (:func:`companion.demo.train`);
 - :func:`received_vs_workers` — bytes a worker receives per step: DeMo's all-gather vs a ring all-reduce, for W
   workers, and the break-even W.
 """
@@ -36,7 +37,13 @@ SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
     "k=32, no error feedback": ("demo", dict(compression_topk=32, error_feedback=False)),
     "k=32, no DCT": ("demo", dict(compression_topk=32, transform="identity")),
     "k=32, 1-D chunks": ("demo", dict(compression_topk=32, tiling="1d")),
+    # the two baselines that isolate DeMo's parts: k = a whole 64 x 64 tile (error feedback then empties δ every
+    # step, so the update is sign(mean of the workers' g) without momentum), and signum with DeMo's β
+    "DeMo k=4096 (whole tile)": ("demo", dict(compression_topk=4096)),
+    "signum β=0.999": ("signsgd", {}),
 }
+#: :class:`TrainConfig` settings of a setting besides its optimizer and DeMo options
+SETTING_CONFIG: dict[str, dict[str, Any]] = {"signum β=0.999": dict(signsgd_momentum=0.999)}
 
 
 def momentum_snapshot(steps: int = 200, *, lr: float = 1e-3, seed: int = 0,
@@ -114,7 +121,7 @@ def run_setting(name: str, *, workers: int = 2, steps: int = 300, lr: float | No
     lr = lr if lr is not None else (3e-3 if optimizer == "adamw" else 1e-3)
     t0 = time.perf_counter()
     r = train(TrainConfig(optimizer=optimizer, workers=workers, steps=steps, lr=lr, seed=seed, demo=dict(demo),
-                          **overrides))
+                          **{**SETTING_CONFIG.get(name, {}), **overrides}))
     med = lambda xs: float(torch.tensor(xs, dtype=torch.float64).median())  # noqa: E731
     return dict(setting=name, workers=workers, lr=lr, seed=seed, steps=steps, n_params=r["n_params"], loss=r["loss"],
                 val_step=r["val_step"], val_loss=r["val_loss"], bytes_sent=med(r["bytes_sent"]),

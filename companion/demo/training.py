@@ -13,8 +13,9 @@ replicas in sync:
 - ``"demo"``: :class:`companion.demo.DeMo`, no gradient synchronisation at all (what DDP would do is switched off);
   the optimizer all-gathers the top-k DCT coefficients of each worker's momentum;
 - ``"adamw"``: gradients averaged with an all-reduce, then AdamW (the paper's baseline; betas (0.9, 0.95));
-- ``"signsgd"``: gradients averaged with an all-reduce, then signSGD with momentum
-  (``m ← β m + g``, ``p ← p − η sign(m)``), DeMo's update without the compression.
+- ``"signsgd"``: gradients averaged with an all-reduce, then signSGD with momentum (signum:
+  ``m ← β m + g``, ``p ← p − η sign(m)``; ``β`` = ``signsgd_momentum``, default 0.9; with DeMo's 0.999 it is
+  DeMo's update without the compression).
 
 Bytes per step: DeMo's are measured by the optimizer (payload sent, payloads received from the W − 1 others); an
 all-reduce's are the ring formula ``2 (W − 1)/W · 4 P`` (gloo does not count them).
@@ -50,6 +51,9 @@ class TrainConfig:
         steps, batch_size, seq_len: training length, per-worker batch ``[batch_size, seq_len]`` of bytes.
         d_model, n_layers, n_heads: the tiny transformer.
         lr: learning rate (DeMo and signSGD use a sign update, so a smaller lr than AdamW).
+        weight_decay: decoupled weight decay of DeMo and AdamW (signSGD has none).
+        signsgd_momentum: β of ``"signsgd"``'s momentum ``m ← β m + g``, in [0, 1) (default 0.9; 0.999 is
+            DeMo's ``compression_decay``); ignored by the other optimizers.
         demo: extra keyword arguments of :class:`DeMo` (``compression_topk``, ``error_feedback``, ...).
         train_bytes: how many bytes of the standard-library corpus to train on.
         eval_every: rank 0 measures the held-out loss every this many steps (0: only after the last step);
@@ -73,6 +77,7 @@ class TrainConfig:
     n_heads: int = 4
     lr: float = 1e-3
     weight_decay: float = 0.0
+    signsgd_momentum: float = 0.9
     demo: dict = field(default_factory=dict)
     train_bytes: int = 1_000_000
     eval_every: int = 0
@@ -92,6 +97,7 @@ class TrainConfig:
         self.seed = check_int("seed", self.seed, low=0, high=2**32 - 1)
         check_float("lr", self.lr, low=0.0)
         check_float("weight_decay", self.weight_decay, low=0.0)
+        check_float("signsgd_momentum", self.signsgd_momentum, low=0.0, high=1.0, high_open=True)
         check_float("timeout_s", self.timeout_s, low=0.0, low_open=True)
         _check_heads(self.d_model, self.n_heads)
         check_type("demo", self.demo, dict, what="a dict of DeMo keyword arguments")
@@ -279,7 +285,7 @@ def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int | None, o
     elif cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     else:
-        opt = _SignSGD(params, lr=cfg.lr)
+        opt = _SignSGD(params, lr=cfg.lr, momentum=cfg.signsgd_momentum)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     hist = dict(loss=[], bytes_sent=[], bytes_received=[], step_s=[], opt_s=[], val_step=[], val_loss=[])
     val_batches = _val_batches(cfg, val).to(device) if (rank == 0 and val is not None) else None
