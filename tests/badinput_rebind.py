@@ -96,6 +96,10 @@ SPECS = {
     "ATOM_FEATURES": NoArguments("a constant (the 9 atom features and their class counts)"),
     "LJ_PARAMETERS": NoArguments("a constant (the Lennard-Jones table)"),
     "VARIANTS": NoArguments("a constant (the decoder relations of each variant)"),
+    "NUM_HS_MODES": NoArguments("a constant (how the num_hs feature counts hydrogens)"),
+    "RECIPE_NAMES": NoArguments("a constant (the recipe names)"),
+    "RECIPES": NoArguments("a constant (the two recipes' optimiser settings)"),
+    "Recipe": NoArguments("a record of constants (RECIPES; ConformerConfig.recipe, swept, selects one)"),
     "Batch": NoArguments("a record made by collate (swept there); ConformerModel and distance_loss check it"),
     "Molecule": NoArguments("a record made by molecule_from_mol/_smiles/_xyz (swept there); collate checks the "
                             "shapes of its tensors"),
@@ -103,8 +107,8 @@ SPECS = {
     "History": NoArguments("a record returned by train"),
     "qm9_available": NoArguments("a function without arguments"),
     # ----------------------------------------------------------------------------------------------- data
-    "atom_features": Spec(lambda **kw: rb.atom_features(**kw), lambda: {"mol": _mols()[0].mol},
-                          {"mol": Obj(Chem.Mol)}),
+    "atom_features": Spec(lambda **kw: rb.atom_features(**kw), lambda: {"mol": _mols()[0].mol, "num_hs": "official"},
+                          {"mol": Obj(Chem.Mol), "num_hs": Choice(rb.NUM_HS_MODES)}),
     "bond_adjacency": Spec(lambda **kw: rb.bond_adjacency(**kw), lambda: {"mol": _mols()[0].mol},
                            {"mol": Obj(Chem.Mol)}),
     "laplacian_pe": Spec(lambda **kw: rb.laplacian_pe(**kw), lambda: {"adj": _mols()[1].adjacency.clone()},
@@ -185,10 +189,10 @@ SPECS = {
     "ConformerConfig": Spec(
         lambda **kw: rb.ConformerConfig(**kw),
         lambda: {"variant": "bond", "d_model": 16, "n_heads": 2, "d_ff": 16, "encoder_layers": 1, "decoder_layers": 1,
-                 "released_code": False, "beta_init": None},
+                 "released_code": False, "beta_init": None, "recipe": "official"},
         {"variant": Choice(tuple(rb.VARIANTS)), "d_model": Int(low=1), "n_heads": Int(low=1), "d_ff": Int(low=1),
          "encoder_layers": Int(low=1), "decoder_layers": Int(low=1), "released_code": FLAG,
-         "beta_init": Float(optional=True)}),
+         "beta_init": Float(optional=True), "recipe": Choice(rb.RECIPE_NAMES)}),
     "ConformerModel": Spec(
         lambda **kw: rb.ConformerModel(**kw), lambda: {"config": tiny_config(), "d_ff": 8},
         {"config": Obj(rb.ConformerConfig), "d_ff": Int(low=1)}),
@@ -237,9 +241,9 @@ SPECS = {
     # ------------------------------------------------------------------------------------------- training
     "lr_at": Spec(
         lambda **kw: rb.lr_at(**kw),
-        lambda: {"step": 5, "lr": 1e-3, "warmup_steps": 2, "steps": 10, "min_lr": 1e-4},
+        lambda: {"step": 5, "lr": 1e-3, "warmup_steps": 2, "steps": 10, "min_lr": 1e-4, "schedule": "linear"},
         {"step": Int(low=0), "lr": Float(low=0.0, low_open=True), "warmup_steps": Int(low=0, high=10),
-         "steps": Int(low=2), "min_lr": Float(low=0.0, high=1e-3)}),
+         "steps": Int(low=2), "min_lr": Float(low=0.0, high=1e-3), "schedule": Choice(("cosine", "linear"))}),
     "predict": Spec(
         lambda **kw: rb.predict(**kw),
         lambda: {"model": tiny_model(), "mols": mols(), "batch_size": 2, "intermediate": False},
@@ -262,19 +266,26 @@ SPECS = {
         lambda **kw: rb.train(**kw),
         lambda: {"config": tiny_config(), "train_mols": mols(), "val_mols": mols()[:1], "epochs": 1, "batch_size": 2,
                  "lr": 1e-3, "weight_decay": 0.01, "warmup_fraction": 0.1, "grad_clip": 1.0, "patience": None,
-                 "seed": 0, "device": "cpu", "show_progress": False},
+                 "seed": 0, "device": "cpu", "show_progress": False, "checkpoint": None, "stop_after": None},
         {"config": Custom((3, None, "transformer", object(), rb.ConformerConfig(d_model=8, n_heads=2))),
-         "train_mols": _NOT_MOLECULES, "val_mols": _NOT_MOLECULES, "epochs": Int(low=1), "batch_size": Int(low=1),
-         "lr": Float(low=0.0, low_open=True), "weight_decay": Float(low=0.0),
+         "train_mols": _NOT_MOLECULES, "val_mols": _NOT_MOLECULES, "epochs": Int(low=1),
+         "batch_size": Int(low=1, optional=True), "lr": Float(low=0.0, low_open=True, optional=True),
+         "weight_decay": Float(low=0.0, optional=True),
          "warmup_fraction": Float(low=0.0, high=1.0, high_open=True), "grad_clip": Float(low=0.0, low_open=True),
-         "patience": Int(low=1, optional=True), "seed": SEED, "device": _BAD_DEVICE, "show_progress": FLAG}),
+         "patience": Int(low=1, optional=True), "seed": SEED, "device": _BAD_DEVICE, "show_progress": FLAG,
+         "checkpoint": Custom((3, b"run.pt", ["run.pt"])), "stop_after": Custom((0, -1, 1.5, "1", True))}),
 }
 
 CLI_SPECS = {
-    f"rebind {name}": cli_spec(["rebind", name], {"seed": "0", "threads": "1"},
-                               {"seed": Int(low=0, high=2**32 - 1), "threads": Int(low=0)})
+    f"rebind {name}": cli_spec(["rebind", name], {"seed": "0", "threads": "1", "recipe": "official"},
+                               {"seed": Int(low=0, high=2**32 - 1), "threads": Int(low=0),
+                                "recipe": Choice(rb.RECIPE_NAMES)})
     for name in ("edges", "compare")
 }
+CLI_SPECS["rebind converged"] = cli_spec(
+    ["rebind", "converged"], {"seed": "0", "threads": "1", "recipe": "official", "budget_minutes": "30"},
+    {"seed": Int(low=0, high=2**32 - 1), "threads": Int(low=0), "recipe": Choice(rb.RECIPE_NAMES),
+     "budget_minutes": Float(low=0.0, low_open=True)})
 
 
 def _one_thread(fn):

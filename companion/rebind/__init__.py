@@ -11,8 +11,9 @@ al., ICLR 2024).
 - :class:`ConformerConfig`, :class:`ConformerModel`, :func:`modulated_scores`, :func:`distance_loss` — the
   relation-modulated encoder-decoder transformer and its variants (``rebind``, ``gtmgc``, ``bond``, ``near``);
 - :func:`d_mae`, :func:`d_rmse`, :func:`distance_errors`, :func:`c_rmsd`, :func:`per_degree_errors` — the metrics;
-- :func:`train`, :func:`predict`, :func:`evaluate`, :func:`etkdg_predict`, :func:`evaluate_coordinates` —
-  training with early stopping and the RDKit ETKDG (+ MMFF) baseline;
+- :func:`train`, :data:`RECIPES`, :func:`predict`, :func:`evaluate`, :func:`etkdg_predict`,
+  :func:`evaluate_coordinates` — training (our recipe or the official one; early stopping; resumable from a
+  checkpoint) and the RDKit ETKDG (+ MMFF) baseline;
 - ``companion.rebind.experiments`` — the chapter's experiments (force-edge census, decoder variants compared
   with the ETKDG baseline), each returning JSON-ready dicts; ``python -m companion rebind ...`` runs them.
 
@@ -22,6 +23,7 @@ RDKit NCI set without it.
 
 from .data import (
     ATOM_FEATURES,
+    NUM_HS_MODES,
     Batch,
     Molecule,
     atom_features,
@@ -54,6 +56,7 @@ from .forces import (
 )
 from .metrics import c_rmsd, c_rmsd_one, d_mae, d_rmse, distance_errors, per_degree_errors
 from .model import (
+    RECIPE_NAMES,
     VARIANTS,
     ConformerConfig,
     ConformerModel,
@@ -64,11 +67,21 @@ from .model import (
     pairwise_distances,
     row_subtracted_distances,
 )
-from .training import History, etkdg_predict, evaluate, evaluate_coordinates, lr_at, predict, train
+from .training import (
+    RECIPES,
+    History,
+    Recipe,
+    etkdg_predict,
+    evaluate,
+    evaluate_coordinates,
+    lr_at,
+    predict,
+    train,
+)
 
 __all__ = [
     "ATOM_FEATURES", "Batch", "ConformerConfig", "ConformerModel", "ConformerOutput", "History", "LJ_PARAMETERS",
-    "Molecule", "RelationAttention", "VARIANTS", "atom_features", "bond_adjacency", "c_rmsd", "c_rmsd_one",
+    "Molecule", "NUM_HS_MODES", "RECIPES", "RECIPE_NAMES", "Recipe", "RelationAttention", "VARIANTS", "atom_features", "bond_adjacency", "c_rmsd", "c_rmsd_one",
     "collate", "d_mae", "d_rmse", "degrees", "distance_errors", "distance_loss", "edge_statistics",
     "embed_conformer", "etkdg_predict", "evaluate", "evaluate_coordinates", "extra_edge_counts", "force_edges",
     "hop_distance", "laplacian_pe", "lj_force", "lj_parameters", "lj_potential", "load_nci", "load_qm9", "lr_at",

@@ -115,12 +115,24 @@ def _index(value: int, size: int, offset: int = 0) -> int:
     return i if 0 <= i < size - 1 else size - 1
 
 
-def atom_features(mol) -> torch.Tensor:
+#: how the ``num_hs`` feature counts hydrogens: ``"bonded"`` (ours: ``GetTotalNumHs(includeNeighbors=True)``, the
+#: hydrogens bonded to the atom, explicit graph atoms included) or ``"official"`` (``GetTotalNumHs()``, as the
+#: official ``data/utils.py``, ``atom_to_feature_vector``, line 58: implicit and explicit-count hydrogens only, so
+#: 0 for every atom once hydrogens are graph atoms, as in every :class:`Molecule`)
+NUM_HS_MODES = ("bonded", "official")
+
+
+def atom_features(mol, *, num_hs: str = "bonded") -> torch.Tensor:
     """The 9 categorical features of every atom, ``[N, 9]`` (long), in the order of :data:`ATOM_FEATURES`.
 
-    ``num_hs`` counts hydrogens bonded to the atom, explicit graph atoms included (hydrogens are explicit here).
+    ``num_hs`` (column 4) is ``"bonded"`` (default: hydrogens bonded to the atom, explicit graph atoms included)
+    or ``"official"`` (RDKit's ``GetTotalNumHs()`` without neighbours, as the official ReBind featurizer: 0 for
+    every atom of a molecule whose hydrogens are explicit atoms), see :data:`NUM_HS_MODES`. ``TypeError`` for a
+    ``mol`` that is not an RDKit ``Mol``, ``ValueError`` for another ``num_hs``.
     """
     _check_mol("mol", mol)
+    check_choice("num_hs", num_hs, NUM_HS_MODES)
+    include_neighbors = num_hs == "bonded"
     rows = []
     for a in mol.GetAtoms():
         rows.append([
@@ -128,7 +140,7 @@ def atom_features(mol) -> torch.Tensor:
             _CHIRALITY.index(str(a.GetChiralTag())) if str(a.GetChiralTag()) in _CHIRALITY else len(_CHIRALITY),
             _index(a.GetDegree(), 12),
             _index(a.GetFormalCharge(), 12, offset=5),
-            _index(a.GetTotalNumHs(includeNeighbors=True), 10),
+            _index(a.GetTotalNumHs(includeNeighbors=include_neighbors), 10),
             _index(a.GetNumRadicalElectrons(), 6),
             _HYBRIDIZATION.index(str(a.GetHybridization())) if str(a.GetHybridization()) in _HYBRIDIZATION
             else len(_HYBRIDIZATION),

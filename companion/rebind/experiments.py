@@ -4,23 +4,31 @@
 - :func:`edge_census` — what the force rewiring selects on reference geometries (repulsive share, 1-3 share),
   the finding the paper does not report: ~99% repulsive, ~92% angle pairs on QM9;
 - :func:`compare_variants` — the same tiny encoder-decoder with bond-only / GTMGC / ReBind / nearest-neighbour
-  decoder relations (and optionally ReBind as released, whose rewiring never fires), against ETKDG (+ MMFF).
+  decoder relations (and optionally ReBind as released, whose rewiring never fires), against ETKDG (+ MMFF);
+- :func:`converged_run` — the same four decoders trained to early stopping, resumable across sessions
+  (a checkpoint per decoder, partial results after every epoch).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, replace
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from companion.lab.checks import check_float, check_int
 from companion.lab.stats import Spread, spread
 
 from .data import Molecule, collate, load_nci, load_qm9, qm9_available, split_molecules
 from .forces import edge_statistics, extra_edge_counts, force_edges
 from .model import ConformerConfig
 from .training import etkdg_predict, evaluate, evaluate_coordinates, train
+
+#: the decoders every comparison trains, in this order
+DECODERS = ("bond", "gtmgc", "rebind", "near")
 
 #: the tiny model of the notebooks
 QUICK = ConformerConfig()
@@ -90,6 +98,65 @@ def compare_variants(data: dict[str, Any], *, variants: Sequence[str] = ("bond",
             pred = etkdg_predict(data["test"], mmff=mmff)
             res = evaluate_coordinates(data["test"], pred, per_degree=True)
             out.setdefault("baselines", {})["etkdg_mmff" if mmff else "etkdg"] = res
+    return out
+
+
+def converged_run(data: dict[str, Any], *, checkpoint_dir: str | Path, config: ConformerConfig = QUICK,
+                  variants: Sequence[str] = DECODERS, seed: int = 0, epochs: int = 40, patience: int = 5,
+                  budget_s: float | None = None, stop_after: int | None = None,
+                  on_epoch: Callable[[dict[str, Any]], Any] | None = None,
+                  device: str | torch.device | None = None, **train_kw) -> dict[str, Any]:
+    """Train each decoder variant to early stopping on ``data["valid"]`` and score it on ``data["test"]``
+    (D-MAE, D-RMSE, C-RMSD, per-degree D-MAE), one epoch per :func:`train` call so that the run can stop and
+    resume: ``checkpoint_dir/<variant>.pt`` holds each decoder's state after every epoch, and calling again with
+    the same arguments continues where the last call stopped (a finished decoder is re-scored from its
+    checkpoint, giving the same numbers).
+
+    Args:
+        data: ``{"train", "valid", "test", "source"}`` (:func:`molecules`).
+        checkpoint_dir: where the checkpoints live (the companion cache in the CLI, never the repository).
+        config: the model; ``variant`` is replaced by each of ``variants`` in turn, ``recipe`` picks the recipe.
+        seed: initialization and batch order (the split is ``data``'s).
+        epochs, patience: at most ``epochs`` epochs (the schedule's length), stopping after ``patience`` epochs
+            without a better validation D-MAE.
+        budget_s: stop (cleanly, after an epoch) once this many seconds have passed in this call.
+        stop_after: stop after this many epochs in this call (over all variants).
+        on_epoch: called with the partial result after every epoch (the CLI writes it to ``results/rebind``).
+        train_kw: more :func:`train` arguments (``batch_size``, ``lr``, ...; default: the recipe's).
+
+    Returns ``{"source", "config", "sizes", "seed", "epochs", "patience", "runs": {variant: {"complete",
+    "history" (:meth:`History.to_dict`: per-epoch records and wall-clock ``epoch_seconds``), and when complete
+    the test metrics}}, "complete"}``; ``complete`` is True when every variant finished.
+    """
+    folder = Path(checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    if budget_s is not None:
+        budget_s = check_float("budget_s", budget_s, low=0.0, low_open=True)
+    if stop_after is not None:
+        stop_after = check_int("stop_after", stop_after, low=1)
+    out: dict[str, Any] = {"source": data.get("source"), "config": asdict(config), "seed": seed, "epochs": epochs,
+                           "patience": patience, "sizes": {k: len(data[k]) for k in ("train", "valid", "test")},
+                           "runs": {}, "complete": False}
+    t0, ran = time.perf_counter(), 0
+    for v in variants:
+        cfg = replace(config, variant=v)
+        entry = out["runs"][v] = {"complete": False}
+        while True:
+            if (budget_s is not None and time.perf_counter() - t0 >= budget_s) or (
+                    stop_after is not None and ran >= stop_after):
+                return out
+            hist = train(cfg, data["train"], data["valid"], epochs=epochs, patience=patience, seed=seed,
+                         checkpoint=folder / f"{v}.pt", stop_after=1, device=device, show_progress=False, **train_kw)
+            entry["history"] = hist.to_dict()
+            ran += hist.epochs_run
+            if hist.complete:
+                entry.update(evaluate(hist.model, data["test"], per_degree=True), complete=True)
+                if on_epoch is not None:
+                    on_epoch(out)
+                break
+            if on_epoch is not None:
+                on_epoch(out)
+    out["complete"] = True
     return out
 
 

@@ -24,8 +24,15 @@ The layers are post-LN (``x ← LN(x + Attn(x))``, ``x ← LN(x + FFN(x))``), no
    ``near``     ``A_bond`` and the ``K_i`` nearest non-bonded atoms of ``X_enc`` (the control: same budget)
    ============ =================================================================================================
 
-4. **Output head**: a per-atom gate ``g = σ(W[h_dec; h_enc])`` mixes ``g·h_dec + (1−g)·h_enc``, then an MLP
-   ``d → 3d → 3`` gives the final coordinates ``X_dec``.
+4. **Output head**: a per-atom gate mixes ``g·h_dec + (1−g)·h_enc``, then an MLP ``d → 3d → 3`` gives the final
+   coordinates ``X_dec``. The gate depends on ``config.recipe``:
+
+   - ``"companion"`` (default, ours): ``g = σ(W[h_dec; h_enc] + b)``, ``W`` a ``2d → 1`` projection;
+   - ``"official"``: a softmax over the two inputs of one shared ``d → 1`` projection, scaled by ``1/√d``:
+     ``(g, 1−g) = softmax((w·h_dec + b, w·h_enc + b) / √d)`` (official ``models/modules/task_head.py``,
+     ``ConformerPredictionHead.forward``, the ``conformer_base`` branch; the bias cancels in the softmax).
+     The official recipe also counts hydrogens as the official featurizer does (``num_hs`` feature 0 for every
+     atom, :data:`~companion.rebind.data.NUM_HS_MODES`).
 
 Loss (:func:`distance_loss`): ``½ (D-MAE(X_enc) + D-MAE(X_dec))`` over all atom pairs, hydrogens included.
 
@@ -66,6 +73,10 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 }
 #: the most relations a variant's decoder uses (ReBind: bond, attractive, repulsive)
 MAX_RELATIONS = max(len(v) for v in VARIANTS.values())
+#: the recipes (model side: output gate and hydrogen counts; training side: :data:`companion.rebind.RECIPES`)
+RECIPE_NAMES = ("companion", "official")
+#: column of ``num_hs`` in the atom features (:data:`~companion.rebind.data.ATOM_FEATURES`)
+_NUM_HS = [name for name, _ in ATOM_FEATURES].index("num_hs")
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,9 @@ class ConformerConfig:
             (the model then equals ``"bond"``); the corrected behaviour (False) is the default.
         beta_init: initial value of every β_{h,r}; ``None`` (default) draws each from N(0, 1), as GTMGC's and
             ReBind's code do; 0 starts the model as a plain transformer with Laplacian positions.
+        recipe: ``"companion"`` (default) or ``"official"``: the output gate and hydrogen counts (module
+            docstring) here, and the optimiser settings :func:`~companion.rebind.train` uses
+            (:data:`~companion.rebind.RECIPES`).
     """
 
     variant: Literal["rebind", "gtmgc", "bond", "near"] = "rebind"
@@ -90,9 +104,11 @@ class ConformerConfig:
     decoder_layers: int = 2
     released_code: bool = False
     beta_init: float | None = None
+    recipe: Literal["companion", "official"] = "companion"
 
     def __post_init__(self):
         check_choice("variant", self.variant, tuple(VARIANTS))
+        check_choice("recipe", self.recipe, RECIPE_NAMES)
         for name in ("d_model", "n_heads", "d_ff", "encoder_layers", "decoder_layers"):
             # stored as plain ints (a numpy int would not survive asdict -> JSON in the results files)
             object.__setattr__(self, name, check_int(name, getattr(self, name), low=1))
@@ -218,7 +234,7 @@ def row_subtracted_distances(dist: torch.Tensor, mask: torch.Tensor) -> torch.Te
 class ConformerOutput:
     """What :class:`ConformerModel` returns: ``enc_coords``/``coords`` ``[B, N, 3]`` (intermediate and final
     conformation), ``relations`` ``[B, R, N, N]`` (the decoder's, names in ``relation_names``), ``gate``
-    ``[B, N, 1]``."""
+    ``[B, N, 1]`` (the weight ``g`` of the decoder output ``h_dec`` in the output head, either recipe)."""
 
     enc_coords: torch.Tensor
     coords: torch.Tensor
@@ -247,7 +263,8 @@ class ConformerModel(nn.Module):
         self.decoder = nn.ModuleList(RelationLayer(c.d_model, c.n_heads, c.d_ff, len(c.relations),
                                                    beta_init=c.beta_init) for _ in range(c.decoder_layers))
         self.enc_head = _mlp3(c.d_model)
-        self.gate = nn.Linear(2 * c.d_model, 1)
+        # ours: σ over a 2d → 1 projection of [h_dec; h_enc]; official: softmax over a shared d → 1 projection
+        self.gate = nn.Linear((1 if c.recipe == "official" else 2) * c.d_model, 1)
         self.dec_head = _mlp3(c.d_model)
 
     def _add_pe(self, x: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
@@ -256,6 +273,15 @@ class ConformerModel(nn.Module):
             raise ValueError(f"molecules of {n} atoms need d_model >= {n} for the Laplacian encoding, "
                              f"d_model is {x.shape[-1]}")
         return torch.cat([x[..., :n] + pe, x[..., n:]], -1)
+
+    def output_gate(self, h_dec: torch.Tensor, h_enc: torch.Tensor) -> torch.Tensor:
+        """The weight ``g`` ``[B, N, 1]`` of ``h_dec`` (``[B, N, d]``, as ``h_enc``) in the output head: ``σ(W[h_dec;
+        h_enc] + b)`` (recipe ``"companion"``) or the first entry of ``softmax((w·h_dec + b, w·h_enc + b) / √d)``
+        (``"official"``, ``task_head.py`` ``ConformerPredictionHead``)."""
+        if self.config.recipe == "official":
+            logits = self.gate(torch.stack([h_dec, h_enc], -2)).squeeze(-1)  # [B, N, 2]
+            return torch.softmax(logits / math.sqrt(h_dec.shape[-1]), -1)[..., :1]
+        return torch.sigmoid(self.gate(torch.cat([h_dec, h_enc], -1)))
 
     def decoder_relations(self, batch: Batch, dist: torch.Tensor) -> torch.Tensor:
         """The decoder's relation matrices ``[B, R, N, N]`` from the (detached) intermediate distances."""
@@ -284,8 +310,13 @@ class ConformerModel(nn.Module):
             raise ValueError(f"batch tensors disagree: mask {list(batch.mask.shape)}, features "
                              f"{list(batch.features.shape)} (expected [B, N, 9]), adjacency "
                              f"{list(batch.adjacency.shape)} and pe {list(batch.pe.shape)} (expected [B, N, N])")
-        mask = batch.mask
-        x = sum(emb(batch.features[..., i]) for i, emb in enumerate(self.embeddings))
+        mask, features = batch.mask, batch.features
+        if self.config.recipe == "official":
+            # GetTotalNumHs() of the official featurizer: 0 for every atom once hydrogens are graph atoms (which
+            # molecule_from_mol requires), i.e. atom_features(mol, num_hs="official") (tested)
+            features = features.clone()
+            features[..., _NUM_HS] = 0
+        x = sum(emb(features[..., i]) for i, emb in enumerate(self.embeddings))
         x = self._add_pe(x, batch.pe)
         bond = batch.adjacency[:, None]
         for layer in self.encoder:
@@ -296,7 +327,7 @@ class ConformerModel(nn.Module):
         y = self._add_pe(h_enc, batch.pe)
         for layer in self.decoder:
             y = layer(y, rels, mask)
-        g = torch.sigmoid(self.gate(torch.cat([y, h_enc], -1)))
+        g = self.output_gate(y, h_enc)
         coords = self.dec_head(g * y + (1 - g) * h_enc)
         return ConformerOutput(enc_coords, coords, rels, self.config.relations, g)
 

@@ -1,18 +1,31 @@
 """Training the conformation models, predicting with them, and the classical RDKit baseline.
 
-:func:`train` is AdamW with a linear warm-up over the first 10% of the steps, then cosine decay to a tenth of the
-learning rate, gradient clipping at 1.0, loss ``½(D-MAE enc + D-MAE dec)``
-(:func:`~companion.rebind.model.distance_loss`), and early stopping on the validation D-MAE of the final
-conformation (the best epoch's weights are kept). Given a seed the run is deterministic on the CPU (seeded
-initialization and batch order).
+:func:`train` runs AdamW with a linear warm-up over the first 10% of the steps, gradient clipping at 1.0, loss
+``½(D-MAE enc + D-MAE dec)`` (:func:`~companion.rebind.model.distance_loss`), and keeps the epoch with the
+lowest validation D-MAE of the final conformation (optionally stopping early). Given a seed the run is
+deterministic on the CPU (seeded initialization and batch order).
 
-This is *our* recipe at CPU scale, not the official one. The official training script
-(holymollyhao/ReBIND, ``experiments/conformer_prediction/rebind.sh``, commit 8d240c6) runs the Hugging Face
-trainer with lr 9e-5, batch 100, 20 epochs, warm-up ratio 0.1 then *linear* decay to zero, weight decay 0,
-AdamW β₂ = 0.99, gradient clipping 1.0 and fp16 mixed precision; ours decays by a cosine to lr/10, uses weight
-decay 0.01, β₂ = 0.999, fp32, and lr 1e-3 with batch 32 so that a few hundred molecules train in a minute. The
-model differs too (:mod:`companion.rebind.model`: a plain atom-feature embedding instead of Mole-BERT tokens,
-hydrogen counts that include explicit neighbours, and a sigmoid output gate).
+Two recipes (:data:`RECIPES`), chosen by ``ConformerConfig.recipe``:
+
+================== ================================== ==============================================================
+setting            ``"companion"`` (ours, default)    ``"official"`` (``experiments/conformer_prediction/rebind.sh``)
+================== ================================== ==============================================================
+learning rate      1e-3                               9e-5
+schedule           warm-up, cosine decay to lr/10     warm-up ratio 0.1, *linear* decay to 0 (Hugging Face
+                                                      ``get_linear_schedule_with_warmup``: the first step has lr 0)
+weight decay       0.01                               0
+AdamW β₁, β₂, ε    0.9, 0.999, 1e-8                   0.9, 0.99, 1e-8
+batch              32 (last batch kept)               100 (``--dataloader_drop_last``: the last partial batch dropped)
+hydrogen feature   bonded H, explicit atoms counted   ``GetTotalNumHs()``: 0 for every atom (H are explicit atoms)
+output gate        ``σ(W[h_dec; h_enc])``             softmax over a shared ``d → 1`` projection, ``/√d``
+================== ================================== ==============================================================
+
+Both clip gradients at 1.0 and warm up over 10% of the steps. What stays different from the official run in
+both recipes: fp32 instead of fp16 mixed precision, PyTorch's default initialization instead of the official
+Xavier-normal one, our own batch order, the model's size (official: d 512, 8 + 8 layers; set by
+:class:`~companion.rebind.ConformerConfig`) and its length (official: 20 epochs on QM9's ~100k training
+molecules, ``load_best_model_at_end`` on the validation D-MAE, no early stopping). The companion recipe exists so
+that a few hundred molecules train in a minute at lr 1e-3.
 
 :func:`etkdg_predict` is what a chemist would do without a learned model: RDKit's ETKDGv3 distance-geometry
 embedding, optionally refined with the MMFF94 force field; :func:`evaluate_coordinates` scores any predicted
@@ -23,19 +36,49 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
 
-from companion.lab.checks import check_float, check_int, check_type, describe
+from companion.lab.checks import check_choice, check_float, check_int, check_type, describe
 from companion.lab.runtime import get_device, progress, seed_everything
 
 from .data import MAX_SEED, RDKIT_MAX_SEED, Molecule, check_molecules, collate, embed_conformer
 from .metrics import _as_array, _distance_errors, c_rmsd, distance_errors, per_degree_errors
-from .model import ConformerConfig, ConformerModel, distance_loss
+from .model import RECIPE_NAMES, ConformerConfig, ConformerModel, distance_loss
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One recipe's optimiser settings (see the module docstring's table; the model-side settings, gate and
+    hydrogen counts, live in :class:`~companion.rebind.ConformerModel`)."""
+
+    name: str
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    eps: float
+    schedule: Literal["cosine", "linear"]
+    min_lr_fraction: float  # the schedule's end, a fraction of lr
+    batch_size: int
+    drop_last: bool
+    source: str
+
+
+#: the two recipes by name (``ConformerConfig.recipe`` selects one)
+RECIPES: dict[str, Recipe] = {
+    "companion": Recipe("companion", lr=1e-3, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8, schedule="cosine",
+                        min_lr_fraction=0.1, batch_size=32, drop_last=False, source="ours (CPU scale)"),
+    "official": Recipe("official", lr=9e-5, weight_decay=0.0, betas=(0.9, 0.99), eps=1e-8, schedule="linear",
+                       min_lr_fraction=0.0, batch_size=100, drop_last=True,
+                       source="holymollyhao/ReBIND@8d240c6 experiments/conformer_prediction/rebind.sh"),
+}
+assert tuple(RECIPES) == RECIPE_NAMES
 
 
 def _check_fits(config: ConformerConfig, *groups: Sequence[Molecule]) -> None:
@@ -47,10 +90,18 @@ def _check_fits(config: ConformerConfig, *groups: Sequence[Molecule]) -> None:
                          f"({n_max}) for the Laplacian encoding")
 
 
-def lr_at(step: int, *, lr: float, warmup_steps: int, steps: int, min_lr: float) -> float:
-    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``steps``.
+def lr_at(step: int, *, lr: float, warmup_steps: int, steps: int, min_lr: float = 0.0,
+          schedule: str = "cosine") -> float:
+    """The learning rate of optimiser step ``step`` (0-based) of ``steps``.
 
-    ``step >= 0``; ``0 <= warmup_steps <= steps``, ``steps >= 1``; ``0 <= min_lr <= lr``, ``lr > 0``."""
+    - ``schedule="cosine"`` (recipe ``"companion"``): linear warm-up ``lr·(step+1)/warmup_steps``, then cosine
+      decay from ``lr`` to ``min_lr`` at ``steps``;
+    - ``schedule="linear"`` (recipe ``"official"``): Hugging Face's ``get_linear_schedule_with_warmup`` (the
+      official trainer's ``--lr_scheduler_type=linear``): ``lr·step/warmup_steps`` during the warm-up (step 0
+      has lr 0), then ``min_lr + (lr − min_lr)·max(0, (steps − step)/(steps − warmup_steps))`` (0 at ``steps``).
+
+    ``step >= 0``; ``0 <= warmup_steps <= steps``, ``steps >= 1``; ``0 <= min_lr <= lr``, ``lr > 0``; a
+    ``ValueError``/``TypeError`` naming the argument otherwise."""
     step = check_int("step", step, low=0)
     lr = check_float("lr", lr, low=0.0, low_open=True)
     steps = check_int("steps", steps, low=1)
@@ -58,10 +109,15 @@ def lr_at(step: int, *, lr: float, warmup_steps: int, steps: int, min_lr: float)
     if warmup_steps > steps:
         raise ValueError(f"warmup_steps must be <= steps, got warmup_steps={warmup_steps} and steps={steps}")
     min_lr = check_float("min_lr", min_lr, low=0.0, high=lr)
-    return _lr_at(step, lr=lr, warmup_steps=warmup_steps, steps=steps, min_lr=min_lr)
+    schedule = check_choice("schedule", schedule, ("cosine", "linear"))
+    return _lr_at(step, lr=lr, warmup_steps=warmup_steps, steps=steps, min_lr=min_lr, schedule=schedule)
 
 
-def _lr_at(step: int, *, lr: float, warmup_steps: int, steps: int, min_lr: float) -> float:
+def _lr_at(step: int, *, lr: float, warmup_steps: int, steps: int, min_lr: float, schedule: str = "cosine") -> float:
+    if schedule == "linear":
+        if step < warmup_steps:
+            return lr * step / max(1, warmup_steps)
+        return min_lr + (lr - min_lr) * max(0.0, (steps - step) / max(1, steps - warmup_steps))
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     t = (step - warmup_steps) / max(1, steps - warmup_steps)
@@ -146,14 +202,21 @@ def evaluate(model: ConformerModel, mols: Sequence[Molecule], *, batch_size: int
 @dataclass
 class History:
     """What :func:`train` measured: ``records`` (one dict per epoch: ``epoch``, ``loss`` (train mean), ``lr``,
-    ``val_d_mae``), the ``best_epoch`` whose weights the ``model`` holds, its ``best_val_d_mae``, and
-    ``seconds``."""
+    ``val_d_mae``), the ``best_epoch`` whose weights the ``model`` holds, its ``best_val_d_mae``, ``seconds``
+    (summed over resumed calls), the ``settings`` the run used (recipe values filled in), ``complete``
+    (False when ``stop_after`` ended the call before the run finished: resume it with the same checkpoint) and
+    ``epochs_run`` (epochs trained in this call); ``epoch_seconds``: each epoch's wall-clock time (kept apart
+    from the records, which are deterministic)."""
 
     config: ConformerConfig
     records: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
     best_val_d_mae: float = math.inf
     seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+    complete: bool = True
+    epochs_run: int = 0
+    epoch_seconds: list[float] = field(default_factory=list)
     model: ConformerModel | None = field(default=None, repr=False)
 
     def column(self, key: str) -> list[float]:
@@ -161,24 +224,39 @@ class History:
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": asdict(self.config), "records": self.records, "best_epoch": self.best_epoch,
-                "best_val_d_mae": self.best_val_d_mae, "seconds": self.seconds}
+                "best_val_d_mae": self.best_val_d_mae, "seconds": self.seconds, "settings": self.settings,
+                "complete": self.complete, "epoch_seconds": self.epoch_seconds}
 
 
 def train(config: ConformerConfig | str, train_mols: Sequence[Molecule], val_mols: Sequence[Molecule], *,
-          epochs: int = 20, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 0.01,
-          warmup_fraction: float = 0.1, grad_clip: float = 1.0, patience: int | None = 5, seed: int = 0,
-          device: str | torch.device | None = None, show_progress: bool = True) -> History:
+          epochs: int = 20, batch_size: int | None = None, lr: float | None = None,
+          weight_decay: float | None = None, warmup_fraction: float = 0.1, grad_clip: float = 1.0,
+          patience: int | None = 5, seed: int = 0, device: str | torch.device | None = None,
+          show_progress: bool = True, checkpoint: str | os.PathLike | None = None,
+          stop_after: int | None = None) -> History:
     """Train a :class:`ConformerModel` and keep the epoch with the lowest validation D-MAE.
 
     Args:
-        config: a :class:`ConformerConfig`, or a variant name (``"rebind"``, ``"gtmgc"``, ``"bond"``, ``"near"``)
-            for the tiny default.
+        config: a :class:`ConformerConfig` (its ``recipe`` picks the optimiser settings, :data:`RECIPES`), or a
+            variant name (``"rebind"``, ``"gtmgc"``, ``"bond"``, ``"near"``) for the tiny default.
         train_mols, val_mols: lists of :class:`Molecule` with reference coordinates.
-        epochs, batch_size, lr, weight_decay: AdamW run (paper: 20 epochs, batch 100, lr 9e-5).
-        warmup_fraction: share of the steps spent warming up linearly (paper: 0.1).
-        grad_clip: max gradient norm (paper: 1.0).
+        epochs: length of the schedule (official: 20).
+        batch_size, lr, weight_decay: ``None`` (default): the recipe's (companion 32, 1e-3, 0.01; official 100,
+            9e-5, 0); a value overrides it.
+        warmup_fraction: share of the steps spent warming up linearly (both recipes: 0.1).
+        grad_clip: max gradient norm (both recipes: 1.0).
         patience: stop after this many epochs without a better validation D-MAE (None: never).
         seed: initialization and batch order.
+        checkpoint: a file; after every epoch the whole state (weights, optimiser, best weights, records, batch
+            order generator) is written there atomically, and a call that finds the file resumes from it. A
+            resumed run equals an uninterrupted one (tested); the file must come from the same config, data
+            sizes and settings (``ValueError`` otherwise). Delete it to start afresh.
+        stop_after: train at most this many epochs in this call (``None``: to the end); ``History.complete``
+            says whether the run finished. Needs ``checkpoint``.
+
+    Raises:
+        TypeError/ValueError: an argument of the wrong type or outside its range (named in the message); a
+            recipe that drops the last partial batch (official) with fewer training molecules than a batch.
     """
     if isinstance(config, str):
         try:
@@ -187,39 +265,78 @@ def train(config: ConformerConfig | str, train_mols: Sequence[Molecule], val_mol
             raise ValueError(f"config: {err}") from None
     if not isinstance(config, ConformerConfig):
         raise TypeError(f"config must be a ConformerConfig or a variant name, got {describe(config)}")
+    recipe = RECIPES[config.recipe]
     check_molecules("train_mols", train_mols)
     check_molecules("val_mols", val_mols)
     epochs = check_int("epochs", epochs, low=1)
-    batch_size = check_int("batch_size", batch_size, low=1)
+    batch_size = recipe.batch_size if batch_size is None else check_int("batch_size", batch_size, low=1)
     if patience is not None:
         patience = check_int("patience", patience, low=1)
-    lr = check_float("lr", lr, low=0.0, low_open=True)
-    weight_decay = check_float("weight_decay", weight_decay, low=0.0)
+    lr = recipe.lr if lr is None else check_float("lr", lr, low=0.0, low_open=True)
+    weight_decay = (recipe.weight_decay if weight_decay is None
+                    else check_float("weight_decay", weight_decay, low=0.0))
     warmup_fraction = check_float("warmup_fraction", warmup_fraction, low=0.0, high=1.0, high_open=True)
     grad_clip = check_float("grad_clip", grad_clip, low=0.0, low_open=True)
     seed = check_int("seed", seed, low=0, high=MAX_SEED)
     check_type("show_progress", show_progress, bool)
+    if checkpoint is not None:
+        checkpoint = Path(check_type("checkpoint", checkpoint, (str, os.PathLike), what="a file path"))
+    if stop_after is not None:
+        stop_after = check_int("stop_after", stop_after, low=1)
+        if checkpoint is None:
+            raise ValueError("stop_after needs a checkpoint file to resume from (checkpoint=None was given)")
     _check_fits(config, train_mols, val_mols)
+    per_epoch = len(train_mols) // batch_size if recipe.drop_last else math.ceil(len(train_mols) / batch_size)
+    if per_epoch == 0:
+        raise ValueError(f"train_mols: recipe {recipe.name!r} drops the last partial batch, and {len(train_mols)} "
+                         f"molecules make no full batch of batch_size={batch_size}")
+    steps = epochs * per_epoch
+    if recipe.schedule == "linear":  # Hugging Face: warm-up steps = ceil(ratio * steps)
+        warmup = math.ceil(warmup_fraction * steps)
+    else:
+        warmup = max(1, int(warmup_fraction * steps))
+    min_lr = recipe.min_lr_fraction * lr
+    settings = {"recipe": recipe.name, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                "weight_decay": weight_decay, "betas": list(recipe.betas), "eps": recipe.eps,
+                "schedule": recipe.schedule, "min_lr": min_lr, "warmup_steps": warmup, "steps": steps,
+                "drop_last": recipe.drop_last, "grad_clip": grad_clip, "patience": patience, "seed": seed,
+                "n_train": len(train_mols), "n_val": len(val_mols)}
     device = get_device(device)
     seed_everything(seed)
     model = ConformerModel(config).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    per_epoch = math.ceil(len(train_mols) / batch_size)
-    steps = epochs * per_epoch
-    warmup = max(1, int(warmup_fraction * steps))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=recipe.betas,
+                            eps=recipe.eps)
     gen = torch.Generator().manual_seed(seed)
-    hist = History(config=config)
+    hist = History(config=config, settings=settings)
     best_state = None
-    stale, step = 0, 0
+    stale, step, start = 0, 0, 0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if state["config"] != asdict(config) or state["settings"] != settings:
+            raise ValueError(f"checkpoint {checkpoint} was written by another run (config or settings differ: "
+                             f"saved {state['config']} {state['settings']}, now {asdict(config)} {settings}); "
+                             "delete it to start afresh")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        best_state, stale, step = state["best_state"], state["stale"], state["step"]
+        hist.records, hist.best_epoch, hist.best_val_d_mae = state["records"], state["best_epoch"], state["best_val"]
+        hist.seconds, start = state["seconds"], len(state["records"])
+        hist.epoch_seconds = state["epoch_seconds"]
+        if state["finished"]:
+            start = epochs
     t0 = time.perf_counter()
-    bar = progress(range(epochs), desc=f"train {config.variant}") if show_progress else range(epochs)
+    finished = start >= epochs
+    todo = range(start, epochs if stop_after is None else min(epochs, start + stop_after))
+    bar = progress(todo, desc=f"train {config.variant}") if show_progress else todo
     for epoch in bar:
+        t_epoch = time.perf_counter()
         model.train()
         perm = torch.randperm(len(train_mols), generator=gen).tolist()
         losses = []
-        for i in range(0, len(perm), batch_size):
+        for i in range(0, per_epoch * batch_size, batch_size):
             batch = collate([train_mols[j] for j in perm[i:i + batch_size]], device=device)
-            cur = _lr_at(step, lr=lr, warmup_steps=warmup, steps=steps, min_lr=lr / 10)
+            cur = _lr_at(step, lr=lr, warmup_steps=warmup, steps=steps, min_lr=min_lr, schedule=recipe.schedule)
             for g in opt.param_groups:
                 g["lr"] = cur
             loss = distance_loss(model(batch), batch)
@@ -231,6 +348,8 @@ def train(config: ConformerConfig | str, train_mols: Sequence[Molecule], val_mol
             step += 1
         val = _distance_errors(_predict(model, val_mols), [m.coords for m in val_mols], finite=False)["d_mae"]
         hist.records.append({"epoch": epoch, "loss": float(np.mean(losses)), "lr": cur, "val_d_mae": val})
+        hist.epoch_seconds.append(time.perf_counter() - t_epoch)
+        hist.epochs_run += 1
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val:.3f}")
         if val < hist.best_val_d_mae:
@@ -238,14 +357,30 @@ def train(config: ConformerConfig | str, train_mols: Sequence[Molecule], val_mol
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-            if patience is not None and stale >= patience:
-                break
+        finished = epoch == epochs - 1 or (patience is not None and stale >= patience)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {
+                "config": asdict(config), "settings": settings, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "generator": gen.get_state(), "best_state": best_state,
+                "stale": stale, "step": step, "records": hist.records, "best_epoch": hist.best_epoch,
+                "best_val": hist.best_val_d_mae, "seconds": hist.seconds + time.perf_counter() - t0,
+                "epoch_seconds": hist.epoch_seconds,
+                "finished": finished})
+        if finished:
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     hist.model = model
-    hist.seconds = time.perf_counter() - t0
+    hist.complete = finished
+    hist.seconds += time.perf_counter() - t0
     return hist
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    from companion.lab.cache import atomic_write
+
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def etkdg_predict(mols: Sequence[Molecule], *, mmff: bool = True, seed: int = 1) -> list[torch.Tensor]:
