@@ -120,9 +120,10 @@ def _browser_missing() -> str | None:
     return None
 
 
-def _render(html_path: Path, panes: int) -> dict:
-    """Open ``html_path`` offline in headless Chromium (every request but file: and data: aborted and recorded),
-    switch through the selector, and return per pane the share of canvas pixels that are not background."""
+def _render(html_path: Path | str, panes: int, serve: dict[str, tuple[str, bytes]] | None = None) -> dict:
+    """Open ``html_path`` (a file, or a URL answered from ``serve``: ``{url: (content type, body)}``) offline in
+    headless Chromium, every other request but file: and data: aborted and recorded, switch through the
+    selector, and return per pane the share of canvas pixels that are not background."""
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
@@ -135,7 +136,10 @@ def _render(html_path: Path, panes: int) -> dict:
             context = browser.new_context(offline=True, viewport={"width": 900, "height": 900})
 
             def only_local(route):
-                if route.request.url.startswith(("file:", "data:")):
+                if serve and route.request.url in serve:
+                    kind, body = serve[route.request.url]
+                    route.fulfill(status=200, content_type=kind, body=body)
+                elif route.request.url.startswith(("file:", "data:")):
                     route.continue_()
                 else:
                     blocked.append(route.request.url)
@@ -145,7 +149,7 @@ def _render(html_path: Path, panes: int) -> dict:
             page = context.new_page()
             page.on("pageerror", lambda exc: errors.append(f"script error: {exc}"))
             page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
-            page.goto(html_path.as_uri())
+            page.goto(html_path if isinstance(html_path, str) else html_path.as_uri())
             page.wait_for_load_state("load")
             for k in range(panes):
                 if k:
@@ -175,3 +179,23 @@ def test_views_render_offline_in_a_browser(tmp_path):
     assert got["scripts"] == [vw.VENDORED_JS.as_uri()]
     # a molecule covers a few percent of the canvas; a blank (unrendered) canvas is all background
     assert all(s > 0.005 for s in got["shares"]), got["shares"]
+
+
+def test_views_load_the_vendored_script_through_a_jupyter_server(tmp_path):
+    """A live kernel: the notebook's page is /lab/tree/book/rebind/<page> on a Jupyter server, which serves the
+    checkout's files under /files/. Simulated offline: the two URLs are answered by the test, nothing else is."""
+    reason = _browser_missing()
+    if reason:
+        pytest.skip(reason)
+    m = _acetone()
+    html = vw.selector_html({m.smiles: vw.conformer_view(m, {"ours": _rotated(m, 0.05)}, edges=_edges(m))})
+    page = vw.write_page(tmp_path / "live.html", html)  # as the kernel outputs it: the built-book URL untouched
+    base = "http://127.0.0.1:8888"
+    script = f"{base}/files/book/_vendor/_static/3dmol/3Dmol-min.js"
+    serve = {f"{base}/lab/tree/book/rebind/conformers.md": ("text/html", page.read_bytes()),
+             script: ("application/javascript", vw.VENDORED_JS.read_bytes())}
+    got = _render(f"{base}/lab/tree/book/rebind/conformers.md", panes=1, serve=serve)
+    assert not got["blocked"], f"requests not answered by the simulated server: {got['blocked']}"
+    assert not got["errors"], got["errors"]
+    assert got["scripts"] == [script]
+    assert got["shares"][0] > 0.005, got["shares"]

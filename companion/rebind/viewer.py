@@ -4,8 +4,9 @@ py3Dmol (a thin Python wrapper that writes HTML + JavaScript for 3Dmol.js, Rego 
 loads 3Dmol.js from a CDN by default. Here the library is served from a copy vendored with the book
 (``book/_vendor/_static/3dmol/3Dmol-min.js``, 3dmol 2.5.5 from the npm registry, BSD-3-Clause; the book's
 ``html_extra_path`` copies it to ``_static/3dmol/`` of the built site). Every view carries a small loader that
-tries, in order, the built book's copy (:data:`BUILT_JS`, relative to a page under ``book/<chapter>/``) and the
-Jupyter server's ``files/`` URL of the vendored copy (a live kernel opened from a checkout); it never asks a CDN.
+tries the Jupyter server's ``files/`` URL of the vendored copy when the page is a notebook opened in Jupyter
+from a checkout (a live kernel; :data:`LIVE_JS`), then the built book's copy (:data:`BUILT_JS`, relative to a
+page under ``book/<chapter>/``); it never asks a CDN.
 
 - :func:`align_to_reference` — a predicted conformation rigidly superimposed on the reference (RDKit
   ``rdMolAlign.AlignMol``, all atoms in atom order, rotation and translation only);
@@ -53,14 +54,16 @@ _LOADER = """<script>
   if (typeof window.$3Dmolpromise !== 'undefined') return;
   var urls = %(built)s;
   var m = location.pathname.match(/^(.*?)\\/(?:lab\\/tree|notebooks|doc\\/tree|tree)\\/(.*\\/)?[^\\/]*$/);
-  if (m) urls.push(m[1] + '/files/' + (m[2] || '') + %(live)s);
+  if (m) urls.unshift(m[1] + '/files/' + (m[2] || '') + %(live)s);  // a live Jupyter server: its files/ URL first
   window.$3Dmolpromise = new Promise(function (resolve, reject) {
     var next = function (i) {
       if (typeof window.$3Dmol !== 'undefined') { resolve(); return; }
       if (i >= urls.length) { reject(new Error('3Dmol.js not found at ' + urls.join(', '))); return; }
       var tag = document.createElement('script');
       tag.src = urls[i];
-      tag.onload = function () { resolve(); };
+      tag.onload = function () {  // (a server may answer a missing file with a page: check what loaded)
+        if (typeof window.$3Dmol !== 'undefined') resolve(); else { tag.remove(); next(i + 1); }
+      };
       tag.onerror = function () { tag.remove(); next(i + 1); };
       document.head.appendChild(tag);
     };
