@@ -15,7 +15,9 @@ al., ICLR 2024).
   :func:`evaluate_coordinates` — training (our recipe or the official one; early stopping; resumable from a
   checkpoint) and the RDKit ETKDG (+ MMFF) baseline;
 - ``companion.rebind.experiments`` — the chapter's experiments (force-edge census, decoder variants compared
-  with the ETKDG baseline), each returning JSON-ready dicts; ``python -m companion rebind ...`` runs them.
+  with the ETKDG baseline, the resumable converged comparison), each returning JSON-ready dicts;
+  ``python -m companion rebind ...`` runs them;
+- ``companion.rebind.viewer`` — offline 3-D views of conformations (py3Dmol with a vendored 3Dmol.js).
 
 RDKit is required; QM9 needs the optional ``qm9pack`` (``pip install qm9pack``), everything else works on the
 RDKit NCI set without it.
