@@ -211,12 +211,12 @@ SPECS = {
         lambda: {"text": "I play Paper.", "words": ("rock", "paper"), "who": "me"},
         {"text": Custom((None, 3, b"rock", ["rock"])), "words": _WORDS, "who": Choice(("me", "partner"))}),
     "ScoringLM": Spec(
-        lambda text, query, options, **kw: _score(tom.ScoringLM(**kw), text, query, options),
+        lambda text, query, options, space, **kw: _score(tom.ScoringLM(**kw), text, query, options, space),
         lambda: {"model": tiny_lm(), "tokenizer": ByteTokenizer(), "reuse_cache": True, "text": "Round 1: a b.\n",
-                 "query": "Round 2: you played", "options": ["rock", "paper"]},
+                 "query": "Round 2: you played", "options": ["rock", "paper"], "space": False},
         {"model": Custom((None, 3, "model", object())), "tokenizer": Custom((None, 3, "tokenizer")),
          "reuse_cache": _FLAG, "text": Custom((None, 3, b"x")), "query": Custom((None, 3, b"x")),
-         "options": _WORDS}),
+         "options": _WORDS, "space": _FLAG}),
     "LLMAgent": Spec(
         lambda **kw: _play(tom.LLMAgent(**kw), game="ipd", horizon=1),
         lambda: {"model": tiny_lm(), "tokenizer": ByteTokenizer(), "prompt": "social", "reuse_cache": True,
@@ -238,9 +238,9 @@ SPECS = {
 }
 
 
-def _score(lm, text, query, options):
+def _score(lm, text, query, options, space=True):
     lm.reset(text)
-    return lm.score(query, options)
+    return lm.score(query, options, space=space)
 
 
 CLI_SPECS = {

@@ -289,3 +289,70 @@ def test_llm_agent_prompt_uses_the_order():
     assert agent.lm.ids[:len(text)] == tok(text)["input_ids"]
     with pytest.raises(TypeError, match=r"order\[0\] must be an action word or an int"):
         LLMAgent(order=[True, False])
+
+
+# ------------------------------------------------------------------------------ chat template, order spread
+class _ChatByteTokenizer:
+    """ByteTokenizer with a ChatML chat template (what SmolLM2-Instruct's tokenizer renders)."""
+
+    chat_template = "chatml"
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [b % 32 for b in text.encode()]}
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+def test_chat_prompt_keeps_the_conversation_in_the_cache():
+    from badinput_lab import tiny_lm
+
+    tok = _ChatByteTokenizer()
+    agent = LLMAgent(tiny_lm(), tok, prompt="chat", order=("scissors", "rock", "paper"))
+    ep = play("rps", agent, "single-rock", horizon=3, seed=0)
+    words = get_game("rps").actions
+    msgs = [{"role": "system", "content": rules_text("rps", order=("scissors", "rock", "paper")).strip()}]
+    for t in range(3):
+        seen = "" if t == 0 else "The partner played rock. "
+        msgs += [{"role": "user", "content": f"{seen}Round {t + 1}: which action do you play? Reply with one "
+                                             f"word: scissors, rock, paper."},
+                 {"role": "assistant", "content": words[ep.actions[t]]}]
+    assert agent.lm.ids == tok(tok.apply_chat_template(msgs))["input_ids"]
+    assert len(agent.action_logprobs) == 3 and np.allclose(ep.predictions.sum(1), 1)
+
+
+def test_chat_prompt_needs_a_chat_template():
+    from badinput_lab import tiny_lm
+    from badinput_tom import ByteTokenizer
+
+    with pytest.raises(ValueError, match="prompt='chat' needs a tokenizer with a chat template"):
+        play("rps", LLMAgent(tiny_lm(), ByteTokenizer(), prompt="chat"), "tft", horizon=1, seed=0)
+
+
+def test_oracle_copy_rate_is_the_share_of_moves_equal_to_the_told_word():
+    from badinput_lab import tiny_lm
+    from badinput_tom import ByteTokenizer
+
+    rows = ex.llm_runs(tiny_lm(), ByteTokenizer(), game="ipd", partner="tft", prompts=["oracle", "lm"], horizon=4)
+    oracle, lm = rows
+    # TFT's next move is what it is told, and it is what TFT then plays: copying it means a_t == b_t
+    ep = play("ipd", LLMAgent(tiny_lm(), ByteTokenizer(), prompt="oracle"), "tft", horizon=4, seed=0)
+    assert oracle["copy_rate"] == pytest.approx(float(np.mean(ep.actions == ep.partner_actions)))
+    assert "copy_rate" not in lm and len(lm["first_action_probs"]) == 2
+    assert sum(lm["first_action_probs"]) == pytest.approx(1)
+
+
+def test_order_spread_gives_mean_sample_sd_and_t_interval_over_orders():
+    rows = [{"prompt": "lm", "order": o, "regret": v} for o, v in zip("abc", (1.0, 2.0, 3.0))]
+    rows.append({"prompt": "chat", "order": "a", "regret": 0.5})
+    lm, chat = ex.order_spread(rows, by=("prompt",), metrics=("regret", "accuracy"))
+    assert lm["n"] == 3 and lm["regret"] == 2 and lm["regret_sd"] == pytest.approx(1.0)
+    half = 4.302652729911275 / np.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    assert lm["regret_ci"] == pytest.approx([2 - half, 2 + half])
+    assert (lm["regret_min"], lm["regret_max"]) == (1.0, 3.0) and "accuracy" not in lm
+    assert chat["n"] == 1 and chat["regret_sd"] == 0 and chat["regret_ci"] == [0.5, 0.5]
+    with pytest.raises(ValueError, match=r"rows\[0\] lacks the keys \['game', 'partner'\]"):
+        ex.order_spread(rows)
+    with pytest.raises(ValueError, match="rows must not be empty"):
+        ex.order_spread([])

@@ -13,6 +13,12 @@ horizon     tabular agents at T = 10, 30, 100, 300, 1000 (RPS vs single action a
             SmolLM2 (``lm``, greedy) at T = 10, 30, 100, 300 vs always-Rock
 oracle      SmolLM2 told its partner's next move (``oracle``) vs the plain ``lm`` prompt, 3 games x
             (single, TFT), T = 100
+counter-    every listing order of the action words (6 for RPS, 2 for IPD and BoS), SmolLM2 at temperature 0, T = 20:
+balance     RPS vs always-Rock with the ``lm``, ``social`` and ``chat`` prompts; the oracle diagnostic (``lm`` and
+            ``oracle``) in 3 games x (single, TFT); per-order rows and the mean ± spread over orders
+roshambo    OpenSpiel's 43 RoShamBo competition bots as RPS partners (:mod:`companion.tom.roshambo`): R-max,
+            fictitious play and the surrogate, T = 1000, 3 seeds (and the per-bot oracle on the deterministic
+            bots); SmolLM2 (``lm`` and ``chat`` prompts, temperature 0) against 6 of the bots at T = 20
 =========== ====================================================================================================
 
 A larger model: ``--model <Hugging Face id or folder>`` scores it locally instead of SmolLM2; ``--base-url URL
@@ -40,6 +46,11 @@ FULL: dict[str, dict[str, Any]] = {
                 "llm_horizons": [10, 30, 100, 300], "llm_prompt": "lm"},
     "oracle": {"games": ["rps", "ipd", "bos"], "partners": ["single", "tft"], "prompts": ["lm", "oracle"],
                "horizon": 100},
+    "counterbalance": {"horizon": 20, "prompts": ["lm", "social", "chat"], "oracle_games": ["rps", "ipd", "bos"],
+                       "oracle_partners": ["single", "tft"], "oracle_prompts": ["lm", "oracle"]},
+    "roshambo": {"horizon": 1000, "seeds": [0, 1, 2], "agents": ["rmax", "fictitious-play", "surrogate"],
+                 "bots": "all", "llm_bots": ["rockbot", "rotatebot", "copybot", "freqbot2", "randbot", "iocainebot"],
+                 "llm_horizon": 20, "llm_prompts": ["lm", "chat"]},
 }
 #: the quick versions: a smoke run of the same code
 QUICK_CLI: dict[str, dict[str, Any]] = {
@@ -49,14 +60,21 @@ QUICK_CLI: dict[str, dict[str, Any]] = {
     "horizon": {"horizons": [10, 30, 100], "seeds": [0, 1], "partners": ["single"], "llm_horizons": [5],
                 "llm_prompt": "lm"},
     "oracle": {"games": ["rps"], "partners": ["single"], "prompts": ["lm", "oracle"], "horizon": 5},
+    "counterbalance": {"horizon": 3, "prompts": ["lm", "chat"], "oracle_games": ["ipd"], "oracle_partners": ["tft"],
+                       "oracle_prompts": ["oracle"]},
+    "roshambo": {"horizon": 50, "seeds": [0], "agents": ["rmax", "fictitious-play", "surrogate"],
+                 "bots": ["rockbot", "rotatebot", "randbot", "iocainebot"], "llm_bots": ["rotatebot"],
+                 "llm_horizon": 3, "llm_prompts": ["lm"]},
 }
 HELP = {
     "table1": "the paper's Table-1 setting (RPS vs always-Rock, T = 100): tabular agents and the LLM",
     "grid": "3 games x 4 partners x 5 tabular agents: regret, rationalized regret, accuracy",
     "horizon": "regret per round as the horizon T grows (tabular to T = 1000, the LLM shorter)",
     "oracle": "the LLM told its partner's next move: does it exploit it?",
+    "counterbalance": "the LLM experiments over every listing order of the action words, with the chat template",
+    "roshambo": "OpenSpiel's RoShamBo competition bots as RPS partners (needs pip install open-spiel)",
 }
-NEEDS_LLM = ("table1", "horizon", "oracle")
+NEEDS_LLM = ("table1", "horizon", "oracle", "counterbalance", "roshambo")
 
 
 def _line(r: dict) -> str:
@@ -70,6 +88,15 @@ def _line(r: dict) -> str:
     one = f" (one-step {r['tom_regret_one_step']:6.3f})" if "tom_regret_one_step" in r else ""
     return (f"{r.get('game', ''):>4s} {r.get('partner', ''):>10s} {who:>40s}: Δ_F/T {r['regret']:6.3f}, "
             f"Δ_ToM/T {r['tom_regret']:6.3f}{one}, accuracy {r['accuracy']:6.1%}" + extra)
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _llm(args: argparse.Namespace) -> dict[str, Any]:
@@ -137,6 +164,54 @@ def _run(args: argparse.Namespace) -> int:
                 rows += ex.llm_runs(**kw, prompts=[spec["llm_prompt"]], horizon=T, seeds=[0])
                 print(f"T = {T:5d} " + _line(rows[-1]))
             result["llm"] = rows
+    elif name == "roshambo":
+        from . import roshambo as rs
+
+        bots = list(rs.BOT_NAMES) if spec["bots"] == "all" else spec["bots"]
+        det = {b: rs.is_deterministic(b, horizon=spec["horizon"]) for b in bots}
+        agents = [*spec["agents"]]
+        tab = rs.roshambo_table(agents, bots, horizon=spec["horizon"], seeds=spec["seeds"], deterministic=det)
+        oracle_rows = [rs.play_bot(rs.BotOracle(b), b, horizon=spec["horizon"]) for b in bots if det[b]]
+        for r in oracle_rows:
+            del r["actions"], r["bot_actions"]
+        result |= {"bots": tab["bots"], "summary": tab["summary"], "rows": tab["rows"], "oracle": oracle_rows,
+                   "rps_matches_openspiel": rs.rps_matches_openspiel(), "openspiel_version": _version("open_spiel")}
+        for s_ in tab["summary"]:
+            print(f"{s_['agent']:>16s} vs {s_['bot']:>15s} ({s_['regret_kind']:9s}): Δ_F/T {s_['regret']:6.3f}, "
+                  f"accuracy {s_['accuracy']:6.1%}")
+        if llm is not None:
+            from .llm import LLMAgent
+
+            lrows = []
+            T = spec["llm_horizon"]
+            for prompt in spec["llm_prompts"]:
+                agent = LLMAgent(llm["model"], llm["tokenizer"], prompt=prompt)
+                for b in spec["llm_bots"]:
+                    start = time.perf_counter()
+                    r = rs.play_bot(agent, b, horizon=T)
+                    r |= {"prompt": prompt, "model": llm["label"], "seconds": time.perf_counter() - start,
+                          "regret_kind": tab["bots"][b]["regret_kind"] if b in tab["bots"] else
+                          ("oracle" if rs.is_deterministic(b) else "hindsight")}
+                    r["regret"] = r["regret_oracle"] if r["regret_kind"] == "oracle" else r["regret_hindsight"]
+                    print(f"SmolLM2 {prompt:5s} vs {b:>12s} ({r['regret_kind']:9s}): Δ_F/T {r['regret']:6.3f}, "
+                          f"accuracy {r['accuracy']:6.1%}, moves {r['actions']}")
+                    lrows.append(r)
+            result["llm"] = lrows
+    elif name == "counterbalance":
+        if llm is None:
+            raise SystemExit("the counterbalance experiment needs the language model (drop --no-llm)")
+        kw["orders"] = "all"
+        T = spec["horizon"]
+        rows = [{**r, "game": "rps"} for r in ex.llm_runs(**kw, prompts=spec["prompts"], horizon=T, seeds=[0])]
+        for r in rows:
+            print(_line(r))
+        orows = ex.oracle_diagnostic(**kw, games=spec["oracle_games"], partners=spec["oracle_partners"],
+                                     prompts=spec["oracle_prompts"], horizon=T)
+        for r in orows:
+            print(_line(r))
+        metrics = (*ex.TOM_METRICS, "br_rate", "copy_rate")
+        result |= {"table1": rows, "table1_over_orders": ex.order_spread(rows, metrics=metrics), "oracle": orows,
+                   "oracle_over_orders": ex.order_spread(orows, metrics=metrics), "model": llm["label"]}
     else:
         if llm is None:
             raise SystemExit("the oracle experiment needs the language model (drop --no-llm)")
@@ -150,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
     result["threads"] = args.threads
     print(f"[{name}: {result['seconds']:.0f} s on {args.threads} thread(s)]")
     if args.full:
-        tag = args.tag or ("orders" if orders is not None and llm is not None else None)
+        tag = args.tag or ("orders" if orders is not None and llm is not None and name != "counterbalance" else None)
         fname = name if not tag else f"{name}-{tag}"
         path = save_results("tom", fname, {"experiment": name, "mode": "full", **result}, seed=0)
         print(f"wrote {path}")

@@ -30,7 +30,7 @@ from .partners import Cyclic, Partner, SingleAction, Switching, TitForTat
 
 __all__ = ["EXTRA_AGENTS", "GAME_NAMES", "LLM_PROMPTS", "PAPER_ORACLE", "PAPER_TABLE1", "PARTNER_KINDS", "SINGLE_ACTION",
            "TABULAR_AGENTS", "TOM_METRICS", "best_response_rate", "episode_row", "grid", "horizon_sweep", "llm_runs",
-           "make_partner_factory", "oracle_diagnostic", "summarize", "table1"]
+           "make_partner_factory", "oracle_diagnostic", "order_spread", "summarize", "table1"]
 
 GAME_NAMES = ("rps", "ipd", "bos")
 #: the learning baselines of the chapter (the oracle is the reference, regret 0 by construction)
@@ -307,8 +307,68 @@ def llm_runs(model=None, tokenizer=None, *, backend=None, game: str = "rps", par
                 rows.append(episode_row(ep, partner=partner, model=label, prompt=prompt, order=" ".join(order),
                                         temperature=float(temperature),
                                         invalid_predictions=int(getattr(agent, "invalid_predictions", 0)),
-                                        seconds=time.perf_counter() - start))
+                                        seconds=time.perf_counter() - start, **_scored_extras(agent, ep)))
     return rows
+
+
+def _softmax(lp) -> list[float]:
+    z = np.asarray(lp, dtype=float)
+    p = np.exp(z - z.max())
+    return [float(x) for x in p / p.sum()]
+
+
+def _scored_extras(agent: Agent, ep: Episode) -> dict[str, Any]:
+    """What a scoring agent adds to its row: round-1 probabilities of our actions and of the partner's
+    (``first_action_probs``, ``first_prediction_probs``, in the game's own action order), and for the social and
+    oracle prompts ``copy_rate``, the share of rounds whose move is the word written into the action query (the
+    model's own prediction, or the partner's actual move)."""
+    out: dict[str, Any] = {}
+    if getattr(agent, "action_logprobs", None):
+        out["first_action_probs"] = _softmax(agent.action_logprobs[0])
+    if getattr(agent, "prediction_logprobs", None):
+        out["first_prediction_probs"] = _softmax(agent.prediction_logprobs[0])
+    told = getattr(agent, "told", None)
+    if told:
+        g = ep.game
+        words = [g.actions[a].lower() for a in ep.actions]
+        out["copy_rate"] = float(np.mean([w == g.partner_actions[k].lower() for w, k in zip(words, told)]))
+    return out
+
+
+def order_spread(rows: Sequence[dict], *, by: Sequence[str] = ("game", "partner", "prompt"),
+                 metrics: Sequence[str] = ("regret", "tom_regret", "accuracy", "br_rate")) -> list[dict[str, Any]]:
+    """Mean ± spread of each metric over the listing orders (one row per order) within each group ``by``:
+    ``<metric>`` the mean, ``<metric>_sd`` the sample sd (ddof 1), ``<metric>_ci`` the 95% t-interval
+    (:func:`companion.lab.stats.spread`), ``<metric>_min`` / ``_max`` the extremes over orders, ``n`` the
+    number of orders. A metric missing from a group's rows is skipped for that group.
+
+    Raises:
+        TypeError / ValueError: as :func:`summarize` (rows a list of dicts having the ``by`` keys).
+    """
+    from ..lab.stats import spread
+
+    rows = _as_list("rows", rows, "dicts (one per episode)")
+    by = _as_list("by", by, "row keys")
+    metrics = _as_list("metrics", metrics, "row keys")
+    groups: dict[tuple, list[dict]] = {}
+    for i, r in enumerate(rows):
+        check_type(f"rows[{i}]", r, dict)
+        missing = [k for k in by if k not in r]
+        if missing:
+            raise ValueError(f"rows[{i}] lacks the keys {missing}; it has {sorted(r)}")
+        groups.setdefault(tuple(r[k] for k in by), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        s: dict[str, Any] = {**dict(zip(by, key)), "n": len(rs), "orders": [r.get("order") for r in rs]}
+        for m in metrics:
+            vals = [float(r[m]) for r in rs if m in r]
+            if not vals:
+                continue
+            sp = spread(vals)
+            s |= {m: sp.mean, f"{m}_sd": sp.sd, f"{m}_ci": [sp.low, sp.high], f"{m}_min": min(vals),
+                  f"{m}_max": max(vals)}
+        out.append(s)
+    return out
 
 
 def _named_order(game: MatrixGame, k: int, order, check) -> list[int]:

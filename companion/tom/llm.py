@@ -26,6 +26,12 @@ Prompt families (``prompt=``), after the paper's — all plain completion of a f
 - ``"oracle"``: as social, but x is the partner's actual next move (its most likely one, if stochastic) — does the
   model exploit the answer when it is handed it?
 - ``"no-history"``: the lm prompt without history lines; ``"no-payoffs"``: the lm prompt without the points.
+- ``"chat"``: the instruct model's own chat format (the tokenizer's chat template, e.g. ChatML for SmolLM2): the
+  rules are the system message; each round is a user question "[The partner played b. ]Round t: which action do
+  you play? Reply with one word: <listed words>." and the assistant's one-word answer (the scored word, without
+  a leading space). The literal probe asks "which action will the partner play?" in the same place (before our
+  move is known to it). The template must render each conversation as a prefix of its extension (ChatML does),
+  so the KV cache can be kept.
 
 For larger models, :class:`HTTPAgent` asks any OpenAI-compatible chat endpoint (:class:`HTTPBackend`) the same
 questions, asking for a last line "Answer: <action>", and reads the choice the reply commits to
@@ -58,7 +64,7 @@ from .games import MatrixGame, get_game
 __all__ = ["PROMPTS", "HTTPAgent", "HTTPBackend", "LLMAgent", "ScoringLM", "action_orders", "parse_action",
            "rules_text"]
 
-PROMPTS = ("lm", "social", "oracle", "no-history", "no-payoffs")
+PROMPTS = ("lm", "social", "oracle", "no-history", "no-payoffs", "chat")
 
 
 def _fmt(x: float) -> str:
@@ -195,12 +201,14 @@ class ScoringLM:
             self._last = self._forward(new, self.cache)[-1]
 
     @torch.no_grad()
-    def score(self, query: str, options: Sequence[str]) -> np.ndarray:
-        """``[k]`` total log-probabilities ``log p(" " + option | prompt + query)``; the prompt is unchanged."""
+    def score(self, query: str, options: Sequence[str], *, space: bool = True) -> np.ndarray:
+        """``[k]`` total log-probabilities ``log p(" " + option | prompt + query)`` (without the space when
+        ``space=False``, e.g. at the start of a chat answer); the prompt is unchanged."""
         check_type("query", query, str)
         options = _check_words("options", options)
+        check_type("space", space, bool)
         q = self._encode(query)
-        opts = [self._encode(" " + o) for o in options]
+        opts = [self._encode((" " if space else "") + o) for o in options]
         for k, o in enumerate(opts):
             if not o:
                 raise ValueError(f"options[{k}] {options[k]!r} encodes to no tokens; give a word to score")
@@ -302,9 +310,42 @@ class LLMAgent(_PromptedAgent):
             self.model, self.tokenizer = load_model()
         if self.lm is None or self.lm.reuse_cache != self.reuse_cache:
             self.lm = ScoringLM(self.model, self.tokenizer, reuse_cache=self.reuse_cache)
-        self.lm.reset(rules_text(self.game, payoffs=self.prompt != "no-payoffs", order=self.order))
+        rules = rules_text(self.game, payoffs=self.prompt != "no-payoffs", order=self.order)
         self.action_logprobs: list[np.ndarray] = []
         self.prediction_logprobs: list[np.ndarray] = []
+        self.told: list[int] = []  # social / oracle: the partner move written into each action query
+        if self.prompt == "chat":
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise ValueError("prompt='chat' needs a tokenizer with a chat template (tokenizer.chat_template), "
+                                 f"got {type(self.tokenizer).__name__} without one")
+            ours = _order(self.game, self.order)
+            self._listed = (", ".join(self.game.actions[a] for a in ours),
+                            ", ".join(self.game.partner_actions[b] for b in _partner_order(self.game, ours)))
+            self._messages = [{"role": "system", "content": rules.strip()}]
+            self._rendered = self._render(self._messages, generation=False)
+            self._last_b: int | None = None
+            self.lm.reset(self._rendered)
+        else:
+            self.lm.reset(rules)
+
+    def _render(self, messages: list[dict], *, generation: bool) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+
+    def _chat_suffix(self, messages: list[dict], *, generation: bool) -> str:
+        """The text ``messages`` add after the conversation so far (the template must extend it as a prefix)."""
+        text = self._render(self._messages + messages, generation=generation)
+        if not text.startswith(self._rendered):
+            raise ValueError("prompt='chat' needs a chat template that renders a conversation as a prefix of its "
+                             "extension (ChatML does); this tokenizer's template rewrites earlier turns")
+        return text[len(self._rendered):]
+
+    def _chat_question(self, t: int, partner: bool) -> str:
+        seen = (f"The partner played {self.game.partner_actions[self._last_b]}. "
+                if self._last_b is not None else "")
+        if partner:
+            return (f"{seen}Round {t + 1}: which action will the partner play? Reply with one word: "
+                    f"{self._listed[1]}.")
+        return f"{seen}Round {t + 1}: which action do you play? Reply with one word: {self._listed[0]}."
 
     def _choose(self, lp: np.ndarray) -> int:
         if self.temperature == 0:
@@ -319,12 +360,20 @@ class LLMAgent(_PromptedAgent):
     def act(self, history, t):
         g, r = self.game, t + 1
         self._pred = None
+        if self.prompt == "chat":
+            self._q = self._chat_question(t, partner=False)
+            lp = self.lm.score(self._chat_suffix([{"role": "user", "content": self._q}], generation=True), g.actions,
+                               space=False)
+            self.action_logprobs.append(lp)
+            self._a = self._choose(lp)
+            return self._a
         if self._partner_first():  # history lines read "Round k: the partner played b, you played a."
             self._pred = self.lm.score(f"Round {r}: the partner played", g.partner_actions)
             if self.prompt == "social":  # act on its own prediction
                 told = g.partner_actions[int(np.argmax(self._pred))]
             else:  # oracle: the partner's actual (most likely) next move is written in
                 told = self._partner_next(t)
+            self.told.append(g.partner_actions.index(told))
             query = f"Round {r}: the partner played {told}, you played"
         else:  # history lines read "Round k: you played a, the partner played b."
             query = f"Round {r}: you played"
@@ -335,6 +384,10 @@ class LLMAgent(_PromptedAgent):
 
     def predict(self, history, t):
         g = self.game
+        if self._pred is None and self.prompt == "chat":
+            q = self._chat_question(t, partner=True)
+            self._pred = self.lm.score(self._chat_suffix([{"role": "user", "content": q}], generation=True),
+                                       g.partner_actions, space=False)
         if self._pred is None:
             self._pred = self.lm.score(f"Round {t + 1}: you played {g.actions[self._a]}, the partner played",
                                        g.partner_actions)
@@ -344,7 +397,13 @@ class LLMAgent(_PromptedAgent):
 
     def observe(self, a, b, r, t):
         super().observe(a, b, r, t)
-        if self.prompt != "no-history":
+        if self.prompt == "chat":
+            turn = [{"role": "user", "content": self._q}, {"role": "assistant", "content": self.game.actions[a]}]
+            self.lm.extend(self._chat_suffix(turn, generation=False))
+            self._messages += turn
+            self._rendered = self._render(self._messages, generation=False)
+            self._last_b = b
+        elif self.prompt != "no-history":
             g = self.game
             wa, wb = g.actions[a], g.partner_actions[b]
             self.lm.extend(f"Round {t + 1}: the partner played {wb}, you played {wa}.\n" if self._partner_first()
