@@ -147,8 +147,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     }
     for name, text in helps.items():
         p = experiments.add_parser(name, help=text)
+        written = {"edges": "edges.json", "compare": "compare_seed<N>.json (compare_official_seed<N>.json)",
+                   "converged": "converged_<recipe>_seed<N>.json after every epoch"}[name]
         p.add_argument("--full", action="store_true",
-                       help=f"the larger run; writes results/rebind/{name}.json with its provenance")
+                       help=f"the larger run; writes results/rebind/{written} with its provenance")
         p.add_argument("--seed", type=cli_int(low=0, high=2**32 - 1), default=0)
         p.add_argument("--threads", type=cli_int(low=0), default=0, help="torch threads (default: torch's choice)")
         p.add_argument("--progress", action="store_true", help="show a progress bar per training run")
