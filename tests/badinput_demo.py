@@ -47,6 +47,24 @@ def _demo_valid():
             "process_group": None, "world_size": 1, "nonfinite": "raise", "timeout_s": 30.0, "basis": "official"}
 
 
+def _lowcomms_step(**kw):
+    """Build DeMoLowComms and take two steps (the second applies the first's payload when overlapped)."""
+    opt = demo.DeMoLowComms(**kw)
+    for _ in range(2):
+        for group in opt.param_groups:
+            for p in group["params"]:
+                p.grad = torch.ones_like(p)
+        opt.step()
+    return opt
+
+
+def _lowcomms_valid():
+    return {"params": [torch.nn.Parameter(torch.randn(8, 8)), torch.nn.Parameter(torch.randn(8))], "lr": 0.1,
+            "momentum": 0.99, "compression_ratio": 0.01, "feedback_strength": 1.0, "weight_decay": 0.01,
+            "nesterov": True, "overlapped": True, "faithful": False, "process_group": None, "world_size": 1,
+            "nonfinite": "raise", "timeout_s": 30.0}
+
+
 def _official_valid():
     g = torch.Generator().manual_seed(0)
     shapes = [(4, 4), (6,)]
@@ -93,6 +111,31 @@ SPECS = {
          "process_group": Custom((object(), "gloo", 3, dist)), "world_size": Int(low=1, high=1, optional=True),
          "nonfinite": Choice(demo.NONFINITE), "timeout_s": Float(low=0.0, low_open=True, optional=True),
          "basis": Choice(demo.BASES)}),
+    "DeMoLowComms": Spec(
+        _lowcomms_step, _lowcomms_valid,
+        {"params": Custom(([], [3], "params", 3, None, torch.zeros(3), [torch.zeros(0, 4)])),
+         "lr": Float(low=0.0), "momentum": Float(low=0.0, high=1.0, high_open=True),
+         "compression_ratio": Float(low=0.0, low_open=True, high=1.0), "feedback_strength": Float(low=0.0),
+         "weight_decay": Float(low=0.0), "nesterov": Custom((1, 0, "yes", None)),
+         "overlapped": Custom((1, 0, "yes", None)), "faithful": Custom((1, 0, "yes", None)),
+         "process_group": Custom((object(), "gloo", 3, dist)), "world_size": Int(low=1, high=1, optional=True),
+         "nonfinite": Choice(demo.NONFINITE), "timeout_s": Float(low=0.0, low_open=True, optional=True)}),
+    "pack": Spec(
+        lambda **kw: demo.pack(**kw),
+        lambda: {"idx": torch.tensor([[0, 127]]), "val": torch.tensor([[1.0, -2.0]]), "faithful": False},
+        {"idx": Tensor(lambda: torch.tensor([[0, 127]]), dtype="integer"),
+         "val": Tensor(lambda: torch.tensor([[1.0, -2.0]]), dtype="floating"), "faithful": Custom((1, "no", None))}),
+    "unpack": Spec(
+        lambda **kw: demo.unpack(**kw), lambda: {"packed": torch.tensor([[0, 255]], dtype=torch.uint8)},
+        {"packed": Custom((torch.tensor([1, 2]), torch.zeros(2), "bytes", None, [1, 2]))}),
+    "lowcomms_topk": Spec(
+        lambda **kw: demo.lowcomms_topk(**kw), lambda: {"compression_ratio": 0.01, "value_bytes": 4},
+        {"compression_ratio": Float(low=0.0, low_open=True, high=1.0), "value_bytes": Custom((3, 0, 2.0, "4", None))}),
+    "lowcomms_wire_bytes": Spec(
+        lambda **kw: demo.lowcomms_wire_bytes(**kw),
+        lambda: {"shapes": [(768, 768), (768,)], "compression_ratio": 0.01, "value_bytes": 4},
+        {"shapes": Custom(("shapes", 3, None, [(0, 3)], [(2.5,)], [5], torch.zeros(3))),
+         "compression_ratio": Float(low=0.0, low_open=True, high=1.0), "value_bytes": Custom((3, 0, 2.0, "4", None))}),
     "TrainConfig": Spec(
         lambda **kw: demo.TrainConfig(**kw),
         lambda: dict(optimizer="demo", workers=1, steps=1, batch_size=2, seq_len=8, d_model=8, n_layers=1, n_heads=2,

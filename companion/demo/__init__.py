@@ -11,6 +11,9 @@ top-k DCT coefficients per chunk; the rest stays local (error feedback); the upd
   formats and their bytes;
 - :class:`DeMo` — the optimizer, single-process or over ``torch.distributed`` with one all-gather per step;
   :func:`official_step` — the official per-parameter step, ported as the reference the tests compare against;
+- :class:`DeMoLowComms`, :func:`pack`, :func:`unpack`, :func:`lowcomms_topk`, :func:`lowcomms_wire_bytes` — the
+  author's later design (bloc97/torchtitan-lowcomms): momentum in the DCT domain, top-k per 128 coefficients, one
+  byte (7-bit index + sign) per coefficient, one all-gather;
 - :func:`train`, :class:`TrainConfig`, :class:`ByteLM`, :func:`corpus_bytes`, :func:`sample_batch`, :func:`lm_loss` — N CPU workers (gloo) training a tiny
   byte-level LM with DeMo, AdamW + all-reduce or signSGD-momentum + all-reduce
   (``python -m companion demo train --workers N``).
@@ -43,6 +46,7 @@ from .dct import (
     tile_shape,
     to_tiles,
 )
+from .lowcomms import DeMoLowComms, lowcomms_topk, lowcomms_wire_bytes, pack, unpack
 from .optimizer import NONFINITE, TRANSFORMS, DeMo
 from .reference import official_step
 from .training import OPTIMIZERS, ByteLM, TrainConfig, corpus_bytes, lm_loss, sample_batch, train
@@ -56,6 +60,7 @@ __all__ = [
     "OPTIMIZERS",
     "ByteLM",
     "DeMo",
+    "DeMoLowComms",
     "TrainConfig",
     "aggregate",
     "allgather_received_bytes",
@@ -79,6 +84,10 @@ __all__ = [
     "topk_compress",
     "topk_energy_share",
     "lm_loss",
+    "lowcomms_topk",
+    "lowcomms_wire_bytes",
+    "pack",
+    "unpack",
     "sample_batch",
     "train",
     "wire_bytes",

@@ -120,76 +120,36 @@ class _Group:
                 n * torch.empty((), dtype=self.dtype).element_size())
 
 
-class DeMo(torch.optim.Optimizer):
-    """Decoupled Momentum optimization: exchange only the top-k DCT coefficients of each worker's momentum.
+def _check_params(params) -> list:
+    """``params`` (an iterable of tensors or of parameter-group dicts, not empty) as a list."""
+    if isinstance(params, (torch.Tensor, str, bytes, dict)) or not isinstance(params, Iterable):
+        raise TypeError(f"params must be an iterable of tensors or of parameter groups (dicts), got "
+                        f"{describe(params)}")
+    params = list(params)
+    if not params:
+        raise ValueError("params must not be empty (the optimizer got an empty parameter list)")
+    return params
 
-    Args:
-        params: parameters or parameter groups (per-group ``lr`` and ``weight_decay`` are honoured).
-        lr: learning rate η (paper: 4e-4 with a cosine schedule for OLMo).
-        compression_decay: momentum decay β in [0, 1) (paper / official default 0.999).
-        compression_topk: coefficients kept per chunk k >= 1 (default 32; clipped to the chunk with a warning).
-        compression_chunk: target chunk size s >= 1 (default 64; the real size is the largest divisor <= s).
-        weight_decay: decoupled weight decay (default 0.0, as the official code).
-        error_feedback: subtract the transmitted part from δ (default True; False is an ablation).
-        transform: ``"dct"`` (default) or ``"identity"`` (ablation: top-k of raw momentum entries).
-        tiling: ``"2d"`` (default, s x s tiles) or ``"1d"`` (ablation).
-        wire_format: ``"compact"`` (default, smallest index dtype) or ``"official"`` (int64 indices).
-        process_group: the group to all-gather over; ``None`` uses the default group when ``torch.distributed``
-            is initialised, otherwise runs as a single worker.
-        world_size: if given, must equal the group's size (guards against a launcher / group mismatch).
-        nonfinite: ``"raise"`` (default), ``"skip"`` or ``"official"`` — what a NaN / inf gradient does (see the
-            module docstring, "Faults").
-        timeout_s: seconds each collective waits for the other workers before raising a ``RuntimeError``
-            (> 0; default ``None``: the process group's timeout).
-        basis: ``"official"`` (default: the official code's DCT matrices, built in float32 with an FFT and cast to
-            the parameter's dtype, a forward and an inverse one) or ``"exact"`` (closed-form cosines built in
-            float64, exact zeros, cast); see :data:`companion.demo.dct.BASES`.
 
-    Raises (in :meth:`step`):
-        ValueError: a gradient is not finite (``nonfinite="raise"``), or the workers disagree on the parameters
-            with gradients, their shapes / dtypes or the settings — the same message on every worker.
-        RuntimeError: a collective failed or timed out (a worker died, hung or left the group).
+class _Exchange(torch.optim.Optimizer):
+    """What :class:`DeMo` and :class:`companion.demo.DeMoLowComms` share: the process group, the all-gather with a
+    timeout, and the per-step fault and layout check (module docstring, "Faults"). A subclass sets
+    ``_layout_crc`` (a checksum of what it sends) and defines ``_settings_key()`` (its settings, compared across
+    workers every step)."""
 
-    Counters after each :meth:`step`: ``bytes_sent`` (this worker's payload), ``bytes_received`` (the payloads
-    of the W − 1 other workers; the official ``data_receive`` also counts its own, i.e. W · payload), and the
-    running totals ``total_bytes_sent`` / ``total_bytes_received``.
-    """
-
-    def __init__(self, params, lr: float, *, compression_decay: float = 0.999, compression_topk: int = 32,
-                 compression_chunk: int = 64, weight_decay: float = 0.0, error_feedback: bool = True,
-                 transform: str = "dct", tiling: str = "2d", wire_format: str = "compact",
-                 process_group=None, world_size: int | None = None, nonfinite: str = "raise",
-                 timeout_s: float | None = None, basis: str = "official"):
-        if isinstance(params, (torch.Tensor, str, bytes, dict)) or not isinstance(params, Iterable):
-            raise TypeError(f"params must be an iterable of tensors or of parameter groups (dicts), got "
-                            f"{describe(params)}")
-        params = list(params)
-        if not params:
-            raise ValueError("params must not be empty (the optimizer got an empty parameter list)")
-        lr = check_float("lr", lr, low=0.0)
-        weight_decay = check_float("weight_decay", weight_decay, low=0.0)
-        _check_compression(compression_decay, compression_topk, compression_chunk, error_feedback, transform, tiling,
-                           wire_format)
+    def __init__(self, params: list, defaults: dict, *, process_group=None, world_size: int | None = None,
+                 nonfinite: str = "raise", timeout_s: float | None = None):
         if process_group is not None:
             check_type("process_group", process_group, dist.ProcessGroup if dist.is_available() else (),
                        what="a torch.distributed ProcessGroup or None")
         if world_size is not None:
             world_size = check_int("world_size", world_size, low=1)
         check_choice("nonfinite", nonfinite, NONFINITE)
-        check_choice("basis", basis, _dct.BASES)
         if timeout_s is not None:
             timeout_s = check_float("timeout_s", timeout_s, low=0.0, low_open=True)
-        super().__init__(params, dict(lr=float(lr), weight_decay=float(weight_decay)))
-        self.compression_decay = float(compression_decay)
-        self.compression_topk = int(compression_topk)
-        self.compression_chunk = int(compression_chunk)
-        self.error_feedback = bool(error_feedback)
-        self.transform = transform
-        self.tiling = tiling
-        self.wire_format = wire_format
+        super().__init__(params, defaults)
         self.process_group = process_group
         self.nonfinite = nonfinite
-        self.basis = basis
         self.timeout_s = timeout_s
         self.skipped_steps = 0
         if process_group is not None or (dist.is_available() and dist.is_initialized()):
@@ -206,10 +166,10 @@ class DeMo(torch.optim.Optimizer):
         self.bytes_received = 0
         self.total_bytes_sent = 0
         self.total_bytes_received = 0
-        self._warned: set = set()
-        self._layout_key = None
-        self._groups: list[_Group] = []
         self._layout_crc = 0
+
+    def _settings_key(self) -> tuple:
+        raise NotImplementedError
 
     def add_param_group(self, param_group: dict) -> None:
         """``torch.optim.Optimizer.add_param_group`` after checking the group's ``lr`` and ``weight_decay`` (finite,
@@ -232,37 +192,27 @@ class DeMo(torch.optim.Optimizer):
                                      f"{describe(t)}")
         super().add_param_group(param_group)
 
-    # ---------------------------------------------------------------- layout
-    def _layout(self, params: list[torch.Tensor], positions: list[int]) -> list[_Group]:
-        key = tuple((i, id(p), tuple(p.shape), p.dtype) for i, p in zip(positions, params))
-        if key == self._layout_key:
-            return self._groups
-        groups: dict = {}
-        for p in params:
-            tile = _dct.tile_shape(p.shape, self.compression_chunk, tiling=self.tiling)
-            length = math.prod(tile)
-            if self.compression_topk > length and (tile, p.dtype) not in self._warned:
-                self._warned.add((tile, p.dtype))
-                warnings.warn(f"DeMo: compression_topk = {self.compression_topk} is larger than a chunk of {length} "
-                              f"coefficients (tile {tile}, e.g. a parameter of shape {tuple(p.shape)}); clipped "
-                              f"to {length}: the whole chunk is sent, plus its indices", stacklevel=4)
-            gk = (tile, p.dtype)
-            if gk not in groups:
-                groups[gk] = _Group(tile, p.dtype, clip_topk(self.compression_topk, length, warn=False),
-                                    index_dtype(length, wire_format=self.wire_format), [])
-            mshape = _dct.matrix_shape(p.shape)
-            groups[gk].members.append((p, mshape, math.prod(mshape) // length))
-        self._layout_key, self._groups = key, list(groups.values())
-        desc = ([(i, tuple(p.shape), str(p.dtype)) for i, p in zip(positions, params)],
-                [(g.tile, str(g.dtype), g.k, str(g.index_dtype), g.n_tiles) for g in self._groups])
-        self._layout_crc = zlib.crc32(repr(desc).encode())
-        return self._groups
+    def _with_grads(self) -> tuple[list[torch.Tensor], list[int], list[tuple[float, float]], int]:
+        """The parameters that have a gradient, their positions in ``param_groups``, their groups' ``(lr,
+        weight_decay)``, and the number of parameters."""
+        params, positions, hyper = [], [], []
+        n_total = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    if p.grad.is_sparse:
+                        raise TypeError(f"{type(self).__name__} does not support sparse gradients")
+                    params.append(p)
+                    positions.append(n_total)
+                    hyper.append((group["lr"], group["weight_decay"]))
+                n_total += 1
+        return params, positions, hyper, n_total
 
-    def _encode(self, tiles: torch.Tensor) -> torch.Tensor:
-        return _dct._encode(tiles, self.basis) if self.transform == "dct" else tiles
-
-    def _decode(self, coeffs: torch.Tensor) -> torch.Tensor:
-        return _dct._decode(coeffs, self.basis) if self.transform == "dct" else coeffs
+    def _count_bytes(self, nbytes: int) -> None:
+        self.bytes_sent = nbytes
+        self.bytes_received = (self.world_size - 1) * nbytes
+        self.total_bytes_sent += self.bytes_sent
+        self.total_bytes_received += self.bytes_received
 
     # ---------------------------------------------------------------- comms
     def _comm_device(self, device: torch.device) -> torch.device:
@@ -317,9 +267,7 @@ class DeMo(torch.optim.Optimizer):
         if not self._distributed:
             table = [[0] * 6 + local.tolist()]
         else:
-            settings = repr((self.compression_decay, self.compression_topk, self.compression_chunk,
-                             self.error_feedback, self.transform, self.tiling, self.wire_format, self.nonfinite,
-                             self.basis,
+            settings = repr((type(self).__name__, self._settings_key(), self.nonfinite,
                              [(g["lr"], g["weight_decay"]) for g in self.param_groups]))
             dev = self._comm_device(device)
             sig = torch.tensor([n_total, len(params), nbytes, self._layout_crc if params else 0,
@@ -365,6 +313,103 @@ class DeMo(torch.optim.Optimizer):
                 f"size] per rank = {[row[:6] for row in table]}. Every worker must build the same model and use the "
                 f"same DeMo settings, learning rates and weight decays.")
 
+
+class DeMo(_Exchange):
+    """Decoupled Momentum optimization: exchange only the top-k DCT coefficients of each worker's momentum.
+
+    Args:
+        params: parameters or parameter groups (per-group ``lr`` and ``weight_decay`` are honoured).
+        lr: learning rate η (paper: 4e-4 with a cosine schedule for OLMo).
+        compression_decay: momentum decay β in [0, 1) (paper / official default 0.999).
+        compression_topk: coefficients kept per chunk k >= 1 (default 32; clipped to the chunk with a warning).
+        compression_chunk: target chunk size s >= 1 (default 64; the real size is the largest divisor <= s).
+        weight_decay: decoupled weight decay (default 0.0, as the official code).
+        error_feedback: subtract the transmitted part from δ (default True; False is an ablation).
+        transform: ``"dct"`` (default) or ``"identity"`` (ablation: top-k of raw momentum entries).
+        tiling: ``"2d"`` (default, s x s tiles) or ``"1d"`` (ablation).
+        wire_format: ``"compact"`` (default, smallest index dtype) or ``"official"`` (int64 indices).
+        process_group: the group to all-gather over; ``None`` uses the default group when ``torch.distributed``
+            is initialised, otherwise runs as a single worker.
+        world_size: if given, must equal the group's size (guards against a launcher / group mismatch).
+        nonfinite: ``"raise"`` (default), ``"skip"`` or ``"official"`` — what a NaN / inf gradient does (see the
+            module docstring, "Faults").
+        timeout_s: seconds each collective waits for the other workers before raising a ``RuntimeError``
+            (> 0; default ``None``: the process group's timeout).
+        basis: ``"official"`` (default: the official code's DCT matrices, built in float32 with an FFT and cast to
+            the parameter's dtype, a forward and an inverse one) or ``"exact"`` (closed-form cosines built in
+            float64, exact zeros, cast); see :data:`companion.demo.dct.BASES`.
+
+    Raises (in :meth:`step`):
+        ValueError: a gradient is not finite (``nonfinite="raise"``), or the workers disagree on the parameters
+            with gradients, their shapes / dtypes or the settings — the same message on every worker.
+        RuntimeError: a collective failed or timed out (a worker died, hung or left the group).
+
+    Counters after each :meth:`step`: ``bytes_sent`` (this worker's payload), ``bytes_received`` (the payloads
+    of the W − 1 other workers; the official ``data_receive`` also counts its own, i.e. W · payload), and the
+    running totals ``total_bytes_sent`` / ``total_bytes_received``.
+    """
+
+    def __init__(self, params, lr: float, *, compression_decay: float = 0.999, compression_topk: int = 32,
+                 compression_chunk: int = 64, weight_decay: float = 0.0, error_feedback: bool = True,
+                 transform: str = "dct", tiling: str = "2d", wire_format: str = "compact",
+                 process_group=None, world_size: int | None = None, nonfinite: str = "raise",
+                 timeout_s: float | None = None, basis: str = "official"):
+        params = _check_params(params)
+        lr = check_float("lr", lr, low=0.0)
+        weight_decay = check_float("weight_decay", weight_decay, low=0.0)
+        _check_compression(compression_decay, compression_topk, compression_chunk, error_feedback, transform, tiling,
+                           wire_format)
+        check_choice("basis", basis, _dct.BASES)
+        super().__init__(params, dict(lr=float(lr), weight_decay=float(weight_decay)), process_group=process_group,
+                         world_size=world_size, nonfinite=nonfinite, timeout_s=timeout_s)
+        self.compression_decay = float(compression_decay)
+        self.compression_topk = int(compression_topk)
+        self.compression_chunk = int(compression_chunk)
+        self.error_feedback = bool(error_feedback)
+        self.transform = transform
+        self.tiling = tiling
+        self.wire_format = wire_format
+        self.basis = basis
+        self._warned: set = set()
+        self._layout_key = None
+        self._groups: list[_Group] = []
+
+    def _settings_key(self) -> tuple:
+        return (self.compression_decay, self.compression_topk, self.compression_chunk, self.error_feedback,
+                self.transform, self.tiling, self.wire_format, self.basis)
+
+    # ---------------------------------------------------------------- layout
+    def _layout(self, params: list[torch.Tensor], positions: list[int]) -> list[_Group]:
+        key = tuple((i, id(p), tuple(p.shape), p.dtype) for i, p in zip(positions, params))
+        if key == self._layout_key:
+            return self._groups
+        groups: dict = {}
+        for p in params:
+            tile = _dct.tile_shape(p.shape, self.compression_chunk, tiling=self.tiling)
+            length = math.prod(tile)
+            if self.compression_topk > length and (tile, p.dtype) not in self._warned:
+                self._warned.add((tile, p.dtype))
+                warnings.warn(f"DeMo: compression_topk = {self.compression_topk} is larger than a chunk of {length} "
+                              f"coefficients (tile {tile}, e.g. a parameter of shape {tuple(p.shape)}); clipped "
+                              f"to {length}: the whole chunk is sent, plus its indices", stacklevel=4)
+            gk = (tile, p.dtype)
+            if gk not in groups:
+                groups[gk] = _Group(tile, p.dtype, clip_topk(self.compression_topk, length, warn=False),
+                                    index_dtype(length, wire_format=self.wire_format), [])
+            mshape = _dct.matrix_shape(p.shape)
+            groups[gk].members.append((p, mshape, math.prod(mshape) // length))
+        self._layout_key, self._groups = key, list(groups.values())
+        desc = ([(i, tuple(p.shape), str(p.dtype)) for i, p in zip(positions, params)],
+                [(g.tile, str(g.dtype), g.k, str(g.index_dtype), g.n_tiles) for g in self._groups])
+        self._layout_crc = zlib.crc32(repr(desc).encode())
+        return self._groups
+
+    def _encode(self, tiles: torch.Tensor) -> torch.Tensor:
+        return _dct._encode(tiles, self.basis) if self.transform == "dct" else tiles
+
+    def _decode(self, coeffs: torch.Tensor) -> torch.Tensor:
+        return _dct._decode(coeffs, self.basis) if self.transform == "dct" else coeffs
+
     # ---------------------------------------------------------------- step
     @torch.no_grad()
     def step(self, closure=None):
@@ -376,17 +421,7 @@ class DeMo(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         beta = self.compression_decay
-        params, positions, hyper = [], [], []
-        n_total = 0
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    if p.grad.is_sparse:
-                        raise TypeError("DeMo does not support sparse gradients")
-                    params.append(p)
-                    positions.append(n_total)
-                    hyper.append((group["lr"], group["weight_decay"]))
-                n_total += 1
+        params, positions, hyper, n_total = self._with_grads()
         groups = self._layout(params, positions) if params else []
         device = params[0].device if params else torch.device("cpu")
         nbytes = sum(sum(g.nbytes()) for g in groups)
@@ -427,10 +462,7 @@ class DeMo(torch.optim.Optimizer):
             gathered = self._gather(buf.to(self._comm_device(device)), "the momentum coefficients").to(device)
         else:
             gathered = buf[None]  # [W, nbytes]
-        self.bytes_sent = buf.numel()
-        self.bytes_received = (self.world_size - 1) * buf.numel()
-        self.total_bytes_sent += self.bytes_sent
-        self.total_bytes_received += self.bytes_received
+        self._count_bytes(buf.numel())
 
         # 6.-7. aggregate (mean over the workers that picked a coefficient), IDCT, sign update
         W = gathered.shape[0]

@@ -131,3 +131,199 @@ def official_step(params: list[list[torch.Tensor]], grads: list[list[torch.Tenso
         q = _decode(_decompress(idx, val, xshape, params[0][j].dtype)).reshape(params[0][j].shape)
         for w in range(W):
             params[w][j].add_(q.sign(), alpha=-lr)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The author's later implementation (github.com/bloc97/torchtitan-lowcomms at commit b530e64,
+# ``torchtitan/components/optimizers/demo.py``), ported as written: the ``DeMo`` optimizer, its ``demo`` function
+# and ``DCTTopKCollective`` with its default settings (``dct_chunk=64``, ``dct_dim_num=2``, ``indices_bits=7``,
+# ``quantize_values_1bit=True``, i.e. the "fast collate" 1-byte path, the only one ported: the other paths need
+# einops). One worker runs without a process group (the all-gather is the local payload), or with one
+# (``dp_replicate_group``) in a real multi-process run. The tests check :class:`companion.demo.DeMoLowComms`
+# against it.
+
+
+class OfficialLowCommsCollective:
+    """``DCTTopKCollective`` (default settings) as written: encode / decode over flat chunks of 64·64 entries,
+    top-k per group of 128 coefficients, the 1-byte index+sign packing, the all-gather."""
+
+    def __init__(self, dp_replicate_group=None):
+        import queue
+
+        from companion.demo.dct import _dct_fft, _idct_fft
+
+        self.dct_chunk, self.dct_dim_num = 64, 2
+        self.dct_pad_multiple = 64 ** 2
+        self.dp_replicate_group = dp_replicate_group
+        eye = torch.eye(64, dtype=torch.float32)
+        self.f, self.b = _dct_fft(eye), _idct_fft(eye)  # torch-dct's _dct / _idct (norm="ortho") of eye(64)
+        self.reshape_tuple = (64, 64)
+        self.einsum_str = "...ab, an, bo -> ...no"  # _build_einsum_dot_str(2)
+        self.indices_bits, self.indices_size = 7, 128
+        self.sync_queue = __import__("collections").deque()
+
+    def _encode(self, input):
+        f = self.f.to(input.dtype).to(input.device)
+        x, size = _pad_to_divisible(input.flatten(), self.dct_pad_multiple)
+        x = torch.einsum(self.einsum_str, x.reshape(-1, *self.reshape_tuple), f, f)
+        return x.flatten(), {"size": size, "shape": input.shape}
+
+    def _decode(self, input, size, shape):
+        b = self.b.to(input.dtype).to(input.device)
+        x = torch.einsum(self.einsum_str, input.reshape(-1, *self.reshape_tuple), b, b)
+        return x.flatten()[:size].reshape(shape)
+
+    def _compress(self, input, compression_ratio):
+        model_bytes = input.element_size()
+        compress_bytes = _bits_to_bytes(self.indices_bits + 1)
+        target_topk = int(compression_ratio * (model_bytes / compress_bytes) * self.indices_size)
+        target_topk = max(1, min(target_topk, self.indices_size))
+        x, size = _pad_to_divisible(input.flatten(), self.indices_size)
+        x = x.reshape(-1, self.indices_size)
+        idx = torch.topk(x.abs(), k=target_topk, dim=-1, largest=True, sorted=False).indices
+        val = torch.gather(x, dim=-1, index=idx)
+        idx = idx.to(dtype=torch.uint8)
+        return [idx, val], {"size": size, "input_shape": input.shape, "scatter_shape": x.shape, "dtype": input.dtype,
+                            "device": input.device}
+
+    def _decompress(self, input, size, input_shape, scatter_shape, dtype, device):
+        idx, val = input
+        x = torch.zeros(scatter_shape, dtype=dtype, device=device)
+        x.scatter_reduce_(dim=-1, index=idx.to(dtype=torch.int64, device=device), src=val.to(dtype=dtype, device=device),
+                          reduce="mean", include_self=False)
+        return x.flatten()[:size].reshape(input_shape)
+
+    def _collate(self, input):
+        idx, val = input
+        cv = val.sign().to(dtype=torch.int8).add_(1).view(dtype=torch.uint8).bitwise_left_shift_(6)
+        cv.add_(idx.to(dtype=torch.uint8))
+        return cv[..., None], {}
+
+    def _disperse(self, input):
+        idx = input[..., 0].bitwise_and(127)
+        val = input[..., 0].bitwise_and(128).bitwise_right_shift_(6).view(dtype=torch.int8).sub_(1)
+        return [idx, val]
+
+    def _synchronize_send(self, input):
+        import torch.distributed as dist
+
+        if self.dp_replicate_group is None:
+            self.sync_queue.append(input)
+        else:
+            tensor_list = [torch.zeros_like(input) for _ in range(self.dp_replicate_group.size())]
+            handle = dist.all_gather(tensor_list, input, group=self.dp_replicate_group, async_op=True)
+            self.sync_queue.append((tensor_list, handle))
+
+    def _synchronize_receive(self):
+        if not self.sync_queue:
+            return None
+        if self.dp_replicate_group is None:
+            return self.sync_queue.popleft()
+        tensor_list, handle = self.sync_queue.popleft()
+        handle.wait()
+        return torch.concatenate(tensor_list, dim=-2)
+
+
+def _pad_to_divisible(tensor, divisor):
+    size = tensor.size(0)
+    remainder = size % divisor
+    if remainder != 0:
+        return torch.nn.functional.pad(tensor, (0, divisor - remainder), mode="constant", value=0), size
+    return tensor, None
+
+
+def _bits_to_bytes(bits):
+    return bits // 8 + (1 if bits % 8 > 0 else 0)
+
+
+class OfficialLowComms(torch.optim.Optimizer):
+    """The later ``DeMo`` optimizer as written (one parameter group; defaults of its signature). ``step`` runs its
+    ``demo`` function; ``last_payload`` keeps the collated bytes this worker sent in the last step."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.99, compression_ratio=0.01, feedback_strength=1.0,
+                 weight_decay=1e-2, nesterov=False, overlapped=False, collective=None):
+        super().__init__(params, dict(lr=lr, momentum=momentum, compression_ratio=compression_ratio,
+                                      feedback_strength=feedback_strength, weight_decay=weight_decay,
+                                      nesterov=nesterov, overlapped=overlapped))
+        self.collective = collective or OfficialLowCommsCollective()
+        self.custom_state = {}
+        self.last_payload = None
+
+    @torch.no_grad()
+    def step(self):
+        assert len(self.param_groups) <= 1
+        for group in self.param_groups:
+            params, weights, grads, momenta, compressed = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is not None:
+                    params.append(p)
+                    weights.append(p.data)
+                    grads.append(p.grad)
+                    if group["momentum"] != 0:
+                        momenta.append(self.state[p].get("momentum_buffer"))
+                    if group["nesterov"] and group["overlapped"]:
+                        compressed.append(self.custom_state.setdefault(p, {}).get("compressed_buffer"))
+            group.setdefault("last_lr", group["lr"])
+            self._demo(weights, grads, momenta, compressed, group)
+            group["last_lr"] = group["lr"]
+            if group["momentum"] != 0:
+                for p, m in zip(params, momenta):
+                    self.state[p]["momentum_buffer"] = m
+            if group["nesterov"] and group["overlapped"]:
+                for p, c in zip(params, compressed):
+                    self.custom_state[p]["compressed_buffer"] = c
+
+    def _demo(self, weights, grads, momentum_buffer_list, compressed_buffer_list, group):
+        c = self.collective
+        lr, momentum, fs = group["lr"], group["momentum"], group["feedback_strength"]
+        nesterov, overlapped, last_lr = group["nesterov"], group["overlapped"], group["last_lr"]
+        all_encoded_meta, all_compressed, all_compressed_meta, all_size = [], [], [], []
+        for i, (weight, grad) in enumerate(zip(weights, grads)):
+            encoded, encoded_meta = c._encode(grad)
+            if nesterov and momentum_buffer_list[i] is not None:
+                weight.add_(c._decode(momentum_buffer_list[i], **encoded_meta).sign_(), alpha=last_lr)
+            if overlapped and nesterov and compressed_buffer_list[i] is not None:
+                cd, cm = compressed_buffer_list[i]
+                momentum_buffer_list[i].add_(c._decompress(cd, **cm), alpha=-fs)
+            if group["weight_decay"] != 0.0:
+                weight.mul_(1.0 - lr * group["weight_decay"])
+            if momentum != 0:
+                if momentum_buffer_list[i] is None:
+                    momentum_buffer_list[i] = torch.zeros_like(encoded).detach()
+                momentum_buffer_list[i].mul_(momentum).add_(encoded, alpha=lr)
+                encoded = momentum_buffer_list[i]
+            compressed_data, compressed_meta = c._compress(encoded, group["compression_ratio"])
+            if overlapped and nesterov:
+                compressed_buffer_list[i] = (compressed_data, compressed_meta)
+            elif momentum != 0:
+                encoded.add_(c._decompress(compressed_data, **compressed_meta), alpha=-fs)
+            if nesterov:
+                weight.add_(c._decode(encoded, **encoded_meta).sign_(), alpha=-lr)
+            for k in range(len(compressed_data)):
+                if len(all_compressed) <= k:
+                    all_compressed.append([])
+                    all_size.append([])
+                all_compressed[k].append(compressed_data[k])
+                all_size[k].append(compressed_data[k].shape[0])
+            all_encoded_meta.append(encoded_meta)
+            all_compressed_meta.append(compressed_meta)
+        for i in range(len(all_compressed)):
+            all_compressed[i] = torch.concatenate(all_compressed[i], dim=0)
+        collated, _ = c._collate(all_compressed)
+        self.last_payload = collated
+        if overlapped:
+            synchronized = c._synchronize_receive()
+            c._synchronize_send(collated)
+        else:
+            c._synchronize_send(collated)
+            synchronized = c._synchronize_receive()
+        if synchronized is None:
+            return
+        all_synchronized = c._disperse(synchronized)
+        for i in range(len(all_synchronized)):
+            all_synchronized[i] = torch.split(all_synchronized[i], all_size[i], dim=0)
+        for i, (weight, encoded_meta, compressed_meta) in enumerate(zip(weights, all_encoded_meta,
+                                                                        all_compressed_meta)):
+            data = [all_synchronized[k][i] for k in range(len(all_synchronized))]
+            new_grad = c._decode(c._decompress(data, **compressed_meta), **encoded_meta)
+            weight.add_(new_grad.sign_(), alpha=-lr)
