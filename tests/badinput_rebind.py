@@ -262,6 +262,28 @@ SPECS = {
          "with_rmsd": FLAG, "per_degree": FLAG}),
     "etkdg_predict": Spec(lambda **kw: rb.etkdg_predict(**kw), lambda: {"mols": mols()[:1], "mmff": False, "seed": 1},
                           {"mols": _NOT_MOLECULES, "mmff": FLAG, "seed": RDKIT_SEED}),
+    # --------------------------------------------------------------------------------------------- viewer
+    "align_to_reference": Spec(
+        lambda **kw: rb.align_to_reference(**kw), lambda: {"mol": _mols()[0], "coords": near(mols())[0]},
+        {"mol": Custom((3, None, "CO")), "coords": Custom((None, "abc", torch.zeros(2, 3), torch.full((6, 3), NAN)))}),
+    "conformer_view": Spec(
+        lambda **kw: rb.conformer_view(**kw),
+        lambda: {"mol": _mols()[0], "conformers": {"near": near(mols())[0]},
+                 "edges": {"repulsive": torch.ones(6, 6)}, "align": True, "width": 200, "height": 200},
+        {"mol": Custom((3, None, "CO")),
+         "conformers": Custom((3, "x", [torch.zeros(6, 3)], {"a": torch.zeros(2, 3)}, {3: torch.zeros(6, 3)},
+                               {"a": torch.full((6, 3), NAN)}, {str(i): torch.zeros(6, 3) for i in range(6)})),
+         "edges": Custom((3, "x", {"bonds": torch.ones(6, 6)}, {"repulsive": torch.zeros(3, 3)},
+                          {"repulsive": "x"})),
+         "align": FLAG, "width": Int(low=50), "height": Int(low=50)}),
+    "view_html": Spec(
+        lambda **kw: rb.view_html(**kw),
+        lambda: {"view": rb.conformer_view(_mols()[0], width=200, height=200), "title": "methanol"},
+        {"view": Custom((3, None, "<div>")), "title": Custom((3, b"x"))}),
+    "selector_html": Spec(
+        lambda **kw: rb.selector_html(**kw),
+        lambda: {"views": {"methanol": rb.conformer_view(_mols()[0], width=200, height=200)}, "label": "molecule"},
+        {"views": Custom((3, None, {}, [1], {"a": "<div>"}, {3: "<div>"})), "label": Custom((3, None, b"x"))}),
     "train": Spec(
         lambda **kw: rb.train(**kw),
         lambda: {"config": tiny_config(), "train_mols": mols(), "val_mols": mols()[:1], "epochs": 1, "batch_size": 2,

@@ -17,7 +17,8 @@ al., ICLR 2024).
 - ``companion.rebind.experiments`` — the chapter's experiments (force-edge census, decoder variants compared
   with the ETKDG baseline, the resumable converged comparison), each returning JSON-ready dicts;
   ``python -m companion rebind ...`` runs them;
-- ``companion.rebind.viewer`` — offline 3-D views of conformations (py3Dmol with a vendored 3Dmol.js).
+- :func:`conformer_view`, :func:`align_to_reference`, :func:`view_html`, :func:`selector_html` (from
+  ``companion.rebind.viewer``) — offline 3-D views of conformations (py3Dmol with a vendored 3Dmol.js).
 
 RDKit is required; QM9 needs the optional ``qm9pack`` (``pip install qm9pack``), everything else works on the
 RDKit NCI set without it.
@@ -80,6 +81,7 @@ from .training import (
     predict,
     train,
 )
+from .viewer import align_to_reference, conformer_view, selector_html, view_html
 
 __all__ = [
     "ATOM_FEATURES", "Batch", "ConformerConfig", "ConformerModel", "ConformerOutput", "History", "LJ_PARAMETERS",
@@ -90,4 +92,5 @@ __all__ = [
     "modulated_scores", "molecule_from_mol", "molecule_from_smiles", "molecule_from_xyz", "nci_smiles",
     "nearest_edges", "pair_forces", "pairwise_distances", "per_degree_errors", "predict", "qm9_available",
     "row_subtracted_distances", "split_molecules", "train", "xyz_block",
+    "align_to_reference", "conformer_view", "selector_html", "view_html",
 ]

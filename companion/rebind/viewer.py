@@ -158,9 +158,9 @@ def conformer_view(mol: Molecule, conformers: Mapping[str, Any] | None = None, *
             if tuple(a.shape) != (mol.n_atoms, mol.n_atoms):
                 raise ValueError(f"edges[{kind!r}] must be [{mol.n_atoms}, {mol.n_atoms}], got {describe(a)}")
     ref = mol.coords.double().numpy()
-    placed = {label: (align_to_reference(mol, c).numpy() if align else _coords(c, f"conformers[{label!r}]",
-                                                                              mol.n_atoms))
-              for label, c in conformers.items()}
+    placed = {label: _coords(c, f"conformers[{label!r}]", mol.n_atoms) for label, c in conformers.items()}
+    if align:
+        placed = {label: align_to_reference(mol, xyz).numpy() for label, xyz in placed.items()}
     view = py3Dmol.view(width=width, height=height, js=BUILT_JS)
     view.addModel(_molblock(mol, ref), "sdf")
     view.setStyle({"model": 0}, {"stick": {"radius": 0.16}, "sphere": {"scale": 0.22}})
