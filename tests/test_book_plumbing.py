@@ -39,7 +39,7 @@ interact(draw, {"k": range(4)})
 
 def test_notebook_pages_are_collected_and_plain_pages_are_not():
     assert root_conftest.is_myst_notebook(ROOT / "book" / "lab" / "model.md")
-    assert root_conftest.is_myst_notebook(ROOT / "book" / "lab" / "widgets.md")
+    assert root_conftest.is_myst_notebook(ROOT / "book" / "lab" / "attention.md")
     assert not root_conftest.is_myst_notebook(ROOT / "book" / "lab" / "index.md")
     assert not root_conftest.is_myst_notebook(ROOT / "README.md")
 
@@ -161,3 +161,14 @@ def test_a_page_passes_on_the_builds_execution_only_when_code_and_environment_ma
     page.write_text(page.read_text().replace("print(2)", "print(1)"))
     (build / book_execution.KEY_FILE).write_text(json.dumps({"python": "0.0"}))
     assert root_conftest.executed_by_build(page) is None  # another environment
+
+
+def test_the_widget_index_lists_every_page_with_a_widget():
+    """book/contributing.md's table of widgets names exactly the pages whose code calls viz.interact."""
+    import re
+
+    index = (ROOT / "book" / "contributing.md").read_text()
+    listed = set(re.findall(r"^\| \{doc\}`([\w/]+)` \|", index, re.M))
+    with_widgets = {str(p.relative_to(ROOT / "book").with_suffix("")) for p in (ROOT / "book").rglob("*.md")
+                    if re.search(r"^\s*(\w+ = )?viz\.interact\(", p.read_text(), re.M) and p.name != "contributing.md"}
+    assert listed == with_widgets, f"listed but without a widget: {listed - with_widgets}; missing: {with_widgets - listed}"

@@ -1,4 +1,9 @@
-"""Open the built chapter-0 widget page from disk in headless Chromium, offline, and move its control.
+"""Open every page of the built book from disk in headless Chromium, offline, as a reader would.
+
+Per page (every file of ``_toc.yml``): no script error or console error, no failed request and no request that
+leaves the machine, no raw TeX left in the text, no build noise (progress bars, "skipped", the build machine's
+paths, a stray return value printed by a cell), no slider with a single position, and every control of every
+widget changes its figure. The chapter-0 attention widget is also moved with the keyboard.
 
 Needs the built book (``jupyter-book build .``) and Debian's ``chromium``. Skipped when either is missing,
 unless ``COMPANION_REQUIRE_BROWSER=1`` (set by ``.ci/run`` after it builds the book), which turns the skip
@@ -6,19 +11,41 @@ into a failure.
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
-PAGE = Path(__file__).resolve().parents[1] / "_build" / "html" / "book" / "lab" / "widgets.html"
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REQUIRED = os.environ.get("COMPANION_REQUIRE_BROWSER") == "1"
 
 
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return files
+
+
+PAGES = _toc_files()
+
+
 def _missing() -> str | None:
-    if not PAGE.is_file():
-        return f"{PAGE} not built (run: jupyter-book build .)"
+    if not (HTML / "index.html").is_file():
+        return f"{HTML} not built (run: jupyter-book build .)"
     if not Path(CHROMIUM).exists():
         return "chromium not installed (apt-get install chromium)"
     try:
@@ -29,7 +56,7 @@ def _missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
     reason = _missing()
     if reason:
         if REQUIRED:
@@ -43,52 +70,122 @@ def page():
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--no-first-run", "--disable-sync", "--disable-quic"],
         )
-        context = browser.new_context(offline=True, viewport={"width": 1280, "height": 1600})
-        blocked = []
-
-        def only_local(route):
-            if route.request.url.startswith(("file:", "data:")):
-                route.continue_()
-            else:
-                blocked.append(route.request.url)
-                route.abort()
-
-        context.route("**/*", only_local)
-        pg = context.new_page()
-        errors = []
-        pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.goto(PAGE.as_uri())
-        pg.wait_for_load_state("load")
-        pg.blocked, pg.errors = blocked, errors
-        yield pg
+        yield browser
         browser.close()
 
 
-def test_layer_slider_changes_the_figure_offline(page):
-    widget = page.locator(".companion-widget").first
-    slider = widget.locator('input[type="range"]')
-    image = widget.locator("img.cw-frame")
-    readout = widget.locator("output")
-    assert int(widget.get_attribute("data-frames")) == 30
-    before_src, before_label = image.get_attribute("src"), readout.inner_text()
-    assert before_label == "0"
+def _open(browser, doc: str):
+    """A fresh offline page with ``doc`` loaded; records errors, failed and outside requests."""
+    path = HTML / f"{doc}.html"
+    if not path.is_file():
+        pytest.fail(f"{path} is in _toc.yml but was not built")
+    context = browser.new_context(offline=True, viewport={"width": 1280, "height": 1600})
+    # pydata-sphinx-theme logs a console error on a reader's very first visit (no saved light/dark mode yet);
+    # a saved mode is what every later visit has
+    context.add_init_script("try { localStorage.setItem('mode', 'auto'); localStorage.setItem('theme', 'auto') } catch (e) {}")
+    blocked, failed, errors = [], [], []
 
-    slider.focus()
-    for _ in range(12):
-        page.keyboard.press("ArrowRight")  # what a reader does: move the slider with the keyboard
-    assert slider.input_value() == "12" and readout.inner_text() == "12"
-    after_src = image.get_attribute("src")
-    assert after_src.startswith("data:image/png;base64,") and after_src != before_src
-    assert image.evaluate("img => img.complete && img.naturalWidth > 0")  # the new frame decodes
+    def only_local(route):
+        if route.request.url.startswith(("file:", "data:")):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
 
-    page.keyboard.press("Home")
-    assert image.get_attribute("src") == before_src
-    # sphinx-book-theme's thebe snippet is declared twice on every page (a theme bug, not ours)
-    assert not [e for e in page.errors if "THEBE_JS_URL" not in e], page.errors
+    context.route("**/*", only_local)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(f"script error: {exc}"))
+    page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+    page.on("requestfailed", lambda req: failed.append(req.url))
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    page.wait_for_timeout(200)
+    page.blocked, page.failed, page.errors = blocked, failed, errors
+    return context, page
 
 
-def test_widget_scripts_are_served_from_the_build(page):
-    scripts = page.eval_on_selector_all("script[src]", "els => els.map(e => e.src)")
-    widget_scripts = [s for s in scripts if s.split("?")[0].endswith(("/require.js", "/embed-amd.js"))]
-    assert len(widget_scripts) == 2 and all(s.startswith("file:") for s in widget_scripts)
-    assert not [u for u in page.blocked if "require" in u or "html-manager" in u or "embed-amd" in u]
+_VISIBLE_TEXT = """() => {
+  const main = (document.querySelector('main') || document.body).cloneNode(true);
+  main.querySelectorAll('pre, code, script, style, mjx-container, .MathJax, .cell_input').forEach(e => e.remove());
+  return main.innerText;
+}"""
+_RAW_TEX = re.compile(r"\$[^$\s][^$\n]{0,60}\$|\\\(|\\\[|\\frac|\\mathrm|\\text\{|\$_\{?\w")
+_NOISE = re.compile(r"\d+it/s\]|\bit/s\b|\d+/\d+ \[\d\d:\d\d|is not installed|skipped|/root/|/home/\w+/|/tmp/|\.cache/companion")
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_page_reads_cleanly_offline(browser, doc):
+    context, page = _open(browser, doc)
+    try:
+        assert not page.errors, page.errors
+        assert not page.failed, f"requests that failed: {page.failed}"
+        assert not page.blocked, f"requests that would leave the machine: {page.blocked}"
+        text = page.evaluate(_VISIBLE_TEXT)
+        assert not _RAW_TEX.findall(text), f"raw TeX in the text: {_RAW_TEX.findall(text)[:5]}"
+        outputs = page.eval_on_selector_all(".cell_output", "els => els.map(e => e.innerText.trim())")
+        noise = [o[:120] for o in outputs if _NOISE.search(o)]
+        assert not noise, f"build noise in outputs: {noise}"
+        stray = [o for o in outputs if re.fullmatch(r"-?\d+|None|\[\]|<Figure size [^>]*>", o)]
+        assert not stray, f"outputs that are a stray return value: {stray}"
+        widget_scripts = page.eval_on_selector_all(
+            "script[src]", "els => els.map(e => e.src).filter(s => /require\\.js|embed-amd\\.js|html-manager/.test(s))")
+        assert not widget_scripts, f"the ipywidgets manager is loaded but the static page has no live widget: {widget_scripts}"
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_every_widget_control_changes_the_figure(browser, doc):
+    context, page = _open(browser, doc)
+    try:
+        single = page.eval_on_selector_all('input[type="range"]', "els => els.filter(e => e.max === e.min).length")
+        assert single == 0, f"{single} slider(s) with a single position"
+        widgets = page.locator(".companion-widget")
+        for w in range(widgets.count()):
+            widget = widgets.nth(w)
+            image = widget.locator("img.cw-frame")
+            for c in range(widget.locator("[data-k]").count()):
+                control = widget.locator("[data-k]").nth(c)
+                name = control.get_attribute("aria-label")
+                before = image.get_attribute("src")
+                if control.evaluate("e => e.tagName") == "SELECT":
+                    options = control.locator("option")
+                    current = control.input_value()
+                    other = next(options.nth(i).get_attribute("value") for i in range(options.count())
+                                 if options.nth(i).get_attribute("value") != current)
+                    control.select_option(other)
+                    restore = lambda: control.select_option(current)  # noqa: E731
+                else:
+                    current = control.input_value()
+                    other = "1" if current == "0" else "0"
+                    control.evaluate("(e, v) => { e.value = v; e.dispatchEvent(new Event('input')) }", other)
+                    restore = lambda: control.evaluate(  # noqa: E731
+                        "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')) }", current)
+                after = image.get_attribute("src")
+                assert after != before, f"widget {w}: moving {name!r} did not change the figure"
+                assert image.evaluate("img => img.complete && img.naturalWidth > 0"), f"widget {w}: {name!r} frame does not decode"
+                restore()
+                assert image.get_attribute("src") == before
+    finally:
+        context.close()
+
+
+def test_attention_slider_moves_with_the_keyboard(browser):
+    context, page = _open(browser, "book/lab/attention")
+    try:
+        widget = page.locator(".companion-widget").first
+        slider = widget.locator('input[type="range"]')
+        image = widget.locator("img.cw-frame")
+        readout = widget.locator("output")
+        assert int(widget.get_attribute("data-frames")) == 30
+        before_src = image.get_attribute("src")
+        assert readout.inner_text() == "0"
+        slider.focus()
+        for _ in range(12):
+            page.keyboard.press("ArrowRight")  # what a reader does: move the slider with the keyboard
+        assert slider.input_value() == "12" and readout.inner_text() == "12"
+        assert image.get_attribute("src").startswith("data:image/png;base64,") and image.get_attribute("src") != before_src
+        page.keyboard.press("Home")
+        assert image.get_attribute("src") == before_src
+    finally:
+        context.close()
