@@ -21,8 +21,10 @@ Per matrix, bit width and implementation it reports:
   builds (``qdata``, two codes per byte, plus ``scale_and_zero``); at other widths no torchao tensor stores HQQ
   codes, so the primitive's own output is counted (one uint8 per code, plus scale and zero); quanto: the
   ``WeightQBitsTensor``'s packed ``_data`` plus ``_scale`` and ``_shift``;
-- ``iterations``: solver steps run (read from each solver's own progress: our trace, a counter around hqq's
-  step function, torchao's and quanto's ``verbose`` lines);
+- ``iterations``: zero updates the solver computed (read from each solver's own progress: our trace, a counter
+  around hqq's step function, torchao's and quanto's ``verbose`` lines). Ours, hqq's and torchao's loops compute
+  the next zero before testing the current one, so for the same stop they count one more than quanto's, which
+  tests each update before accepting it;
 - time: process CPU time and wall-clock time of one quantization (codes, scale and zero; packing included where
   the implementation packs while quantizing — ours, hqq, quanto; torchao's primitive does not pack), median of
   ``--repeats`` calls after one untimed call, the implementations interleaved; the ratio is each one's CPU time
