@@ -13,9 +13,11 @@ horizon     tabular agents at T = 10, 30, 100, 300, 1000 (RPS vs single action a
             SmolLM2 (``lm``, greedy) at T = 10, 30, 100, 300 vs always-Rock
 oracle      SmolLM2 told its partner's next move (``oracle``) vs the plain ``lm`` prompt, 3 games x
             (single, TFT), T = 100
-counter-    every listing order of the action words (6 for RPS, 2 for IPD and BoS), SmolLM2 at temperature 0, T = 20:
-balance     RPS vs always-Rock with the ``lm``, ``social`` and ``chat`` prompts; the oracle diagnostic (``lm`` and
-            ``oracle``) in 3 games x (single, TFT); per-order rows and the mean ± spread over orders
+counter-    every listing order of the action words (6 for RPS), SmolLM2 at temperature 0, T = 20: RPS vs
+balance     always-Rock with the ``lm``, ``social`` and ``chat`` prompts; per-order rows, mean ± spread over orders
+counter-    the oracle diagnostic over every listing order (6 for RPS, 2 for IPD and BoS), T = 20: the ``oracle``
+balance-    prompt vs always-Rock in RPS (its ``lm`` rows are counterbalance's), ``lm`` and ``oracle`` in IPD vs
+oracle      always-cooperate and TFT and in BoS vs always-opera
 roshambo    OpenSpiel's 43 RoShamBo competition bots as RPS partners (:mod:`companion.tom.roshambo`): R-max,
             fictitious play and the surrogate, T = 1000, 3 seeds (and the per-bot oracle on the deterministic
             bots); SmolLM2 (``lm`` and ``chat`` prompts, temperature 0) against 6 of the bots at T = 20
@@ -46,8 +48,9 @@ FULL: dict[str, dict[str, Any]] = {
                 "llm_horizons": [10, 30, 100, 300], "llm_prompt": "lm"},
     "oracle": {"games": ["rps", "ipd", "bos"], "partners": ["single", "tft"], "prompts": ["lm", "oracle"],
                "horizon": 100},
-    "counterbalance": {"horizon": 20, "prompts": ["lm", "social", "chat"], "oracle_games": ["rps", "ipd", "bos"],
-                       "oracle_partners": ["single", "tft"], "oracle_prompts": ["lm", "oracle"]},
+    "counterbalance": {"horizon": 20, "prompts": ["lm", "social", "chat"]},
+    "counterbalance-oracle": {"horizon": 20, "cells": [["rps", "single", ["oracle"]], ["ipd", "single", ["lm", "oracle"]],
+                                                       ["ipd", "tft", ["lm", "oracle"]], ["bos", "single", ["lm", "oracle"]]]},
     "roshambo": {"horizon": 1000, "seeds": [0, 1, 2], "agents": ["rmax", "fictitious-play", "surrogate"],
                  "bots": "all", "llm_bots": ["rockbot", "rotatebot", "copybot", "freqbot2", "randbot", "iocainebot"],
                  "llm_horizon": 20, "llm_prompts": ["lm", "chat"]},
@@ -60,8 +63,8 @@ QUICK_CLI: dict[str, dict[str, Any]] = {
     "horizon": {"horizons": [10, 30, 100], "seeds": [0, 1], "partners": ["single"], "llm_horizons": [5],
                 "llm_prompt": "lm"},
     "oracle": {"games": ["rps"], "partners": ["single"], "prompts": ["lm", "oracle"], "horizon": 5},
-    "counterbalance": {"horizon": 3, "prompts": ["lm", "chat"], "oracle_games": ["ipd"], "oracle_partners": ["tft"],
-                       "oracle_prompts": ["oracle"]},
+    "counterbalance": {"horizon": 3, "prompts": ["lm", "chat"]},
+    "counterbalance-oracle": {"horizon": 3, "cells": [["ipd", "tft", ["oracle"]]]},
     "roshambo": {"horizon": 50, "seeds": [0], "agents": ["rmax", "fictitious-play", "surrogate"],
                  "bots": ["rockbot", "rotatebot", "randbot", "iocainebot"], "llm_bots": ["rotatebot"],
                  "llm_horizon": 3, "llm_prompts": ["lm"]},
@@ -71,10 +74,11 @@ HELP = {
     "grid": "3 games x 4 partners x 5 tabular agents: regret, rationalized regret, accuracy",
     "horizon": "regret per round as the horizon T grows (tabular to T = 1000, the LLM shorter)",
     "oracle": "the LLM told its partner's next move: does it exploit it?",
-    "counterbalance": "the LLM experiments over every listing order of the action words, with the chat template",
+    "counterbalance": "the Table-1 LLM runs over every listing order of the action words, with the chat template",
+    "counterbalance-oracle": "the oracle diagnostic over every listing order of the action words",
     "roshambo": "OpenSpiel's RoShamBo competition bots as RPS partners (needs pip install open-spiel)",
 }
-NEEDS_LLM = ("table1", "horizon", "oracle", "counterbalance", "roshambo")
+NEEDS_LLM = ("table1", "horizon", "oracle", "counterbalance", "counterbalance-oracle", "roshambo")
 
 
 def _line(r: dict) -> str:
@@ -197,21 +201,19 @@ def _run(args: argparse.Namespace) -> int:
                           f"accuracy {r['accuracy']:6.1%}, moves {r['actions']}")
                     lrows.append(r)
             result["llm"] = lrows
-    elif name == "counterbalance":
+    elif name in ("counterbalance", "counterbalance-oracle"):
         if llm is None:
-            raise SystemExit("the counterbalance experiment needs the language model (drop --no-llm)")
+            raise SystemExit(f"the {name} experiment needs the language model (drop --no-llm)")
         kw["orders"] = "all"
         T = spec["horizon"]
-        rows = [{**r, "game": "rps"} for r in ex.llm_runs(**kw, prompts=spec["prompts"], horizon=T, seeds=[0])]
-        for r in rows:
-            print(_line(r))
-        orows = ex.oracle_diagnostic(**kw, games=spec["oracle_games"], partners=spec["oracle_partners"],
-                                     prompts=spec["oracle_prompts"], horizon=T)
-        for r in orows:
-            print(_line(r))
+        cells = spec.get("cells", [["rps", "single", spec.get("prompts")]])
+        rows = []
+        for game, partner, prompts in cells:
+            for r in ex.llm_runs(**kw, game=game, partner=partner, prompts=prompts, horizon=T, seeds=[0]):
+                rows.append({**r, "game": game})
+                print(_line(rows[-1]), flush=True)
         metrics = (*ex.TOM_METRICS, "br_rate", "copy_rate")
-        result |= {"table1": rows, "table1_over_orders": ex.order_spread(rows, metrics=metrics), "oracle": orows,
-                   "oracle_over_orders": ex.order_spread(orows, metrics=metrics), "model": llm["label"]}
+        result |= {"llm": rows, "over_orders": ex.order_spread(rows, metrics=metrics), "model": llm["label"]}
     else:
         if llm is None:
             raise SystemExit("the oracle experiment needs the language model (drop --no-llm)")
@@ -225,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     result["threads"] = args.threads
     print(f"[{name}: {result['seconds']:.0f} s on {args.threads} thread(s)]")
     if args.full:
-        tag = args.tag or ("orders" if orders is not None and llm is not None and name != "counterbalance" else None)
+        tag = args.tag or ("orders" if orders is not None and llm is not None and not name.startswith("counterbalance") else None)
         fname = name if not tag else f"{name}-{tag}"
         path = save_results("tom", fname, {"experiment": name, "mode": "full", **result}, seed=0)
         print(f"wrote {path}")
