@@ -35,7 +35,8 @@ A peer that is not installed is saved as missing (``measurements.peers``), never
 or why not, with versions; ``rows``: one per matrix, width and implementation, every repeat's times included;
 ``summary``: per implementation and width, the mean, min and max relative error over the matrices, the stored bits
 per weight, the median CPU-time ratio and the median iterations) and ``ratios``:
-``cpu_time_over_companion_<implementation>_<nbits>bit`` (median over the matrices).
+``cpu_time_over_companion_<implementation>_<nbits>bit`` (median over the matrices; ``companion_faithful``, ``hqq``,
+``torchao``, ``optimum_quanto``).
 """
 
 from __future__ import annotations
@@ -290,6 +291,11 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def slug(name: str) -> str:
+    """``"companion (faithful)"`` -> ``"companion_faithful"``, ``"optimum-quanto"`` -> ``"optimum_quanto"``."""
+    return name.replace(" (", "_").replace(")", "").replace("-", "_")
+
+
 def int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",")]
@@ -324,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     for s in summary:
         print(f"{s['implementation']:>22s} {s['nbits']:>4d} {s['rel_error_mean']:18.5f} {s['bits_per_weight']:10.3f} "
               f"{s['cpu_time_over_companion']:15.2f} {s['iterations_median']:10.1f}")
-    ratios = {f"cpu_time_over_companion_{s['implementation']}_{s['nbits']}bit": s["cpu_time_over_companion"]
+    ratios = {f"cpu_time_over_companion_{slug(s['implementation'])}_{s['nbits']}bit": s["cpu_time_over_companion"]
               for s in summary if s["implementation"] != OURS}
     settings = {k: v for k, v in vars(args).items() if k != "save"}
     settings.update(group_size=GROUP, axis="groups of 64 consecutive weights of one output row (hqq axis=1)",
