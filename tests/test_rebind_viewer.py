@@ -199,3 +199,22 @@ def test_views_load_the_vendored_script_through_a_jupyter_server(tmp_path):
     assert not got["errors"], got["errors"]
     assert got["scripts"] == [script]
     assert got["shares"][0] > 0.005, got["shares"]
+
+
+BUILT_PAGE = Path(__file__).resolve().parents[1] / "_build" / "html" / "book" / "rebind" / "conformers.html"
+
+
+def test_built_page_renders_the_views_offline():
+    """The built book's page (``jupyter-book build .`` first): every view of the selector renders offline from the
+    site's own _static/3dmol/3Dmol-min.js. Skipped without a build that has the views."""
+    reason = _browser_missing()
+    if reason:
+        pytest.skip(reason)
+    if not BUILT_PAGE.is_file() or "companion-3d-selector" not in BUILT_PAGE.read_text(errors="replace"):
+        pytest.skip(f"{BUILT_PAGE} not built with the 3-D views (run: jupyter-book build .)")
+    panes = BUILT_PAGE.read_text(errors="replace").count('class="companion-3d-pane"')
+    got = _render(BUILT_PAGE, panes=panes)
+    assert not got["blocked"], f"requests that would leave the machine: {got['blocked']}"
+    assert not [e for e in got["errors"] if "3Dmol" in e or "viewer" in e], got["errors"]
+    assert any(s.endswith("/_static/3dmol/3Dmol-min.js") for s in got["scripts"]), got["scripts"]
+    assert panes >= 1 and all(s > 0.005 for s in got["shares"]), got["shares"]
