@@ -1,9 +1,10 @@
-"""DeMo's cost per optimizer step and its bytes per step, in one process: DeMo vs AdamW on the same model
-(companion.demo's tiny byte-level transformer, ByteLM), single-process, and DeMo's wire bytes vs the official
-wire format and vs an fp32 all-reduce of all gradients.
+"""DeMo's cost per optimizer step and its bytes per step, in one process: DeMo (the paper's design) and
+DeMoLowComms (the author's later design, bloc97/torchtitan-lowcomms b530e64) vs AdamW on the same model
+(companion.demo's tiny byte-level transformer, ByteLM), single-process, and the bytes of every wire format
+(compact, official int64 indices, the later 1-byte index+sign) vs an fp32 all-reduce of all gradients.
 
     python benchmarks/demo_step_time.py [--d-model 256] [--layers 4] [--k 32] [--repeats 7] [--threads 1]
-                                        [--gloo-steps 20 | --no-gloo] [--save]
+                                        [--gloo-steps 20 | --no-gloo] [--no-profile] [--save]
 
 How to read it: the step-time ratio DeMo / AdamW says how many AdamW steps one DeMo step costs (the official
 code was measured at 2.5x; 1.5x or less means the port's step is cheap enough not to matter next to the forward
@@ -14,10 +15,18 @@ vs the official one (int64 indices) at equal k, and vs an fp32 all-reduce.
    on a corpus batch); only ``optimizer.step()`` is timed (DeMo's DCT, top-k, error feedback, "all-gather" and
    sign update are all inside it), after ``--warmup`` untimed steps, round-robin over the optimizers so that
    background load hits all alike; the median of the per-repeat means is reported. The ported official step
-   (:func:`companion.demo.official_step`, one Python iteration per parameter) is timed the same way for scale.
+   (:func:`companion.demo.official_step`, one Python iteration per parameter) is timed the same way for scale,
+   and so are :class:`companion.demo.DeMoLowComms` (its defaults: ratio 0.01, i.e. k = 5 of 128 in fp32) and
+   its code ported as written (:class:`companion.demo.reference.OfficialLowComms`).
 2. Bytes: DeMo's own ``bytes_sent`` counter after a step, for ``wire_format`` "compact" and "official",
    checked against :func:`companion.demo.model_wire_bytes`; the fp32 all-reduce is the ring formula
    ``2 (W-1)/W * 4 P`` (= 4 P, the gradient itself, at W = 2).
+   DeMoLowComms's ``bytes_sent``, checked against :func:`companion.demo.lowcomms_wire_bytes`.
+4. Where the time goes (default on, ``--no-profile`` skips it): torch.profiler's self-CPU time per operator over
+   3 steps of DeMo and of DeMoLowComms (the top operators, as shares), and two alternatives on the model's own
+   64 x 64 tiles of DeMo's momentum: the 2-D DCT as a batched matmul (what DeMo does) vs through the FFT (torch-dct's
+   route, per dimension), and top-k vs a threshold selection (the k-th largest magnitude per chunk by
+   ``kthvalue``, then a mask) — medians of ``--repeats`` timings each.
 3. Optionally (default on): a short 2-worker gloo run of :func:`companion.demo.train` for DeMo and AdamW +
    all-reduce: measured bytes per step and the optimizer part of the step (sync + update), median over steps.
 
@@ -26,7 +35,10 @@ vs the official one (int64 indices) at equal k, and vs an fp32 all-reduce.
 gloo runs' per-step medians) and ``ratios``: ``step_time_<optimizer>_over_adamw`` for each timed optimizer,
 ``step_time_demo_over_adamw_foreach``, ``step_time_official_over_demo``, ``bytes_compact_over_official_k<k>``,
 ``bytes_compact_over_fp32_k<k>``, ``bytes_official_over_fp32_k<k>`` and, with the gloo runs,
-``gloo_opt_part_demo_over_adamw``, ``gloo_step_demo_over_adamw``, ``gloo_bytes_sent_demo_over_adamw``.
+``gloo_opt_part_demo_over_adamw``, ``gloo_step_demo_over_adamw``, ``gloo_bytes_sent_demo_over_adamw``;
+``step_time_lowcomms_over_adamw``, ``step_time_lowcomms_official_over_adamw``, ``bytes_lowcomms_over_fp32``,
+``bytes_lowcomms_over_compact_k32``, and with the profile ``dct_fft_over_matmul``,
+``threshold_over_topk``.
 """
 
 from __future__ import annotations
@@ -43,7 +55,9 @@ import torch
 from companion.lab.results import benchmark_payload, save_benchmark
 from torch import nn
 
-from companion.demo import ByteLM, DeMo, allreduce_bytes, corpus_bytes, model_wire_bytes, official_step, train
+from companion.demo import (ByteLM, DeMo, DeMoLowComms, allreduce_bytes, corpus_bytes, lowcomms_wire_bytes,
+                            model_wire_bytes, official_step, train)
+from companion.demo.reference import OfficialLowComms
 from companion.demo.training import lm_loss, sample_batch
 
 
@@ -68,7 +82,8 @@ def quiet_step(opt):
         opt.step()
 
 
-SLUG = {"adamw": "adamw", "adamw (foreach)": "adamw_foreach", "demo": "demo", "official (ported)": "official"}
+SLUG = {"adamw": "adamw", "adamw (foreach)": "adamw_foreach", "demo": "demo", "official (ported)": "official",
+        "lowcomms": "lowcomms", "lowcomms official": "lowcomms_official"}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -88,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-official", action="store_true", help="skip timing the ported official step")
     parser.add_argument("--gloo-steps", type=int, default=20, help="steps of the 2-worker gloo runs (default 20)")
     parser.add_argument("--no-gloo", action="store_true", help="skip the 2-worker gloo runs")
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-operator profile")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save", action="store_true", help="write results/demo/bench_step_time.json (with provenance)")
     args = parser.parse_args(argv)
@@ -123,6 +139,10 @@ def main(argv: list[str] | None = None) -> dict:
             official_step([op], [og], [od], lr=1e-4, topk=args.k, chunk=args.chunk)
 
         steps["official (ported)"] = official
+    low = DeMoLowComms(replica(), lr=1e-4)
+    steps["lowcomms"] = low.step
+    if not args.no_official:
+        steps["lowcomms official"] = OfficialLowComms(replica(), lr=1e-4).step
     for fn in steps.values():
         for _ in range(args.warmup):
             fn()
@@ -140,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, t in med.items():
         print(f"  {name:18s} step: {t * 1e3:8.2f} ms   {t / med['adamw']:5.2f}x AdamW")
     print(f"DeMo / AdamW:          {med['demo'] / med['adamw']:.2f}x")
+    print(f"DeMoLowComms / AdamW:  {med['lowcomms'] / med['adamw']:.2f}x")
     print(f"DeMo / AdamW(foreach): {med['demo'] / med['adamw (foreach)']:.2f}x")
     if "official (ported)" in med:
         print(f"official (ported) / DeMo: {med['official (ported)'] / med['demo']:.2f}x")
@@ -174,8 +195,23 @@ def main(argv: list[str] | None = None) -> dict:
         wire.append({"k": k, "compact_bytes": c, "official_bytes": f, "counter_equals_formula": agree})
         ratios.update({f"bytes_compact_over_official_k{k}": c / f, f"bytes_compact_over_fp32_k{k}": c / fp32,
                        f"bytes_official_over_fp32_k{k}": f / fp32})
+    lo = DeMoLowComms(replica(), lr=1e-4)
+    lo.step()
+    lo_formula = lowcomms_wire_bytes(shapes)
+    compact32 = next(w["compact_bytes"] for w in wire if w["k"] == 32)
+    print(f"  later design (1 byte per coefficient, k = 5 of 128): {lo.bytes_sent:,d} B = {lo.bytes_sent / fp32:.4f} "
+          f"of 4P, {lo.bytes_sent / compact32:.3f}x compact k=32 (counter equals lowcomms_wire_bytes: "
+          f"{lo.bytes_sent == lo_formula})")
+    ratios.update({"bytes_lowcomms_over_fp32": lo.bytes_sent / fp32, "bytes_lowcomms_over_compact_k32":
+                   lo.bytes_sent / compact32})
     measurements["bytes_per_step"] = {"fp32_gradient": fp32, "allreduce_w2": allreduce_bytes(n_params, 2),
-                                      "allreduce_w8": allreduce_bytes(n_params, 8), "per_k": wire}
+                                      "allreduce_w8": allreduce_bytes(n_params, 8), "per_k": wire,
+                                      "lowcomms": {"bytes": lo.bytes_sent, "counter_equals_formula":
+                                                   lo.bytes_sent == lo_formula}}
+
+    # ---------------------------------------------------------------- 4. where the time goes
+    if not args.no_profile:
+        profile(args, replica, measurements, ratios)
 
     # ---------------------------------------------------------------- 3. 2 workers over gloo
     if not args.no_gloo:
@@ -184,6 +220,62 @@ def main(argv: list[str] | None = None) -> dict:
     if args.save:
         print("saved", save_benchmark("demo", "bench_step_time", payload, argv=argv, seed=0))
     return payload
+
+
+def profile(args, replica, measurements: dict, ratios: dict) -> None:
+    """4. Self-CPU time per operator of DeMo's and DeMoLowComms's steps; DCT by matmul vs FFT; top-k vs threshold."""
+    from torch.profiler import profile as torch_profile
+
+    from companion.demo.dct import _dct_fft, _encode, _to_tiles
+
+    print("\nwhere the time goes (torch.profiler, self CPU time over 3 steps; top operators):")
+    shares = {}
+    for name, opt in (("demo", demo(replica(), args.k, args.chunk)), ("lowcomms", DeMoLowComms(replica(), lr=1e-4))):
+        for _ in range(2):
+            quiet_step(opt)
+        with torch_profile() as prof:
+            for _ in range(3):
+                quiet_step(opt)
+        ev = [e for e in prof.key_averages() if not e.key.startswith("Optimizer.step")]
+        total = sum(e.self_cpu_time_total for e in prof.key_averages())
+        top = sorted(ev, key=lambda e: -e.self_cpu_time_total)[:8]
+        shares[name] = {e.key: e.self_cpu_time_total / total for e in top}
+        print(f"  {name:9s} " + ", ".join(f"{k.removeprefix('aten::')} {v:.0%}" for k, v in shares[name].items()))
+    # DeMo's tiles of the whole model: [T, 64, 64] (the matrices whose both sides are multiples of 64)
+    tiles = torch.cat([_to_tiles(p.grad, (args.chunk, args.chunk)) for p in replica()
+                       if p.dim() == 2 and p.shape[0] % args.chunk == 0 and p.shape[1] % args.chunk == 0])
+
+    def fft2(x):  # torch-dct's route: 1-D DCT along the last dim, then along the other
+        t, n1, n2 = x.shape
+        y = _dct_fft(x.reshape(-1, n2)).reshape(t, n1, n2).transpose(1, 2)
+        return _dct_fft(y.reshape(-1, n1)).reshape(t, n2, n1).transpose(1, 2)
+
+    flat = _encode(tiles, "official").reshape(tiles.shape[0], -1)
+
+    def threshold(x, k):  # the k-th largest magnitude per chunk, then a mask (ties may keep more than k)
+        a = x.abs()
+        kth = a.kthvalue(a.shape[1] - k + 1, dim=1, keepdim=True).values
+        return (a >= kth).nonzero()
+
+    cands = {"dct_matmul": lambda: _encode(tiles, "official"), "dct_fft": lambda: fft2(tiles),
+             "topk": lambda: torch.topk(flat.abs(), args.k, dim=-1, sorted=False),
+             "threshold": lambda: threshold(flat, args.k)}
+    t = {name: [] for name in cands}
+    for _ in range(args.repeats):
+        for name, fn in cands.items():
+            start = time.perf_counter()
+            fn()
+            t[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(v) for name, v in t.items()}
+    gap = float((fft2(tiles) - _encode(tiles, "official")).abs().max())
+    print(f"  {tiles.shape[0]} tiles of {args.chunk}x{args.chunk}: DCT as batched matmul {med['dct_matmul'] * 1e3:.2f} ms, "
+          f"via FFT {med['dct_fft'] * 1e3:.2f} ms ({med['dct_fft'] / med['dct_matmul']:.2f}x; max difference "
+          f"{gap:.1e}); top-{args.k} {med['topk'] * 1e3:.2f} ms, threshold (kthvalue + mask) "
+          f"{med['threshold'] * 1e3:.2f} ms ({med['threshold'] / med['topk']:.2f}x)")
+    measurements["profile"] = {"op_share": shares, "tiles": tiles.shape[0], "alternatives_s": t,
+                               "alternatives_s_median": med, "dct_fft_vs_matmul_max_abs_difference": gap}
+    ratios.update({"dct_fft_over_matmul": med["dct_fft"] / med["dct_matmul"],
+                   "threshold_over_topk": med["threshold"] / med["topk"]})
 
 
 def gloo(args, measurements: dict, ratios: dict) -> None:
