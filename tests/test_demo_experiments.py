@@ -71,6 +71,14 @@ def test_received_vs_workers_formulas_and_breakeven():
     assert (W - 2) * tx <= allreduce_bytes(r["numel"], W - 1)
     # the brief: k=32, s=64, fp32 compact ~ 8P / (P/4096*32*6) -> ~170; official (12 B) ~85
     assert received_vs_workers([(4096, 4096)], [2], wire_format="official")["breakeven"] == 86
+    # against a bf16 all-reduce (2 bytes per value) the break-even halves: OLMo-1B at k = 32, official wire: 43
+    from companion.demo import olmo_1b_shapes
+
+    assert received_vs_workers(olmo_1b_shapes(), [2], wire_format="official", value_bytes=2)["breakeven"] == 43
+    r = received_vs_workers(olmo_1b_shapes(), [64], wire_format="official", value_bytes=2)
+    assert 1.4 < r["allgather"][0] / r["allreduce"][0] < 1.6  # the all-gather receives about 1.5x more at W = 64
+    low = received_vs_workers([(4096, 4096)], [2], wire_format="lowcomms")
+    assert low["tx"] == 4096 * 4096 // 128 * 5 and low["breakeven"] == 8 * 4096 * 4096 // low["tx"] + 1
 
 
 def test_run_setting_single_worker_and_bad_name():

@@ -7,8 +7,8 @@
 - :data:`SETTINGS` / :func:`run_setting` / :func:`sweep` — AdamW + all-reduce, signSGD-momentum + all-reduce, DeMo
   at k = 32, 8, 1, the three ablations, and the two baselines that isolate DeMo's parts (k = a whole tile; signum
   with DeMo's β = 0.999), each trained by N gloo workers (:func:`companion.demo.train`);
-- :func:`received_vs_workers` — bytes a worker receives per step: DeMo's all-gather vs a ring all-reduce, for W
-  workers, and the break-even W.
+- :func:`received_vs_workers` — bytes a worker receives per step: DeMo's all-gather vs a ring all-reduce of fp32
+  or bf16 gradients, for W workers, and the break-even W.
 """
 
 from __future__ import annotations
@@ -175,19 +175,29 @@ def paired_difference(summary: dict[str, dict[str, Any]], first: str, second: st
 
 
 def received_vs_workers(shapes: Iterable[tuple[int, ...]], workers: Iterable[int], *, k: int = 32,
-                        chunk: int = 64, wire_format: str = "compact") -> dict[str, list]:
+                        chunk: int = 64, wire_format: str = "compact", value_bytes: int = 4) -> dict[str, list]:
     """Bytes one worker receives per step with W workers: DeMo's all-gather ``(W − 1) · tx`` vs a ring all-reduce
-    of fp32 gradients ``2 (W − 1)/W · 4 P``; and the smallest W where the all-gather receives more."""
+    of the gradients ``2 (W − 1)/W · b · P`` (``b`` = ``value_bytes`` of the all-reduce: 4 for fp32, 2 for bf16,
+    the paper's AdamW-DDP figure of 2416.6 MB for OLMo-1B's 1.18 B parameters); and the smallest W where the
+    all-gather receives more, ``floor(2 b P / tx) + 1``. ``wire_format`` is DeMo's (``"compact"`` /
+    ``"official"``, fp32 values) or ``"lowcomms"`` (the later 1-byte index+sign format at its default ratio,
+    :func:`companion.demo.lowcomms_wire_bytes`; ``k`` and ``chunk`` are then unused)."""
+    from .lowcomms import lowcomms_wire_bytes
+
     shapes = [tuple(s) for s in shapes]
     if not shapes:
         raise ValueError("shapes must hold at least one parameter shape, got none")
     workers = list(workers)
+    value_bytes = check_int("value_bytes", value_bytes, low=1)
     numel = sum(int(torch.Size(s).numel()) for s in shapes)
-    tx = model_wire_bytes(shapes, k=k, chunk=chunk, wire_format=wire_format)
+    if wire_format == "lowcomms":
+        tx = lowcomms_wire_bytes(shapes)
+    else:
+        tx = model_wire_bytes(shapes, k=k, chunk=chunk, wire_format=wire_format)
     gather = [allgather_received_bytes(tx, w) for w in workers]
-    ring = [allreduce_bytes(numel, w) for w in workers]
-    # (W-1) tx > 2 (W-1)/W 4P  <=>  W > 8P / tx  (for W > 1)
-    breakeven = int(8 * numel // tx) + 1
+    ring = [allreduce_bytes(numel, w, value_bytes=value_bytes) for w in workers]
+    # (W-1) tx > 2 (W-1)/W b P  <=>  W > 2 b P / tx  (for W > 1)
+    breakeven = int(2 * value_bytes * numel // tx) + 1
     return dict(workers=workers, tx=tx, numel=numel, allgather=gather, allreduce=ring, breakeven=breakeven)
 
 
