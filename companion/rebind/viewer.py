@@ -173,8 +173,9 @@ def conformer_view(mol: Molecule, conformers: Mapping[str, Any] | None = None, *
         pairs = [(i, j) for i, j in (a != 0).nonzero().tolist() if i < j or a[j, i] == 0]
         n_edges[kind] = len(pairs)
         for i, j in pairs:
-            view.addCylinder({"start": dict(zip("xyz", map(float, ref[i]))), "end": dict(zip("xyz", map(float, ref[j]))),
-                              "radius": 0.035, "color": EDGE_COLORS[kind], "dashed": True, "fromCap": 1, "toCap": 1})
+            start, end = (dict(zip("xyz", map(float, ref[k]))) for k in (i, j))
+            view.addCylinder({"start": start, "end": end, "radius": 0.035, "color": EDGE_COLORS[kind],
+                              "dashed": True, "fromCap": 1, "toCap": 1})
     view.zoomTo()
     view.companion_coords = {label: torch.from_numpy(xyz) for label, xyz in placed.items()}
     view.companion_legend = ([("reference (DFT)", "element colours")]
