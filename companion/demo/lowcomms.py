@@ -290,9 +290,10 @@ class DeMoLowComms(_Exchange):
         beta, fs = self.momentum, self.feedback_strength
         parts = []
         for b in blocks:
-            grads = torch.zeros(b.length, dtype=b.dtype, device=device)
+            grads = torch.empty(b.length, dtype=b.dtype, device=device)
             for p, off, n in b.members:
                 grads[off:off + n].copy_(p.grad.reshape(-1))
+                grads[off + n:off + padded_numel(n)].zero_()  # only the padding needs zeros
             encoded = _encode(grads)
             started = {id(p) for p, _, _ in b.members if "momentum_started" in self.state[p]}
             if self.nesterov and started:  # undo the look-ahead of the previous step
@@ -313,11 +314,12 @@ class DeMoLowComms(_Exchange):
             idx = torch.topk(rows.abs(), b.k, dim=-1, largest=True, sorted=False).indices
             val = rows.gather(-1, idx)
             if beta != 0:
-                sent = torch.zeros_like(rows).scatter_(-1, idx, val).view(-1)
                 if self.nesterov and self.overlapped:
-                    b.compressed_buffer.copy_(sent)
+                    b.compressed_buffer.zero_().view(-1, GROUP).scatter_(-1, idx, val)
+                elif fs == 1.0:  # m − 1·m is exactly +0 where sent, and m − 1·0 is m elsewhere: same bits
+                    rows.scatter_(-1, idx, 0.0)
                 else:
-                    encoded.add_(sent, alpha=-fs)
+                    encoded.add_(torch.zeros_like(rows).scatter_(-1, idx, val).view(-1), alpha=-fs)
             if self.nesterov:  # the new look-ahead
                 self._each(b, _decode(encoded), lambda p, t: p.add_(t.sign_(), alpha=-lrs[id(p)][0]))
             parts.append(_pack(idx, val, self.faithful).reshape(-1))
