@@ -178,3 +178,45 @@ def test_cli_threads_must_be_a_positive_int(capsys):
     with pytest.raises(SystemExit):
         main(["tom", "grid", "--threads", "0"])
     assert "argument --threads: must be an int >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_counterbalance_runs_every_order_and_summarises_over_orders(tmp_path, monkeypatch, capsys):
+    from companion.lab import results
+    from companion.tom import cli
+
+    class Backend(HTTPBackend):  # always answers with the first action listed in the question
+        def complete(self, prompt):
+            return "Answer: " + prompt.rsplit("the action one of: ", 1)[1].split(",")[0].rstrip(".")
+
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(cli, "_llm", lambda args: {"model": None, "tokenizer": None, "label": "first-listed",
+                                                    "backend": Backend("http://localhost:0/v1", "x")})
+    monkeypatch.setitem(cli.FULL, "counterbalance", {"horizon": 2, "prompts": ["lm"]})
+    monkeypatch.setitem(cli.FULL, "counterbalance-oracle", {"horizon": 2, "cells": [["ipd", "tft", ["oracle"]]]})
+    assert main(["tom", "counterbalance", "--full"]) == 0
+    data = json.loads((tmp_path / "tom" / "counterbalance.json").read_text())
+    assert len(data["llm"]) == 6 and {r["game"] for r in data["llm"]} == {"rps"}
+    (s,) = data["over_orders"]
+    # vs always-Rock, playing the first-listed word: rock (regret 1), paper (0) or scissors (2), twice each
+    assert s["n"] == 6 and s["regret"] == pytest.approx(1.0) and (s["regret_min"], s["regret_max"]) == (0.0, 2.0)
+    assert s["regret_sd"] == pytest.approx(np.std([1, 1, 0, 0, 2, 2], ddof=1))
+    assert main(["tom", "counterbalance-oracle", "--full"]) == 0
+    data = json.loads((tmp_path / "tom" / "counterbalance-oracle.json").read_text())
+    assert [r["order"] for r in data["llm"]] == ["cooperate defect", "defect cooperate"]
+    assert data["over_orders"][0]["n"] == 2 and data["over_orders"][0]["partner"] == "tft"
+
+
+def test_cli_roshambo_writes_bots_and_the_oracle_check(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("pyspiel")
+    from companion.lab import results
+    from companion.tom import cli
+
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    monkeypatch.setitem(cli.FULL, "roshambo", {**cli.QUICK_CLI["roshambo"], "bots": ["rockbot", "randbot"],
+                                               "agents": ["fictitious-play"], "horizon": 30})
+    assert main(["tom", "roshambo", "--full", "--no-llm"]) == 0
+    data = json.loads((tmp_path / "tom" / "roshambo.json").read_text())
+    assert data["rps_matches_openspiel"] and data["openspiel_version"]
+    assert data["bots"]["rockbot"]["regret_kind"] == "oracle" and data["bots"]["randbot"]["regret_kind"] == "hindsight"
+    assert [r["bot"] for r in data["oracle"]] == ["rockbot"] and data["oracle"][0]["regret_oracle"] == 0
+    assert "llm" not in data and len(data["summary"]) == 2

@@ -13,9 +13,9 @@ horizon     tabular agents at T = 10, 30, 100, 300, 1000 (RPS vs single action a
             SmolLM2 (``lm``, greedy) at T = 10, 30, 100, 300 vs always-Rock
 oracle      SmolLM2 told its partner's next move (``oracle``) vs the plain ``lm`` prompt, 3 games x
             (single, TFT), T = 100
-counter-    every listing order of the action words (6 for RPS), SmolLM2 at temperature 0, T = 20: RPS vs
+counter-    every listing order of the action words (6 for RPS), SmolLM2 at temperature 0, T = 15: RPS vs
 balance     always-Rock with the ``lm``, ``social`` and ``chat`` prompts; per-order rows, mean ± spread over orders
-counter-    the oracle diagnostic over every listing order (6 for RPS, 2 for IPD and BoS), T = 20: the ``oracle``
+counter-    the oracle diagnostic over every listing order (6 for RPS, 2 for IPD and BoS), T = 10: the ``oracle``
 balance-    prompt vs always-Rock in RPS (its ``lm`` rows are counterbalance's), ``lm`` and ``oracle`` in IPD vs
 oracle      always-cooperate and TFT and in BoS vs always-opera
 roshambo    OpenSpiel's 43 RoShamBo competition bots as RPS partners (:mod:`companion.tom.roshambo`): R-max,
@@ -48,8 +48,8 @@ FULL: dict[str, dict[str, Any]] = {
                 "llm_horizons": [10, 30, 100, 300], "llm_prompt": "lm"},
     "oracle": {"games": ["rps", "ipd", "bos"], "partners": ["single", "tft"], "prompts": ["lm", "oracle"],
                "horizon": 100},
-    "counterbalance": {"horizon": 20, "prompts": ["lm", "social", "chat"]},
-    "counterbalance-oracle": {"horizon": 20, "cells": [["rps", "single", ["oracle"]], ["ipd", "single", ["lm", "oracle"]],
+    "counterbalance": {"horizon": 15, "prompts": ["lm", "social", "chat"]},
+    "counterbalance-oracle": {"horizon": 10, "cells": [["rps", "single", ["oracle"]], ["ipd", "single", ["lm", "oracle"]],
                                                        ["ipd", "tft", ["lm", "oracle"]], ["bos", "single", ["lm", "oracle"]]]},
     "roshambo": {"horizon": 1000, "seeds": [0, 1, 2], "agents": ["rmax", "fictitious-play", "surrogate"],
                  "bots": "all", "llm_bots": ["rockbot", "rotatebot", "copybot", "freqbot2", "randbot", "iocainebot"],

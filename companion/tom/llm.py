@@ -548,7 +548,8 @@ class HTTPAgent(_PromptedAgent):
     uniformly random action (from the agent's seeded rng); an unparsable prediction counts in
     ``invalid_predictions`` and becomes a uniform prediction. Two requests per round (prediction, action); with
     ``prompt="social"`` the prediction is written into the action question. ``order`` lists the action words in
-    another order, in the rules and in the questions (:func:`rules_text`).
+    another order, in the rules and in the questions (:func:`rules_text`). ``prompt="chat"`` asks exactly as
+    ``"lm"`` does: an endpoint's chat API already wraps every request in the model's chat template.
     """
 
     def __init__(self, backend: HTTPBackend, *, prompt: str = "lm", order=None) -> None:
