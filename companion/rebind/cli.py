@@ -12,8 +12,9 @@ compare     bond / GTMGC / ReBind / nearest, d 96, 3 + 3 layers, 20k QM9 train m
             test molecules), written to ``compare_seed<N>.json``; seed 0 adds ETKDG and ETKDG + MMFF94.
             (ReBind as released — rewiring off — computes exactly the bond-only model; quick mode shows it.)
             ``--recipe official`` trains with the official recipe instead (``compare_official_seed<N>.json``).
-converged   the four decoders trained to early stopping (at most 40 epochs, patience 5) with ``--recipe``'s
-            optimiser settings, d 96, 3 + 3 layers, on 50,000 QM9 train molecules (validation 2,000, test
+converged   the four decoders trained to early stopping (patience 5) with ``--recipe``'s optimiser settings and
+            schedule length (companion: at most 40 epochs; official: its 20, the linear decay ending at 0 there),
+            d 96, 3 + 3 layers, on 50,000 QM9 train molecules (validation 2,000, test
             2,000; the split is always seed 0's), one training seed per call. Resumable: a checkpoint per decoder
             after every epoch under the companion cache (``rebind/converged/<recipe>_seed<N>/``), and the
             partial result written to ``converged_<recipe>_seed<N>.json`` after every epoch; rerun the same
@@ -37,7 +38,7 @@ FULL: dict[str, dict[str, Any]] = {
                 "train": dict(epochs=12, batch_size=64, lr=1e-3, patience=4)},
     "converged": {"data": dict(source="qm9", n_train=50_000, n_val=2_000, n_test=2_000),
                   "model": dict(d_model=96, n_heads=4, d_ff=192, encoder_layers=3, decoder_layers=3),
-                  "train": dict(epochs=40, patience=5)},
+                  "train": dict(patience=5), "epochs": {"companion": 40, "official": 20}},
 }
 #: quick versions: small and short (a smoke run of the same code)
 QUICK_CLI: dict[str, dict[str, Any]] = {
@@ -45,7 +46,7 @@ QUICK_CLI: dict[str, dict[str, Any]] = {
     "compare": {"data": dict(source="qm9", n_train=600, n_val=60, n_test=60), "model": {},
                 "train": dict(epochs=15, batch_size=32, lr=2e-3)},
     "converged": {"data": dict(source="qm9", n_train=300, n_val=40, n_test=40), "model": {},
-                  "train": dict(epochs=3, patience=2, batch_size=32)},
+                  "train": dict(patience=2, batch_size=32), "epochs": {"companion": 3, "official": 3}},
 }
 
 
@@ -127,7 +128,8 @@ def _converged(args: argparse.Namespace, spec: dict[str, Any], data: dict[str, A
     with tempfile.TemporaryDirectory() as tmp:
         folder = cache_dir("rebind", "converged", f"{args.recipe}_seed{args.seed}") if args.full else Path(tmp)
         result = ex.converged_run(data, checkpoint_dir=folder, config=config, seed=args.seed, budget_s=budget,
-                                  on_epoch=write, device=device, **spec["train"])
+                                  epochs=spec["epochs"][args.recipe], on_epoch=write, device=device,
+                                  **spec["train"])
     write(result)
     for key, r in result["runs"].items():
         if r["complete"]:
