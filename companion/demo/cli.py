@@ -1,6 +1,6 @@
 """``python -m companion demo <experiment>``: the chapter's multi-worker runs.
 
-- ``train --workers N [--optimizer demo|adamw|signsgd] [--full]``: N CPU worker processes (gloo) train a tiny
+- ``train --workers N [--optimizer demo|adamw|signsgd|lowcomms] [--full]``: N CPU worker processes (gloo) train a tiny
   byte-level LM on the standard-library corpus; prints loss, bytes and wall time per step. ``--full`` trains
   longer and writes ``results/demo/train_<optimizer>_w<N>.json``. Under ``torchrun --nproc-per-node N -m companion
   demo train`` each process is one worker (env:// rendezvous; NCCL on CUDA, gloo otherwise; ``--workers``
@@ -215,7 +215,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = experiments.add_parser("train", help="N workers (spawned, or torchrun's) train a tiny byte-level LM")
     p.add_argument("--workers", type=cli_int(low=1), default=None,
                    help="worker processes (default 2; under torchrun: WORLD_SIZE)")
-    p.add_argument("--optimizer", choices=("demo", "adamw", "signsgd"), default="demo")
+    p.add_argument("--optimizer", choices=("demo", "adamw", "signsgd", "lowcomms"), default="demo",
+                   help="lowcomms: the author's later design (DeMoLowComms, its defaults)")
     p.add_argument("--steps", type=cli_int(low=0), default=0,
                    help=f"0: the default, {QUICK_STEPS} (quick) / {FULL_STEPS} (--full)")
     p.add_argument("--lr", type=cli_float(low=0.0), default=None, help="default 1e-3 (sign updates), 3e-3 (AdamW)")

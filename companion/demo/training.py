@@ -12,6 +12,8 @@ replicas in sync:
 
 - ``"demo"``: :class:`companion.demo.DeMo`, no gradient synchronisation at all (what DDP would do is switched off);
   the optimizer all-gathers the top-k DCT coefficients of each worker's momentum;
+- ``"lowcomms"``: :class:`companion.demo.DeMoLowComms`, the author's later design (its defaults; ``lr`` and
+  ``weight_decay`` from here), no gradient synchronisation either;
 - ``"adamw"``: gradients averaged with an all-reduce, then AdamW (the paper's baseline; betas (0.9, 0.95));
 - ``"signsgd"``: gradients averaged with an all-reduce, then signSGD with momentum (signum:
   ``m ← β m + g``, ``p ← p − η sign(m)``; ``β`` = ``signsgd_momentum``, default 0.9; with DeMo's 0.999 it is
@@ -36,9 +38,10 @@ from torch import nn
 from companion.lab.checks import check_choice, check_float, check_int, check_tensor, check_type, describe
 
 from .compress import allreduce_bytes
+from .lowcomms import DeMoLowComms
 from .optimizer import COMPRESSION_OPTIONS, DeMo, _check_compression
 
-OPTIMIZERS = ("demo", "adamw", "signsgd")
+OPTIMIZERS = ("demo", "adamw", "signsgd", "lowcomms")
 
 
 @dataclass
@@ -46,7 +49,7 @@ class TrainConfig:
     """Settings of one run (all workers share them).
 
     Attributes:
-        optimizer: ``"demo"``, ``"adamw"`` or ``"signsgd"``.
+        optimizer: ``"demo"``, ``"adamw"``, ``"signsgd"`` or ``"lowcomms"``.
         workers: number of worker processes W (1 runs in this process without a process group).
         steps, batch_size, seq_len: training length, per-worker batch ``[batch_size, seq_len]`` of bytes.
         d_model, n_layers, n_heads: the tiny transformer.
@@ -282,6 +285,8 @@ def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int | None, o
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # k clipped on small tensors (norms, biases) is expected
             opt = DeMo(params, lr=cfg.lr, weight_decay=cfg.weight_decay, timeout_s=cfg.timeout_s, **cfg.demo)
+    elif cfg.optimizer == "lowcomms":
+        opt = DeMoLowComms(params, lr=cfg.lr, weight_decay=cfg.weight_decay, timeout_s=cfg.timeout_s)
     elif cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     else:
@@ -296,7 +301,7 @@ def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int | None, o
         loss = _lm_loss(model, batch)
         loss.backward()
         t1 = time.perf_counter()
-        if cfg.optimizer == "demo":
+        if cfg.optimizer in ("demo", "lowcomms"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 opt.step()
