@@ -268,7 +268,8 @@ def profile(args, replica, measurements: dict, ratios: dict) -> None:
             t[name].append(time.perf_counter() - start)
     med = {name: statistics.median(v) for name, v in t.items()}
     gap = float((fft2(tiles) - _encode(tiles, "official")).abs().max())
-    print(f"  {tiles.shape[0]} tiles of {args.chunk}x{args.chunk}: DCT as batched matmul {med['dct_matmul'] * 1e3:.2f} ms, "
+    print(f"  {tiles.shape[0]} tiles of {args.chunk}x{args.chunk}: DCT as batched matmul "
+          f"{med['dct_matmul'] * 1e3:.2f} ms, "
           f"via FFT {med['dct_fft'] * 1e3:.2f} ms ({med['dct_fft'] / med['dct_matmul']:.2f}x; max difference "
           f"{gap:.1e}); top-{args.k} {med['topk'] * 1e3:.2f} ms, threshold (kthvalue + mask) "
           f"{med['threshold'] * 1e3:.2f} ms ({med['threshold'] / med['topk']:.2f}x)")

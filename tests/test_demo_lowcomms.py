@@ -31,7 +31,8 @@ def _pair(dtype, shapes=SHAPES, seed=0, **kw):
     ours = [torch.nn.Parameter(t.clone()) for t in init]
     theirs = [torch.nn.Parameter(t.clone()) for t in init]
     faithful = kw.pop("faithful", False)
-    return ours, theirs, DeMoLowComms(ours, lr=1e-2, faithful=faithful, **kw), OfficialLowComms(theirs, lr=1e-2, **kw), g
+    ours_opt = DeMoLowComms(ours, lr=1e-2, faithful=faithful, **kw)
+    return ours, theirs, ours_opt, OfficialLowComms(theirs, lr=1e-2, **kw), g
 
 
 def _steps(ours, theirs, o, t, g, steps, zero_first=False):

@@ -206,8 +206,9 @@ def sweep_summary(full: dict[str, Any], extra: dict[str, Any] | None = None) -> 
     with the lowest final held-out loss for seed 0 and 2 workers in the search), then at that rate over 2
     workers and every seed: ``{"loss": mean final held-out loss, "losses": per seed, "seeds", "bytes": bytes
     sent per worker per step, "lr", "steps"}``. Settings outside the search use DeMo k = 32's rate, as the sweep
-    does. ``extra`` (``results/demo/seeds.json``, from ``python -m companion demo seeds --full``) adds its runs
-    of the same settings, workers, rate and length as further seeds."""
+    does (``results/demo/baselines.json``, whose settings all have their own search, works the same way).
+    ``extra`` (``results/demo/seeds.json``, from ``python -m companion demo seeds --full``) adds its runs of the
+    same settings, workers, rate and length as further seeds."""
     runs = full["runs"]
     grid = full["settings"]["lr_grid"]
     best = {}
@@ -218,7 +219,7 @@ def sweep_summary(full: dict[str, Any], extra: dict[str, Any] | None = None) -> 
     pool = [r for r in runs if r["seed"] in full["settings"]["seeds"]] + list((extra or {}).get("runs", []))
     out = {}
     for name in sorted({r["setting"] for r in runs}):
-        lr = best.get(name, best["DeMo k=32"])
+        lr = best[name] if name in best else best["DeMo k=32"]
         rs = sorted((r for r in pool if r["setting"] == name and r["workers"] == 2 and r["lr"] == lr
                      and r["steps"] == full["settings"]["steps"]), key=lambda r: r["seed"])
         seen = set()

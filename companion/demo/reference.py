@@ -148,7 +148,7 @@ class OfficialLowCommsCollective:
     top-k per group of 128 coefficients, the 1-byte index+sign packing, the all-gather."""
 
     def __init__(self, dp_replicate_group=None):
-        import queue
+        from collections import deque
 
         from companion.demo.dct import _dct_fft, _idct_fft
 
@@ -160,7 +160,7 @@ class OfficialLowCommsCollective:
         self.reshape_tuple = (64, 64)
         self.einsum_str = "...ab, an, bo -> ...no"  # _build_einsum_dot_str(2)
         self.indices_bits, self.indices_size = 7, 128
-        self.sync_queue = __import__("collections").deque()
+        self.sync_queue = deque()
 
     def _encode(self, input):
         f = self.f.to(input.dtype).to(input.device)
@@ -189,8 +189,8 @@ class OfficialLowCommsCollective:
     def _decompress(self, input, size, input_shape, scatter_shape, dtype, device):
         idx, val = input
         x = torch.zeros(scatter_shape, dtype=dtype, device=device)
-        x.scatter_reduce_(dim=-1, index=idx.to(dtype=torch.int64, device=device), src=val.to(dtype=dtype, device=device),
-                          reduce="mean", include_self=False)
+        x.scatter_reduce_(dim=-1, index=idx.to(dtype=torch.int64, device=device),
+                          src=val.to(dtype=dtype, device=device), reduce="mean", include_self=False)
         return x.flatten()[:size].reshape(input_shape)
 
     def _collate(self, input):
