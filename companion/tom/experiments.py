@@ -272,7 +272,8 @@ def llm_runs(model=None, tokenizer=None, *, backend=None, game: str = "rps", par
     Returns:
         one row per (prompt, order, seed): :func:`episode_row` plus ``model, prompt, order, temperature,
         seconds`` and ``invalid`` / ``invalid_predictions`` — the replies that named no legal action (always 0
-        when scoring). ``summarize(rows, by=("prompt", "order"))`` gives the per-order table,
+        when scoring); for a scoring agent also ``first_action_probs`` / ``first_prediction_probs`` (round 1,
+        before any history) and, for the social and oracle prompts, ``copy_rate`` (see :func:`_scored_extras`). ``summarize(rows, by=("prompt", "order"))`` gives the per-order table,
         ``summarize(rows, by=("prompt",))`` the mean and spread over orders.
     """
     from .llm import PROMPTS
