@@ -24,7 +24,10 @@ gradient ``g`` and learning rate ``η``:
 Options of that code, all ported: ``nesterov=True`` adds a local look-ahead, ``p ← p − η sign(IDCT(m))`` after
 the step, undone (``+ η_prev sign(IDCT(m))``) at the start of the next; ``overlapped=True`` applies the payload of
 the previous step (communication hidden behind the next step's compute; the first step moves no weight), and with
-``nesterov`` also delays the error feedback by one step. The author's 1B runs (``configs/llama3_1b_demo.toml``)
+``nesterov`` also delays the error feedback by one step. With ``nesterov`` the replicas differ by design (each
+carries its own look-ahead), and after the look-ahead is undone they agree only to float round-off: the code
+undoes ``p − η s`` by adding ``η s`` back, and ``(p − a) + a`` is not always ``p`` (tested with 2 gloo workers:
+differences below 1e-6 after 4 steps). The author's 1B runs (``configs/llama3_1b_demo.toml``)
 use lr 4e-4, ``nesterov`` and ``overlapped``; torchtitan's config defaults are ``feedback_strength`` 0.2 and
 ``weight_decay`` 0.1; the defaults here are those of the optimizer's own signature.
 
