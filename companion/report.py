@@ -96,9 +96,14 @@ def _tom_smollm() -> str:
     data = _load("tom/table1")
     greedy = [r for r in data["llm_summary"] if r["prompt"] == "lm" and r["temperature"] == 0.0][0]
     other = [r for r in data["llm_summary"] if r["prompt"] == "social" and r["temperature"] == 0.0][0]
-    return (f"`lm` prompt: Δ_F/T {greedy['regret']:.3f}, Δ_ToM/T {greedy['tom_regret']:.3f}, accuracy "
-            f"{100 * greedy['accuracy']:.1f}% (greedy, n = {greedy['n']}); `social` prompt: Δ_F/T "
-            f"{other['regret']:.3f}. The action words were listed in one fixed order (not counterbalanced)")
+    orders = {r["prompt"]: r for r in _load("tom/counterbalance")["over_orders"] if r["game"] == "rps"}
+    spread = "; ".join(f"`{k}` {orders[k]['regret']:.2f} ± {orders[k]['regret_sd']:.2f} (range "
+                       f"{orders[k]['regret_min']:.2f}–{orders[k]['regret_max']:.2f})" for k in ("lm", "social", "chat"))
+    n, horizon = orders["lm"]["n"], _load("tom/counterbalance")["settings"]["horizon"]
+    return (f"book's listing of the action words, T = 100: `lm` prompt Δ_F/T {greedy['regret']:.3f}, Δ_ToM/T "
+            f"{greedy['tom_regret']:.3f}, accuracy {100 * greedy['accuracy']:.1f}% (greedy); `social` Δ_F/T "
+            f"{other['regret']:.3f}. Over all {n} listing orders (T = {horizon}, greedy; mean ± sd): Δ_F/T {spread}; "
+            f"best-response rate 0 in every order of `lm` and `social`")
 
 
 def _tom_oracle() -> str:
@@ -106,7 +111,27 @@ def _tom_oracle() -> str:
     by_game = {r["game"]: r for r in rows}
     regrets = " / ".join(f"{by_game[g]['regret']:.3f}" for g in ("rps", "bos", "ipd"))
     brs = " / ".join(f"{by_game[g]['br_rate']:.2f}" for g in ("rps", "bos", "ipd"))
-    return f"Δ_F/T {regrets}; best-response rate {brs} (greedy, one episode each)"
+    over = {(r["game"], r["prompt"]): r for r in _load("tom/counterbalance-oracle")["over_orders"]
+            if r["partner"] == "single"}
+    o = over[("rps", "oracle")]
+    return (f"Δ_F/T {regrets}; best-response rate {brs} (greedy, one episode each, the book's listing order). RPS "
+            f"over all {o['n']} listing orders (T = {_load('tom/counterbalance-oracle')['settings']['horizon']}): "
+            f"Δ_F/T {o['regret']:.2f} ± {o['regret_sd']:.2f}, best-response rate {o['br_rate']:.0f} in every order")
+
+
+def _tom_roshambo() -> str:
+    data = _load("tom/roshambo")
+    det = {b for b, i in data["bots"].items() if i["deterministic"]}
+    parts = []
+    for agent, label in (("rmax", "R-max"), ("fictitious-play", "fictitious play"), ("surrogate", "surrogate")):
+        rows = [r for r in data["summary"] if r["agent"] == agent]
+        d = [r["regret"] for r in rows if r["bot"] in det]
+        h = [r["regret"] for r in rows if r["bot"] not in det]
+        parts.append(f"{label} {sum(d) / len(d):.3f} / {sum(h) / len(h):.3f}")
+    n_seeds = {r["n"] for r in data["summary"]}
+    return (f"mean Δ_F/T over the {len(det)} deterministic bots (against a per-bot oracle) / the {len(data['bots']) - len(det)} "
+            f"stochastic ones (against the best fixed response in hindsight): " + "; ".join(parts)
+            + f" (T = {data['settings']['horizon']}, {' or '.join(map(str, sorted(n_seeds)))} seeds per bot)")
 
 
 def _rebind_compare() -> str:
@@ -382,12 +407,14 @@ FINDINGS: tuple[Finding, ...] = (
             "riemer2024tom", _TOM_TABLE1, "not reproduced", ("tom/table1",)),
     Finding("tom", "SmolLM2-135M as the agent, same setting", _tom_smollm,
             "Llama-2 70B: Δ_F/T 0.971, Δ_ToM/T 0.048, accuracy 96.8%", "riemer2024tom", _TOM_TABLE1,
-            "not testable at our scale", ("tom/table1",)),
+            "not testable at our scale", ("tom/table1", "tom/counterbalance")),
     Finding("tom", "SmolLM2 told its partner's next move (oracle prompt), T = 100, vs a single-action partner: "
             "RPS / BoS / IPD (raw Δ_F/T in our payoffs; the paper does not print its matrices, so the scales of the "
             "two columns may differ)", _tom_oracle, "Llama-3 70B: Δ_F/T 0.238 / 1.343 / 0.839", "riemer2024tom",
             "Table 3 of the ICML 2025 version (BoS is its IBS); checked against a secondary transcription only",
-            "not testable at our scale", ("tom/oracle",)),
+            "not testable at our scale", ("tom/oracle", "tom/counterbalance-oracle")),
+    Finding("tom", "tabular agents against the 43 RoShamBo competition bots shipped with OpenSpiel, "
+            "rock-paper-scissors", _tom_roshambo, "—", "", "", "our extension", ("tom/roshambo",)),
     Finding("tom", "speed on this CPU: scoring actions with the language model, and the IPD arena against the "
             "axelrod library (one process, ratios against a baseline run beside it)", _bench_tom, "—", "", "",
             "our extension", ("tom/bench_speed",)),
