@@ -195,3 +195,27 @@ def test_stored_bits_of_a_model_equal_what_quantize_model_stores(config):
     for dtype in (torch.float32, torch.float16):
         report = H.quantize_model(copy.deepcopy(model), progress=False, compute_dtype=dtype, **config)
         assert bits[dtype] == report.bits_per_weight
+
+
+def test_perplexity_table_quantizes_in_place_and_puts_the_float_layers_back():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from companion.hqq.experiments import perplexity_table
+    from companion.lab import perplexity
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    ids = torch.randint(0, 64, (256,))
+    config = {"label": "HQQ 4-bit g32", "nbits": 4, "group_size": 32, "axis": 0}
+    rows = perplexity_table(model, ids, [config], context=64)
+    # the same model object, its own float layers back in place, every weight unchanged
+    assert {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)} == linears
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # and the quantized perplexity is what a separately quantized copy gives
+    twin = copy.deepcopy(model)
+    H.quantize_model(twin, progress=False, nbits=4, group_size=32, axis=0)
+    assert rows[1]["perplexity"] == pytest.approx(perplexity(twin, ids, context=64), rel=1e-6)
+    assert rows[0]["perplexity"] == pytest.approx(perplexity(model, ids, context=64), rel=1e-6)

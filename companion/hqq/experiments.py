@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import statistics
 import time
@@ -44,8 +43,9 @@ def perplexity_table(model, token_ids: torch.Tensor, configs: list[dict], *, con
                      max_tokens: int | None = None) -> list[dict]:
     """Held-out perplexity of ``model`` in full precision and after :func:`quantize_model` with each config.
 
-    Each config is a dict of :func:`companion.hqq.quantize` arguments plus a ``label``. The model is copied
-    for each config (the original is left untouched). Rows: ``label, perplexity, seconds_quantize,
+    Each config is a dict of :func:`companion.hqq.quantize` arguments plus a ``label``. The model is quantized in
+    place for each config and its original linear layers are put back afterwards (no copy of the model: a copy
+    would hold the float weights twice while the quantized layers are built). Rows: ``label, perplexity, seconds_quantize,
     bits_per_weight, mb_linear, mb_linear_fp32``: stored bits per quantized weight and MB of the quantized
     linear layers as :class:`~companion.hqq.HQQLinear` holds them (packed codes with padding, meta-data in the
     model's dtype, biases), and the same layers' MB before.
@@ -57,12 +57,17 @@ def perplexity_table(model, token_ids: torch.Tensor, configs: list[dict], *, con
     for cfg in configs:
         cfg = dict(cfg)
         label = cfg.pop("label")
-        q = copy.deepcopy(model)
-        report = quantize_model(q, progress=False, **cfg)
-        rows.append({"label": label, "perplexity": perplexity(q, token_ids, context=context, max_tokens=max_tokens, desc=label),
-                     "seconds_quantize": report.seconds, "bits_per_weight": report.bits_per_weight,
-                     "mb_linear": report.bytes_after / 1e6, "mb_linear_fp32": report.bytes_before / 1e6})
-        del q
+        originals = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+        report = quantize_model(model, progress=False, **cfg)
+        try:
+            ppl = perplexity(model, token_ids, context=context, max_tokens=max_tokens, desc=label)
+        finally:  # put the float layers back, whatever happened
+            for name, linear in originals:
+                parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+                setattr(parent, name.rsplit(".", 1)[-1], linear)
+        rows.append({"label": label, "perplexity": ppl, "seconds_quantize": report.seconds,
+                     "bits_per_weight": report.bits_per_weight, "mb_linear": report.bytes_after / 1e6,
+                     "mb_linear_fp32": report.bytes_before / 1e6})
     return rows
 
 
