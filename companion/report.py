@@ -212,9 +212,13 @@ def _hqq_ppl() -> str:
     cfg = ("4-bit g64", "3-bit g64", "2-bit g16")
     hqq = " / ".join(f"{rows[f'HQQ {c}']['perplexity']:.2f}" for c in cfg)
     rtn = " / ".join(f"{rows[f'RTN {c}']['perplexity']:.2f}" for c in cfg)
-    return (f"HQQ {hqq} vs RTN {rtn} ({data['tokens']:,} validation tokens, {data['context']}-token windows; "
-            f"before quantization, i.e. the dequantized Q4_1 weights in fp32: "
-            f"{rows['full precision (fp32)']['perplexity']:.2f})")
+    bits = " / ".join(f"{rows[f'HQQ {c}']['bits_per_weight']:.2f}" for c in cfg)
+    blog = " / ".join(f"{rows[f'HQQ {c}, blog recipe']['perplexity']:.2f} at "
+                      f"{rows[f'HQQ {c}, blog recipe']['bits_per_weight']:.2f} bits" for c in cfg)
+    return (f"HQQ {hqq} vs RTN {rtn} at {bits} stored bits per weight (packed codes with padding, fp32 scale and "
+            f"zero); with the blog's 8-bit meta-data recipe {blog} ({data['tokens']:,} validation tokens, "
+            f"{data['context']}-token windows; before quantization, i.e. the dequantized Q4_1 weights in fp32: "
+            f"{rows['full precision (fp32)']['perplexity']:.2f}; one run each)")
 
 
 def _pyramidkv_accuracy(run: str) -> dict[tuple[str, int | None], tuple[float, int]]:
@@ -475,8 +479,7 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("demo", "time per optimizer step on this CPU: DeMo vs AdamW (one process, and two gloo workers with "
             "AdamW's all-reduce)", _bench_demo, "—", "", "", "our extension", ("demo/bench_step_time",)),
     Finding("hqq", "held-out perplexity of SmolLM2 after quantizing every linear layer (axis 0): HQQ vs "
-            "round-to-nearest at 4-bit g64 / 3-bit g64 / 2-bit g16 (run by an earlier version of the layer, which "
-            "stored scale and zero in fp16 whatever the compute dtype)", _hqq_ppl,
+            "round-to-nearest at 4-bit g64 / 3-bit g64 / 2-bit g16", _hqq_ppl,
             "—", "", "", "our extension", ("hqq/perplexity",)),
     Finding("hqq", "solver time on this CPU (one thread): our port vs the official hqq 0.2.8 on the same weights, "
             "and the half-quadratic solver vs hqq's autograd baseline on one SmolLM2 matrix", _bench_hqq,
