@@ -211,8 +211,11 @@ def _unique_scripts(app, pagename, templatename, context, doctree):
         return
     seen, unique = set(), []
     for js in scripts:
+        # sphinx-thebe's inline configuration reaches the page twice, once with filename None and once with "":
+        # both mean "no file", and Sphinx's own check for repeats tells them apart
         attributes = getattr(js, "attributes", {}) or {}
-        key = (str(js), tuple(sorted((k, str(v)) for k, v in attributes.items())))
+        filename = getattr(js, "filename", js) or ""
+        key = (str(filename), tuple(sorted((k, str(v)) for k, v in attributes.items())))
         if key not in seen:
             seen.add(key)
             unique.append(js)
