@@ -172,3 +172,20 @@ def test_the_widget_index_lists_every_page_with_a_widget():
     with_widgets = {str(p.relative_to(ROOT / "book").with_suffix("")) for p in (ROOT / "book").rglob("*.md")
                     if re.search(r"^\s*(\w+ = )?viz\.interact\(", p.read_text(), re.M) and p.name != "contributing.md"}
     assert listed == with_widgets, f"listed but without a widget: {listed - with_widgets}; missing: {with_widgets - listed}"
+
+
+def test_every_glossary_term_is_linked_from_a_page():
+    """Each term of book/glossary.md is linked ({term}) from at least one other page, where it is first used."""
+    import re
+
+    glossary = (ROOT / "book" / "glossary.md").read_text()
+    terms = {line for block in re.findall(r"```\{glossary\}\n(.*?)```", glossary, re.S)
+             for line in block.splitlines() if line and not line.startswith(" ")}
+    assert len(terms) >= 20, terms
+    linked = set()
+    for page in (ROOT / "book").rglob("*.md"):
+        if page.name != "glossary.md":
+            for text in re.findall(r"\{term\}`([^`]*)`", page.read_text()):
+                linked.add(re.sub(r"^.*<(.*)>$", r"\1", text).strip())
+    assert not linked - terms, f"links to terms the glossary does not define: {linked - terms}"
+    assert terms <= linked, f"glossary terms no page links to: {sorted(terms - linked)}"
