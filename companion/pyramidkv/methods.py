@@ -69,11 +69,26 @@ def prefill(model, input_ids: torch.Tensor) -> Prefill:
     return Prefill(cache, logits_holder["x"][0, -1].float(), qk, input_ids.shape[1])
 
 
-def _h2o_scores(Q: torch.Tensor, K: torch.Tensor, window: int) -> torch.Tensor:
-    """Attention received by each prefix token from every prompt query (causal), mean over each KV group."""
+H2O_CHUNK = 256  # query rows per block of the H2O-style scores
+
+
+def _h2o_scores(Q: torch.Tensor, K: torch.Tensor, window: int, *, chunk: int = H2O_CHUNK) -> torch.Tensor:
+    """Attention received by each prefix token from every prompt query (causal), mean over each KV group.
+
+    The official code (KVCache-Factory's ``H2OKVCluster``) builds the whole causal ``[b, H, q, q]`` attention
+    and sums it over the queries: 9 heads · 8192² · 4 B = 2.4 GB per layer for SmolLM2 at q = 8192, more with
+    the softmax's temporaries. Here the queries go ``chunk`` rows at a time: rows ``[a, e)`` attend to keys
+    ``[0, e)`` (the later keys are masked for them, so their softmax is the same), and the block sums are added
+    up, so at most ``b · H · chunk · q`` weights exist at once; the result equals the one-block computation up to
+    float round-off (the order of the sums over queries). Returns ``[b, Hkv, q - window]``.
+    """
     b, H, q, _ = Q.shape
     Hkv = K.shape[1]
-    received = last_queries_attention(Q, K, q).sum(dim=2)[..., : q - window]  # [b, H, q - w]
+    received = torch.zeros(b, H, q, dtype=Q.dtype, device=Q.device)
+    for a in range(0, q, chunk):
+        e = min(a + chunk, q)
+        received[..., :e] += last_queries_attention(Q[:, :, :e], K[:, :, :e], e - a).sum(dim=2)
+    received = received[..., : q - window]  # [b, H, q - w]
     return received.reshape(b, Hkv, H // Hkv, q - window).mean(2)
 
 
