@@ -10,7 +10,7 @@ import functools
 
 import torch
 
-from badinput import Choice, Custom, Float, Int, NoArguments, Obj, Spec, Tensor
+from badinput import Choice, Custom, Float, Int, NoArguments, Obj, Spec, Tensor, cli_spec
 from badinput_lab import tiny_lm
 from companion import pyramidkv as P
 
@@ -121,4 +121,8 @@ SPECS = {
                            "ids", [[1, 2]]))}),
 }
 
-CLI_SPECS: dict = {}  # `pyramidkv retrieval` has no numeric options (only --full, --resume and --device)
+CLI_SPECS = {  # `pyramidkv retrieval` has no numeric options (only --full, --resume, --kv-granularity, --device)
+    "pyramidkv long": cli_spec(["pyramidkv", "long"], {"lengths": "512", "prompts": "2", "device": "cpu"},
+                               {"lengths": Int(low=64), "prompts": Int(low=1),
+                                "device": Custom(("gpu", "cuda:x", "meta"))}),
+}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from companion.lab.checks import cli_device
+from companion.lab.checks import cli_device, cli_int
 
 FULL = {"capacities": [16, 32, 64, 128, 256], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "seeds": [0, 1, 2, 3],
         "context_tokens": 2048}
 QUICK = {"capacities": [32, 64, 128, 256], "depths": [0.1, 0.5, 0.9], "seeds": [0], "context_tokens": 1024}
+# `pyramidkv long`: 385 prompts per cell bound the 95% Wilson interval by ± 5 points (worst case, 50%)
+LONG_FULL = {"lengths": [2048, 4096, 8192], "prompts": 385, "capacities": [64, 256]}
+LONG_QUICK = {"lengths": [512], "prompts": 2, "capacities": [64, 256]}
 
 
 RUNS = {  # name -> (question placement, selection granularity, methods, PyramidKV schedule)
@@ -55,6 +58,40 @@ def _retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _long(args: argparse.Namespace) -> int:
+    import time
+
+    from companion.lab import get_device, load_model, load_results, save_results, seed_everything
+    from companion.pyramidkv.experiments import long_retrieval, long_summary
+
+    try:
+        device = get_device(args.device)
+    except ValueError as err:
+        raise SystemExit(f"--device {args.device}: {err}") from None
+    if args.resume and not args.full:
+        raise SystemExit("--resume: only a full run is saved, so only --full --resume can resume")
+    seed_everything(0)
+    model, tokenizer = load_model(device=device)
+    grid = dict(LONG_FULL if args.full else LONG_QUICK)
+    grid.update({k: v for k, v in (("lengths", args.lengths), ("prompts", args.prompts)) if v is not None})
+    previous = load_results("pyramidkv", "long_retrieval") if args.resume else None
+    started = time.perf_counter()
+
+    def saved(payload: dict) -> None:  # after every prompt, so an interrupted full run can --resume
+        n = len({(r["length"], r["prompt"]) for r in payload["rows"]})
+        print(f"{n} prompts done ({time.perf_counter() - started:.0f} s in this run)", flush=True)
+        if args.full:
+            save_results("pyramidkv", "long_retrieval", {"model": "SmolLM2-135M-Instruct", "device": str(device),
+                                                          **payload}, seed=0)
+
+    payload = long_retrieval(model, tokenizer, **grid, previous=previous, on_prompt=saved)
+    for c in long_summary(payload["rows"], layers=payload["layers"]):
+        print(f"{c['length']:5d} {c['question']:6s} {c['method']:9s} C={c['capacity'] or 'all':>4}: "
+              f"{c['found']:3d}/{c['n']:<3d} = {c['accuracy']:4.0%} [{c['low']:.0%}, {c['high']:.0%}]; "
+              f"needle in {c['needle_layers']:.1f} of {payload['layers']} layers")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     pkv = sub.add_parser("pyramidkv", help="chapter 5: PyramidKV KV-cache compression").add_subparsers(
         dest="experiment", metavar="EXPERIMENT", required=True)
@@ -68,3 +105,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "default) or 'kv_pool_first' (pooling, then group mean: kvpress's order)")
     ret.add_argument("--device", type=cli_device, default="cpu", help="where to run (cpu, cuda, cuda:N)")
     ret.set_defaults(run=_retrieval)
+    long = pkv.add_parser("long", help="pass-key retrieval at 2k, 4k and 8k tokens, every method, question "
+                                       "inside/after, with the needle's survival per layer")
+    long.add_argument("--full", action="store_true",
+                      help=f"lengths {LONG_FULL['lengths']}, {LONG_FULL['prompts']} prompts each, C = "
+                           f"{LONG_FULL['capacities']}; writes results/pyramidkv/long_retrieval.json after every prompt")
+    long.add_argument("--resume", action="store_true",
+                      help="with --full: keep the prompts already in the results file and run only the missing ones")
+    long.add_argument("--lengths", type=cli_int(low=64), nargs="+",
+                      help="tokens per prompt, question and answer included (default: 2048 4096 8192 with --full, "
+                           "512 without)")
+    long.add_argument("--prompts", type=cli_int(low=1),
+                      help=f"prompts per length (default: {LONG_FULL['prompts']} with --full, "
+                           f"{LONG_QUICK['prompts']} without)")
+    long.add_argument("--device", type=cli_device, default="cpu", help="where to run (cpu, cuda, cuda:N)")
+    long.set_defaults(run=_long)

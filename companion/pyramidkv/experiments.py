@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import torch
 
 from companion.lab import corpus_tokens, progress
-from companion.lab.checks import check_choice
+from companion.lab.checks import check_choice, check_int, check_sequence
+from companion.lab.stats import wilson_interval
 
 from .capture import expand_kv_heads
-from .methods import compress, greedy_continue, prefill
+from .methods import METHODS, compress, greedy_continue, prefill
 from .scoring import GRANULARITIES, stored_bytes
 
 NEEDLE = "\n# The pass key is {key}. Remember it. The pass key is {key}.\n"
@@ -117,3 +118,179 @@ def mean_by(rows: list[dict], field: str, *, by: tuple[str, ...] = ("method", "c
 def accuracy_table(rows: list[dict]) -> dict[tuple[str, int | None], float]:
     """Share of pass keys found per (method, capacity)."""
     return mean_by(rows, "found")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Long contexts: many prompts per length, every method, and where the needle's tokens survive
+
+
+LONG_METHODS = ("full", "streaming", "h2o", "snapkv", "pyramidkv")
+QUESTIONS = ("inside", "after")
+
+
+def long_prompt(tokenizer, *, length: int, index: int, max_new_tokens: int = 7) -> PasskeyPrompt:
+    """Prompt ``index`` of the long-context experiment at ``length`` tokens, with the question and the answer.
+
+    ``length`` counts everything the model sees: context, question and the ``max_new_tokens`` of the answer, so
+    ``length = 8192`` stays inside SmolLM2's 8192 positions. The haystack and the key come from
+    :func:`passkey_prompt` with ``seed = length · 100000 + index``, the depth is uniform in [0, 1] from its own
+    stream (``random.Random(f"depth {seed}")``): every prompt is reproducible and the lengths do not share
+    haystacks.
+    """
+    seed = length * 100_000 + index
+    q_len = len(tokenizer(QUESTION, add_special_tokens=False).input_ids)
+    depth = random.Random(f"depth {seed}").random()
+    return passkey_prompt(tokenizer, context_tokens=length - q_len - max_new_tokens, depth=depth, seed=seed)
+
+
+def kept_positions(whole, small, positions: torch.Tensor) -> list[int]:
+    """Per layer, how many of the prompt ``positions`` (1-D) at least one KV head of ``small`` still holds.
+
+    Measured on the cache itself, not on the selection code: a position counts as kept by head h when its key
+    vector in the uncompressed cache ``whole`` appears among head h's keys in the compressed ``small`` (the
+    compression copies key vectors, and two positions never share one: RoPE rotates each differently).
+    """
+    out = []
+    for W, S in zip(whole.layers, small.layers):
+        target = W.keys[0][:, positions]  # [heads, n, d]
+        hit = torch.zeros(len(positions), dtype=torch.bool, device=target.device)
+        for h in range(target.shape[0]):  # one head at a time: [n, kept, d] comparisons
+            hit |= (target[h][:, None] == S.keys[0][h][None]).all(-1).any(-1)
+        out.append(int(hit.sum()))
+    return out
+
+
+def _prompt_rows(model, tokenizer, length: int, index: int, s: dict) -> list[dict]:
+    """Every (question, method, capacity) row of one long-context prompt (one prefill per question)."""
+    p = long_prompt(tokenizer, length=length, index=index, max_new_tokens=s["max_new_tokens"])
+    start, end = p.needle_span
+    needle = torch.arange(start, end)
+    digits = torch.tensor([i for i in range(start, end) if tokenizer.decode([int(p.context[0, i])]).strip().isdigit()],
+                          dtype=torch.long)
+    rows = []
+    for question in s["questions"]:
+        pre = prefill(model, torch.cat([p.context, p.question], dim=1) if question == "inside" else p.context)
+        for method in s["methods"]:
+            for capacity in ([None] if method == "full" else s["capacities"]):
+                cache, kept = compress(pre, method, capacity=capacity or pre.prompt_len, window=s["window"],
+                                       kernel=s["kernel"], pooling=s["pooling"], schedule=s["schedule"],
+                                       granularity=s["granularity"])
+                needle_kept, digits_kept = kept_positions(pre.cache, cache, needle), kept_positions(pre.cache, cache, digits)
+                out = greedy_continue(model, pre, cache, max_new_tokens=s["max_new_tokens"],
+                                      suffix=p.question if question == "after" else None)
+                rows.append({"length": length, "prompt": index, "depth": round(p.depth, 4), "key": p.key,
+                             "question": question, "method": method, "capacity": capacity,
+                             "found": found(tokenizer, out, p.key), "answer": tokenizer.decode(out),
+                             "kept_tokens": sum(kept) / len(kept), "needle_tokens": len(needle),
+                             "digit_tokens": len(digits), "needle_kept": needle_kept, "digits_kept": digits_kept})
+            del cache
+        del pre
+    return rows
+
+
+def long_retrieval(model, tokenizer, *, lengths=(2048, 4096, 8192), prompts: int = 385, capacities=(64, 256),
+                   methods=LONG_METHODS, questions=QUESTIONS, window: int = 8, kernel: int = 7,
+                   pooling: str = "maxpool", schedule: str = "official", max_new_tokens: int = 7,
+                   previous: dict | None = None, on_prompt=None) -> dict:
+    """Pass-key retrieval at long contexts: ``prompts`` prompts per length, every method, both placements.
+
+    Per length and prompt (:func:`long_prompt`: its own haystack, key and a uniform random depth), and per
+    question placement (``"inside"``/``"after"``, as in :func:`retrieval_sweep`), the prompt is prefilled once,
+    then every method compresses its own copy of the cache at every capacity (``"full"`` once), with KV-head
+    selection (KVCache-Factory's KV-head scoring: group mean, then pooling) and decodes the answer. Besides
+    found/not found each row records where the needle survived (:func:`kept_positions`): per layer, how many of
+    the needle's ``needle_tokens`` positions and of its ``digit_tokens`` key-digit positions at least one KV head
+    kept (``needle_kept``, ``digits_kept``: lists of L ints).
+
+    Args:
+        lengths: tokens per prompt, question and answer included (each at most the model's
+            ``max_position_embeddings``).
+        prompts: prompts per length (385 give a 95% Wilson interval of at most ± 5 points per cell).
+        capacities: C, tokens per layer including the window (each > ``window``).
+        methods, questions: subsets of :data:`LONG_METHODS` and :data:`QUESTIONS`.
+        window, kernel, pooling, schedule, max_new_tokens: as :func:`retrieval_sweep` (w = 8, max-pooling 7,
+            the official PyramidKV schedule, 7 answer tokens).
+        previous: a payload this function returned (or saved) before: its rows are kept when its settings are
+            the same, and the (length, prompt) pairs it holds are not run again — a resumed run.
+        on_prompt: called with the payload after every prompt (the CLI saves it there).
+    Returns:
+        ``{settings..., "rows": [...]}``: one row per (length, prompt, question, method, capacity).
+    Raises:
+        TypeError / ValueError: ``lengths``/``capacities`` not non-empty sequences of ints, a length the model's
+            positions or the needle do not fit, ``prompts`` < 1, a capacity not above the window, an unknown
+            method or question placement.
+    """
+    lengths = [check_int(f"lengths[{i}]", v, low=1) for i, v in enumerate(check_sequence("lengths", lengths, "ints"))]
+    prompts = check_int("prompts", prompts, low=1)
+    window = check_int("window", window, low=1)
+    capacities = [check_int(f"capacities[{i}]", v, low=window + 1)
+                  for i, v in enumerate(check_sequence("capacities", capacities, "ints"))]
+    methods = [check_choice("methods", m, METHODS) for m in check_sequence("methods", methods, "method names")]
+    questions = [check_choice("questions", q, QUESTIONS) for q in check_sequence("questions", questions, "placements")]
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    for length in lengths:
+        if limit is not None and length > limit:
+            raise ValueError(f"lengths: {length} tokens exceed the model's {limit} positions")
+        try:
+            long_prompt(tokenizer, length=length, index=0, max_new_tokens=max_new_tokens)
+        except ValueError as err:
+            raise ValueError(f"lengths: {length} tokens cannot hold the needle, the question and the answer ({err})") from None
+    settings = {"capacities": capacities, "methods": methods, "questions": questions, "window": window,
+                "kernel": kernel, "pooling": pooling, "schedule": schedule, "granularity": "kv",
+                "max_new_tokens": max_new_tokens, "layers": len(model.model.layers),
+                "kv_heads": model.config.num_key_value_heads}
+    rows = []
+    if previous and all(previous.get(k) == v for k, v in settings.items()):
+        rows = list(previous["rows"])
+        lengths_before, prompts_before = previous.get("lengths", []), previous.get("prompts", 0)
+    else:
+        lengths_before, prompts_before = [], 0
+    payload = {**settings, "lengths": sorted(set(lengths) | set(lengths_before)),
+               "prompts": max(prompts, prompts_before), "rows": rows}
+    done = {(r["length"], r["prompt"]) for r in rows}
+    jobs = [(length, i) for length in lengths for i in range(prompts) if (length, i) not in done]
+    for length, index in progress(jobs, desc="long-context pass keys"):
+        rows += _prompt_rows(model, tokenizer, length, index, payload)
+        if on_prompt is not None:
+            on_prompt(payload)
+    return payload
+
+
+def long_summary(rows: list[dict], *, layers: int, confidence: float = 0.95) -> list[dict]:
+    """Accuracy and needle survival per (length, question, method, capacity), over the prompts of each cell.
+
+    Each dict: ``length, question, method, capacity, n`` (prompts), ``found``, ``accuracy`` and its Wilson
+    interval ``low, high`` (:func:`companion.lab.stats.wilson_interval` at ``confidence``); ``needle_layers``,
+    the mean over prompts of the number of layers (of ``layers``) where at least one KV head kept at least one
+    needle token, and the same over the prompts found and missed (``needle_layers_found``,
+    ``needle_layers_missed``; ``None`` without such prompts); ``digit_layers`` likewise for the key's digits;
+    ``needle_share`` and ``digit_share``, per layer, the share of the needle's (digits') tokens kept by at least
+    one KV head, averaged over prompts. Cells come sorted by length, question, method, capacity.
+    """
+    layers = check_int("layers", layers, low=1)
+    cells: dict = {}
+    for r in rows:
+        cells.setdefault((r["length"], r["question"], r["method"], r["capacity"]), []).append(r)
+    order = {m: i for i, m in enumerate(METHODS)}
+    out = []
+    for (length, question, method, capacity), cell in sorted(
+            cells.items(), key=lambda kv: (kv[0][0], kv[0][1] != "inside", order[kv[0][2]], kv[0][3] or 0)):
+        n, hits = len(cell), sum(bool(r["found"]) for r in cell)
+        low, high = wilson_interval(hits, n, confidence=confidence)
+
+        def mean_layers(part, field):
+            return sum(sum(k > 0 for k in r[field]) for r in part) / len(part) if part else None
+
+        def share(field, total):
+            return [sum(r[field][layer] / max(r[total], 1) for r in cell) / n for layer in range(layers)]
+
+        out.append({"length": length, "question": question, "method": method, "capacity": capacity, "n": n,
+                    "found": hits, "accuracy": hits / n, "low": low, "high": high,
+                    "needle_layers": mean_layers(cell, "needle_kept"),
+                    "needle_layers_found": mean_layers([r for r in cell if r["found"]], "needle_kept"),
+                    "needle_layers_missed": mean_layers([r for r in cell if not r["found"]], "needle_kept"),
+                    "digit_layers": mean_layers(cell, "digits_kept"),
+                    "needle_share": share("needle_kept", "needle_tokens"),
+                    "digit_share": share("digits_kept", "digit_tokens")})
+    return out
