@@ -205,7 +205,8 @@ def long_retrieval(model, tokenizer, *, lengths=(2048, 4096, 8192), prompts: int
     Args:
         lengths: tokens per prompt, question and answer included (each at most the model's
             ``max_position_embeddings``).
-        prompts: prompts per length (385 give a 95% Wilson interval of at most ± 5 points per cell).
+        prompts: prompts per length (385 give a 95% Wilson interval of at most ± 5 points per cell), run in
+            the order prompt 0 at every length, then prompt 1, ...
         capacities: C, tokens per layer including the window (each > ``window``).
         methods, questions: subsets of :data:`LONG_METHODS` and :data:`QUESTIONS`.
         window, kernel, pooling, schedule, max_new_tokens: as :func:`retrieval_sweep` (w = 8, max-pooling 7,
@@ -249,7 +250,8 @@ def long_retrieval(model, tokenizer, *, lengths=(2048, 4096, 8192), prompts: int
     payload = {**settings, "lengths": sorted(set(lengths) | set(lengths_before)),
                "prompts": max(prompts, prompts_before), "rows": rows}
     done = {(r["length"], r["prompt"]) for r in rows}
-    jobs = [(length, i) for length in lengths for i in range(prompts) if (length, i) not in done]
+    # prompt by prompt across the lengths, so that an interrupted run has about as many prompts at each length
+    jobs = [(length, i) for i in range(prompts) for length in lengths if (length, i) not in done]
     for length, index in progress(jobs, desc="long-context pass keys"):
         rows += _prompt_rows(model, tokenizer, length, index, payload)
         if on_prompt is not None:
