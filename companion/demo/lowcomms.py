@@ -268,25 +268,16 @@ class DeMoLowComms(_Exchange):
         return self._blocks
 
     # ---------------------------------------------------------------- step
+    def _payload_bytes(self, layout: list[_Block]) -> int:
+        return sum(b.n_groups * b.k for b in layout)
+
     @torch.no_grad()
     def step(self, closure=None):
         """One step for every parameter with a gradient (module docstring, sub-steps 1-7)."""
-        if closure is not None and not callable(closure):
-            raise TypeError(f"closure must be a callable or None, got {describe(closure)}")
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        params, positions, hyper, n_total = self._with_grads()
-        blocks = self._layout(params, positions) if params else []
-        device = params[0].device if params else torch.device("cpu")
-        nbytes = sum(b.n_groups * b.k for b in blocks)
-        skip = self._check_step(params, positions, n_total, nbytes, device)
-        self.bytes_sent = self.bytes_received = 0
-        if skip:
-            self.skipped_steps += 1
-        if skip or not params:
+        loss, work = self._start_step(closure)
+        if work is None:
             return loss
+        params, hyper, blocks, device = work
         lrs = {id(p): h for p, h in zip(params, hyper)}
         for group in self.param_groups:
             group.setdefault("last_lr", group["lr"])

@@ -208,6 +208,31 @@ class _Exchange(torch.optim.Optimizer):
                 n_total += 1
         return params, positions, hyper, n_total
 
+    def _layout(self, params: list[torch.Tensor], positions: list[int]) -> list:
+        raise NotImplementedError
+
+    def _payload_bytes(self, layout: list) -> int:
+        raise NotImplementedError
+
+    def _start_step(self, closure) -> tuple:
+        """What every step does first: run ``closure``, collect the parameters with gradients, lay them out and run
+        :meth:`_check_step`. Returns ``(loss, work)``; ``work`` is ``(params, hyper, layout, device)``, or None when
+        there is nothing to do (no gradients, or a step that every worker skips)."""
+        if closure is not None and not callable(closure):
+            raise TypeError(f"closure must be a callable or None, got {describe(closure)}")
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        params, positions, hyper, n_total = self._with_grads()
+        layout = self._layout(params, positions) if params else []
+        device = params[0].device if params else torch.device("cpu")
+        skip = self._check_step(params, positions, n_total, self._payload_bytes(layout), device)
+        self.bytes_sent = self.bytes_received = 0
+        if skip:
+            self.skipped_steps += 1
+        return loss, (None if skip or not params else (params, hyper, layout, device))
+
     def _count_bytes(self, nbytes: int) -> None:
         self.bytes_sent = nbytes
         self.bytes_received = (self.world_size - 1) * nbytes
@@ -404,6 +429,9 @@ class DeMo(_Exchange):
         self._layout_crc = zlib.crc32(repr(desc).encode())
         return self._groups
 
+    def _payload_bytes(self, layout: list[_Group]) -> int:
+        return sum(sum(g.nbytes()) for g in layout)
+
     def _encode(self, tiles: torch.Tensor) -> torch.Tensor:
         return _dct._encode(tiles, self.basis) if self.transform == "dct" else tiles
 
@@ -414,23 +442,11 @@ class DeMo(_Exchange):
     @torch.no_grad()
     def step(self, closure=None):
         """One DeMo step for every parameter with a gradient (see the module docstring for the 7 sub-steps)."""
-        if closure is not None and not callable(closure):
-            raise TypeError(f"closure must be a callable or None, got {describe(closure)}")
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        beta = self.compression_decay
-        params, positions, hyper, n_total = self._with_grads()
-        groups = self._layout(params, positions) if params else []
-        device = params[0].device if params else torch.device("cpu")
-        nbytes = sum(sum(g.nbytes()) for g in groups)
-        skip = self._check_step(params, positions, n_total, nbytes, device)
-        self.bytes_sent = self.bytes_received = 0
-        if skip:
-            self.skipped_steps += 1
-        if skip or not params:
+        loss, work = self._start_step(closure)
+        if work is None:
             return loss
+        params, hyper, groups, device = work
+        beta = self.compression_decay
         lrs = {}
         for p, (lr, wd) in zip(params, hyper):
             state = self.state[p]
