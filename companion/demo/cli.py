@@ -41,7 +41,7 @@ SEEDS = dict(steps=1000, eval_every=50, workers=2, seeds=[2, 3, 4], settings=["A
 #: rate search per setting (seed 0), then ``seeds`` at each one's best rate; same model, data, workers and length
 #: as the sweep
 BASELINES = dict(steps=1000, eval_every=50, workers=2, seeds=[0, 1, 2, 3, 4],
-                 lr_grid={"DeMo k=4096 (whole tile)": [1e-3, 3e-3, 1e-2], "signum β=0.999": [3e-4, 1e-3, 3e-3, 1e-2],
+                 lr_grid={"DeMo k=4096 (whole tile)": [1e-3, 3e-3, 1e-2, 3e-2], "signum β=0.999": [3e-4, 1e-3, 3e-3, 1e-2],
                           "k=32, no DCT": [1e-2, 3e-2, 1e-1]})
 #: the quick version
 QUICK_SWEEP = dict(steps=100, eval_every=25, settings=["AdamW", "DeMo k=32", "DeMo k=1"])
