@@ -226,7 +226,7 @@ def profile(args, replica, measurements: dict, ratios: dict) -> None:
     """4. Self-CPU time per operator of DeMo's and DeMoLowComms's steps; DCT by matmul vs FFT; top-k vs threshold."""
     from torch.profiler import profile as torch_profile
 
-    from companion.demo.dct import _dct_fft, _encode, _to_tiles
+    from companion.demo.dct import _dct_fft, _encode, _to_tiles, tile_shape
 
     print("\nwhere the time goes (torch.profiler, self CPU time over 3 steps; top operators):")
     shares = {}
@@ -241,9 +241,14 @@ def profile(args, replica, measurements: dict, ratios: dict) -> None:
         top = sorted(ev, key=lambda e: -e.self_cpu_time_total)[:8]
         shares[name] = {e.key: e.self_cpu_time_total / total for e in top}
         print(f"  {name:9s} " + ", ".join(f"{k.removeprefix('aten::')} {v:.0%}" for k, v in shares[name].items()))
-    # DeMo's tiles of the whole model: [T, 64, 64] (the matrices whose both sides are multiples of 64)
-    tiles = torch.cat([_to_tiles(p.grad, (args.chunk, args.chunk)) for p in replica()
-                       if p.dim() == 2 and p.shape[0] % args.chunk == 0 and p.shape[1] % args.chunk == 0])
+    # DeMo's tiles of the model's matrices, of the most common tile shape ([T, 64, 64] for the default model)
+    by_tile = {}
+    for p in replica():
+        if p.dim() == 2:
+            by_tile.setdefault(tile_shape(p.shape, args.chunk), []).append(_to_tiles(p.grad, tile_shape(p.shape,
+                                                                                                  args.chunk)))
+    tile = max(by_tile, key=lambda t: sum(x.shape[0] for x in by_tile[t]))
+    tiles = torch.cat(by_tile[tile])
 
     def fft2(x):  # torch-dct's route: 1-D DCT along the last dim, then along the other
         t, n1, n2 = x.shape
@@ -251,6 +256,7 @@ def profile(args, replica, measurements: dict, ratios: dict) -> None:
         return _dct_fft(y.reshape(-1, n1)).reshape(t, n2, n1).transpose(1, 2)
 
     flat = _encode(tiles, "official").reshape(tiles.shape[0], -1)
+    k = min(args.k, flat.shape[1])  # as DeMo clips k to the tile
 
     def threshold(x, k):  # the k-th largest magnitude per chunk, then a mask (ties may keep more than k)
         a = x.abs()
@@ -258,8 +264,8 @@ def profile(args, replica, measurements: dict, ratios: dict) -> None:
         return (a >= kth).nonzero()
 
     cands = {"dct_matmul": lambda: _encode(tiles, "official"), "dct_fft": lambda: fft2(tiles),
-             "topk": lambda: torch.topk(flat.abs(), args.k, dim=-1, sorted=False),
-             "threshold": lambda: threshold(flat, args.k)}
+             "topk": lambda: torch.topk(flat.abs(), k, dim=-1, sorted=False),
+             "threshold": lambda: threshold(flat, k)}
     t = {name: [] for name in cands}
     for _ in range(args.repeats):
         for name, fn in cands.items():
@@ -268,12 +274,12 @@ def profile(args, replica, measurements: dict, ratios: dict) -> None:
             t[name].append(time.perf_counter() - start)
     med = {name: statistics.median(v) for name, v in t.items()}
     gap = float((fft2(tiles) - _encode(tiles, "official")).abs().max())
-    print(f"  {tiles.shape[0]} tiles of {args.chunk}x{args.chunk}: DCT as batched matmul "
+    print(f"  {tiles.shape[0]} tiles of {tile[0]}x{tile[1]}: DCT as batched matmul "
           f"{med['dct_matmul'] * 1e3:.2f} ms, "
           f"via FFT {med['dct_fft'] * 1e3:.2f} ms ({med['dct_fft'] / med['dct_matmul']:.2f}x; max difference "
-          f"{gap:.1e}); top-{args.k} {med['topk'] * 1e3:.2f} ms, threshold (kthvalue + mask) "
+          f"{gap:.1e}); top-{k} {med['topk'] * 1e3:.2f} ms, threshold (kthvalue + mask) "
           f"{med['threshold'] * 1e3:.2f} ms ({med['threshold'] / med['topk']:.2f}x)")
-    measurements["profile"] = {"op_share": shares, "tiles": tiles.shape[0], "alternatives_s": t,
+    measurements["profile"] = {"op_share": shares, "tiles": tiles.shape[0], "tile": list(tile), "alternatives_s": t,
                                "alternatives_s_median": med, "dct_fft_vs_matmul_max_abs_difference": gap}
     ratios.update({"dct_fft_over_matmul": med["dct_fft"] / med["dct_matmul"],
                    "threshold_over_topk": med["threshold"] / med["topk"]})

@@ -63,7 +63,10 @@ def test_demo_step_time_save(results_dir):
     argv = ["--d-model", "32", "--layers", "1", "--heads", "2", "--seq-len", "16", "--batch-size", "2", "--warmup", "1",
             "--repeats", "2", "--steps-per-repeat", "1", "--no-gloo", "--threads", "1", "--save"]
     load("demo_step_time").main(argv)
-    ratios = {f"step_time_{o}_over_adamw" for o in ("adamw_foreach", "demo", "official")}
+    ratios = {f"step_time_{o}_over_adamw" for o in ("adamw_foreach", "demo", "official", "lowcomms",
+                                                    "lowcomms_official")}
+    ratios |= {"bytes_lowcomms_over_fp32", "bytes_lowcomms_over_compact_k32", "dct_fft_over_matmul",
+               "threshold_over_topk"}
     ratios |= {"step_time_demo_over_adamw_foreach", "step_time_official_over_demo"}
     ratios |= {f"bytes_{a}_over_{b}_k{k}" for k in (32, 8, 1)
                for a, b in (("compact", "official"), ("compact", "fp32"), ("official", "fp32"))}
