@@ -18,7 +18,9 @@ al., ICLR 2024).
   with the ETKDG baseline, the resumable converged comparison), each returning JSON-ready dicts;
   ``python -m companion rebind ...`` runs them;
 - :func:`conformer_view`, :func:`align_to_reference`, :func:`view_html`, :func:`selector_html` (from
-  ``companion.rebind.viewer``) — offline 3-D views of conformations (py3Dmol with a vendored 3Dmol.js).
+  ``companion.rebind.viewer``) — offline 3-D views of conformations (py3Dmol with a vendored 3Dmol.js);
+- ``companion.rebind.plots`` — figures the pages draw (``plots.force_edge_figure``: a molecule's force edges),
+  imported from the submodule.
 
 RDKit is required; QM9 needs the optional ``qm9pack`` (``pip install qm9pack``), everything else works on the
 RDKit NCI set without it.
