@@ -122,7 +122,8 @@ SPECS = {
 }
 
 CLI_SPECS = {  # `pyramidkv retrieval` has no numeric options (only --full, --resume, --kv-granularity, --device)
-    "pyramidkv long": cli_spec(["pyramidkv", "long"], {"lengths": "512", "prompts": "2", "device": "cpu"},
-                               {"lengths": Int(low=64), "prompts": Int(low=1),
+    "pyramidkv long": cli_spec(["pyramidkv", "long"], {"lengths": "512", "prompts": "2", "threads": "1",
+                                                        "device": "cpu"},
+                               {"lengths": Int(low=64), "prompts": Int(low=1), "threads": Int(low=0),
                                 "device": Custom(("gpu", "cuda:x", "meta"))}),
 }

@@ -70,6 +70,10 @@ def _long(args: argparse.Namespace) -> int:
         raise SystemExit(f"--device {args.device}: {err}") from None
     if args.resume and not args.full:
         raise SystemExit("--resume: only a full run is saved, so only --full --resume can resume")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     seed_everything(0)
     model, tokenizer = load_model(device=device)
     grid = dict(LONG_FULL if args.full else LONG_QUICK)
@@ -118,5 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     long.add_argument("--prompts", type=cli_int(low=1),
                       help=f"prompts per length (default: {LONG_FULL['prompts']} with --full, "
                            f"{LONG_QUICK['prompts']} without)")
+    long.add_argument("--threads", type=cli_int(low=0), default=0,
+                      help="torch threads (default: torch's choice; 1 is fastest for decoding on a busy CPU)")
     long.add_argument("--device", type=cli_device, default="cpu", help="where to run (cpu, cuda, cuda:N)")
     long.set_defaults(run=_long)

@@ -143,19 +143,33 @@ def long_prompt(tokenizer, *, length: int, index: int, max_new_tokens: int = 7) 
     return passkey_prompt(tokenizer, context_tokens=length - q_len - max_new_tokens, depth=depth, seed=seed)
 
 
+def _fingerprints(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """One int64 per vector of ``x [..., d]``: its bytes times fixed random weights, summed (wrapping)."""
+    raw = x.contiguous().view(torch.uint8).reshape(*x.shape[:-1], -1).to(torch.int64)
+    return (raw * weights[: raw.shape[-1]]).sum(-1)
+
+
 def kept_positions(whole, small, positions: torch.Tensor) -> list[int]:
     """Per layer, how many of the prompt ``positions`` (1-D) at least one KV head of ``small`` still holds.
 
     Measured on the cache itself, not on the selection code: a position counts as kept by head h when its key
-    vector in the uncompressed cache ``whole`` appears among head h's keys in the compressed ``small`` (the
-    compression copies key vectors, and two positions never share one: RoPE rotates each differently).
+    vector in the uncompressed cache ``whole`` appears, bit for bit, among head h's keys in the compressed
+    ``small`` (the compression copies key vectors, and two positions never share one: RoPE rotates each
+    differently). Fingerprints of the vectors narrow the candidates; every match is then checked element-wise.
     """
     out = []
+    weights = None
     for W, S in zip(whole.layers, small.layers):
-        target = W.keys[0][:, positions]  # [heads, n, d]
+        target, kept = W.keys[0][:, positions.to(W.keys.device)], S.keys[0]  # [heads, n, d], [heads, k, d]
+        if weights is None:
+            size = target.shape[-1] * target.element_size()
+            weights = torch.randint(-2**62, 2**62, (size,), generator=torch.Generator().manual_seed(0),
+                                    dtype=torch.int64).to(target.device)
         hit = torch.zeros(len(positions), dtype=torch.bool, device=target.device)
-        for h in range(target.shape[0]):  # one head at a time: [n, kept, d] comparisons
-            hit |= (target[h][:, None] == S.keys[0][h][None]).all(-1).any(-1)
+        for h in range(target.shape[0]):
+            i, j = (_fingerprints(target[h], weights)[:, None] == _fingerprints(kept[h], weights)[None]).nonzero(
+                as_tuple=True)
+            hit[i[(target[h][i] == kept[h][j]).all(-1)]] = True
         out.append(int(hit.sum()))
     return out
 
