@@ -310,6 +310,30 @@ def _pyramidkv_after() -> str:
             f"(n = {'–'.join(map(str, (n[0], n[-1]))) if len(n) > 1 else n[0]} prompts per cell)")
 
 
+def _pyramidkv_long() -> str:
+    from .pyramidkv.experiments import long_summary
+
+    data = _load("pyramidkv/long_retrieval")
+    cells = {(c["length"], c["question"], c["method"], c["capacity"]): c
+             for c in long_summary(data["rows"], layers=data["layers"])}
+    cap = max(data["capacities"])
+    parts = []
+    for length in data["lengths"]:
+        here = [(m, cells.get((length, "inside", m, None if m == "full" else cap))) for m in data["methods"]]
+        here = [(m, c) for m, c in here if c is not None]
+        if here:
+            n = sorted({c["n"] for _, c in here})
+            parts.append(f"{length} tokens (n = {'–'.join(map(str, (n[0], n[-1]))) if len(n) > 1 else n[0]}): " +
+                         ", ".join(f"{_LONG_NAMES[m]} {100 * c['accuracy']:.0f}% [{100 * c['low']:.0f}, "
+                                   f"{100 * c['high']:.0f}]" for m, c in here))
+    return (f"question inside, C = {cap} (full: no budget); found, with 95% Wilson intervals: " + "; ".join(parts) +
+            " (too few prompts for differences between methods)")
+
+
+_LONG_NAMES = {"full": "full cache", "streaming": "StreamingLLM", "h2o": "H2O-style", "snapkv": "SnapKV",
+               "pyramidkv": "PyramidKV"}
+
+
 def _pyramidkv_kvpress() -> str:
     k = _load("pyramidkv/kvpress_agreement")
     rows = k["rows"]
@@ -508,6 +532,9 @@ FINDINGS: tuple[Finding, ...] = (
             "(query-agnostic)",
             _pyramidkv_after, "kvpress's port: PyramidKV slightly below SnapKV on RULER-4k", "nvidia2024kvpress",
             "NVIDIA/kvpress pull request #66", "not testable at our scale", ("pyramidkv/retrieval",)),
+    Finding("pyramidkv", "the pass-key task at SmolLM2's longer contexts: 2k, 4k and 8k tokens of standard-library "
+            "code (per KV head, KVCache-Factory's order)", _pyramidkv_long, "—", "", "", "our extension",
+            ("pyramidkv/long_retrieval",)),
     Finding("pyramidkv", "cost on this CPU: prefill with Q/K capture, the compression itself, a decoding step and "
             "the cache bytes, each against the uncompressed path", _bench_pyramidkv, "—", "", "", "our extension",
             ("pyramidkv/bench_overhead",)),
