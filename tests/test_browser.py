@@ -12,15 +12,14 @@ into a failure.
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from chromium import launch, missing, offline_page
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REQUIRED = os.environ.get("COMPANION_REQUIRE_BROWSER") == "1"
 
 
@@ -46,13 +45,7 @@ PAGES = _toc_files()
 def _missing() -> str | None:
     if not (HTML / "index.html").is_file():
         return f"{HTML} not built (run: jupyter-book build .)"
-    if not Path(CHROMIUM).exists():
-        return "chromium not installed (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright (Python package) not installed"
-    return None
+    return missing()
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +58,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync", "--disable-quic"],
-        )
+        browser = launch(p)
         yield browser
         browser.close()
 
@@ -79,28 +68,13 @@ def _open(browser, doc: str):
     path = HTML / f"{doc}.html"
     if not path.is_file():
         pytest.fail(f"{path} is in _toc.yml but was not built")
-    context = browser.new_context(offline=True, viewport={"width": 1280, "height": 1600})
     # pydata-sphinx-theme logs a console error on a reader's very first visit (no saved light/dark mode yet);
     # a saved mode is what every later visit has
-    context.add_init_script("try { localStorage.setItem('mode', 'auto'); localStorage.setItem('theme', 'auto') } catch (e) {}")
-    blocked, failed, errors = [], [], []
-
-    def only_local(route):
-        if route.request.url.startswith(("file:", "data:")):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", only_local)
-    page = context.new_page()
-    page.on("pageerror", lambda exc: errors.append(f"script error: {exc}"))
-    page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
-    page.on("requestfailed", lambda req: failed.append(req.url))
+    context, page = offline_page(browser, viewport={"width": 1280, "height": 1600}, init_script=(
+        "try { localStorage.setItem('mode', 'auto'); localStorage.setItem('theme', 'auto') } catch (e) {}"))
     page.goto(path.as_uri())
     page.wait_for_load_state("load")
     page.wait_for_timeout(200)
-    page.blocked, page.failed, page.errors = blocked, failed, errors
     return context, page
 
 

@@ -7,17 +7,16 @@ import functools
 import io
 import inspect
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from chromium import launch, missing, offline_page
 
 from companion import rebind as rb
 from companion.rebind import viewer as vw
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @functools.cache
@@ -110,16 +109,6 @@ def test_bad_input_is_named():
         vw.conformer_view(m, width="400")
 
 
-def _browser_missing() -> str | None:
-    if not Path(CHROMIUM).exists():
-        return "chromium not installed (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright (Python package) not installed"
-    return None
-
-
 def _render(html_path: Path | str, panes: int, serve: dict[str, tuple[str, bytes]] | None = None) -> dict:
     """Open ``html_path`` (a file, or a URL answered from ``serve``: ``{url: (content type, body)}``) offline in
     headless Chromium, every other request but file: and data: aborted and recorded, switch through the
@@ -127,28 +116,11 @@ def _render(html_path: Path | str, panes: int, serve: dict[str, tuple[str, bytes
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
-    blocked, errors, shares = [], [], []
+    shares = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync", "--disable-quic"])
+        browser = launch(p)
         try:
-            context = browser.new_context(offline=True, viewport={"width": 900, "height": 900})
-
-            def only_local(route):
-                if serve and route.request.url in serve:
-                    kind, body = serve[route.request.url]
-                    route.fulfill(status=200, content_type=kind, body=body)
-                elif route.request.url.startswith(("file:", "data:")):
-                    route.continue_()
-                else:
-                    blocked.append(route.request.url)
-                    route.abort()
-
-            context.route("**/*", only_local)
-            page = context.new_page()
-            page.on("pageerror", lambda exc: errors.append(f"script error: {exc}"))
-            page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+            context, page = offline_page(browser, viewport={"width": 900, "height": 900}, serve=serve)
             page.goto(html_path if isinstance(html_path, str) else html_path.as_uri())
             page.wait_for_load_state("load")
             for k in range(panes):
@@ -162,11 +134,11 @@ def _render(html_path: Path | str, panes: int, serve: dict[str, tuple[str, bytes
             scripts = page.eval_on_selector_all("script[src]", "els => els.map(e => e.src)")
         finally:
             browser.close()
-    return {"blocked": blocked, "errors": errors, "shares": shares, "scripts": scripts}
+    return {"blocked": page.blocked, "errors": page.errors, "shares": shares, "scripts": scripts}
 
 
 def test_views_render_offline_in_a_browser(tmp_path):
-    reason = _browser_missing()
+    reason = missing()
     if reason:
         pytest.skip(reason)
     ms = [_acetone(), rb.molecule_from_smiles("CCO")]
@@ -184,7 +156,7 @@ def test_views_render_offline_in_a_browser(tmp_path):
 def test_views_load_the_vendored_script_through_a_jupyter_server(tmp_path):
     """A live kernel: the notebook's page is /lab/tree/book/rebind/<page> on a Jupyter server, which serves the
     checkout's files under /files/. Simulated offline: the two URLs are answered by the test, nothing else is."""
-    reason = _browser_missing()
+    reason = missing()
     if reason:
         pytest.skip(reason)
     m = _acetone()
@@ -207,7 +179,7 @@ BUILT_PAGE = Path(__file__).resolve().parents[1] / "_build" / "html" / "book" / 
 def test_built_page_renders_the_views_offline():
     """The built book's page (``jupyter-book build .`` first): every view of the selector renders offline from the
     site's own _static/3dmol/3Dmol-min.js. Skipped without a build that has the views."""
-    reason = _browser_missing()
+    reason = missing()
     if reason:
         pytest.skip(reason)
     if not BUILT_PAGE.is_file() or "companion-3d-selector" not in BUILT_PAGE.read_text(errors="replace"):
