@@ -182,6 +182,19 @@ def _to_tiles(x: torch.Tensor, tile: tuple[int, ...]) -> torch.Tensor:
     return x.reshape(r // n1, n1, c // n2, n2).permute(0, 2, 1, 3).reshape(-1, n1, n2)
 
 
+def _tile_view(x: torch.Tensor, tile: tuple[int, ...]) -> torch.Tensor | None:
+    """A view (no copy) of a contiguous ``x`` whose entries are in :func:`to_tiles`'s order: ``[T, n]`` for 1-D
+    tiles, ``[r/n1, c/n2, n1, n2]`` for 2-D tiles of the ``r x c`` matrix (``.reshape(-1, n1, n2)`` of it would be
+    the tiles); None when ``x`` is not contiguous. The optimizer copies into and updates through it, so that a
+    step makes no intermediate copy of the tiles."""
+    if not x.is_contiguous():
+        return None
+    if len(tile) == 1:
+        return x.view(-1, tile[0])
+    (r, c), (n1, n2) = _matrix_shape(x.shape), tile
+    return x.view(r // n1, n1, c // n2, n2).permute(0, 2, 1, 3)
+
+
 def from_tiles(tiles: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
     """Inverse of :func:`to_tiles`: ``[T, n1, n2]`` or ``[T, n]`` back to a tensor of ``shape``.
 

@@ -462,13 +462,13 @@ class DeMo(_Exchange):
         # 3.-4. encode, top-k, error feedback — batched per tile shape
         idx_parts, val_parts = [], []
         for g in groups:
-            tiles = torch.cat([_dct._to_tiles(self.state[p]["delta"], g.tile) for p, _, _ in g.members])
+            tiles = self._gather_tiles(g, lambda p: self.state[p]["delta"], device)
             coeffs = self._encode(tiles).reshape(tiles.shape[0], -1)  # [T, L]
             idx = torch.topk(coeffs.abs(), g.k, dim=-1, largest=True, sorted=False).indices  # [T, k]
             val = coeffs.gather(-1, idx)
             if self.error_feedback:  # δ ← δ − IDCT(scatter(idx, val))
                 sent = self._decode_sparse(idx, val, g, coeffs)
-                self._scatter_back(g, sent, lambda p, t: self.state[p]["delta"].sub_(t))
+                self._scatter_back(g, sent, lambda p: self.state[p]["delta"], lambda p, x, t: x.sub_(t))
             idx_parts.append(idx.to(g.index_dtype).reshape(-1).view(torch.uint8))
             val_parts.append(val.contiguous().reshape(-1).view(torch.uint8))
         buf = torch.cat(idx_parts + val_parts)
@@ -502,7 +502,7 @@ class DeMo(_Exchange):
                 q = _dct._decode_sparse(gidx, gval / count.gather(-1, gidx), g.tile, self.basis)
             else:
                 q = self._decode(_aggregate(gidx, gval, g.length).reshape((g.n_tiles, *g.tile)))
-            self._scatter_back(g, q, lambda p, t: p.add_(torch.sign(t), alpha=-lrs[id(p)]))
+            self._scatter_back(g, q, lambda p: p, lambda p, x, t: x.add_(torch.sign(t), alpha=-lrs[id(p)]))
         return loss
 
     def _decode_sparse(self, idx, val, g: _Group, coeffs) -> torch.Tensor:
@@ -512,10 +512,33 @@ class DeMo(_Exchange):
         return self._decode(dense)
 
     @staticmethod
-    def _scatter_back(g: _Group, tiles: torch.Tensor, fn) -> None:
+    def _gather_tiles(g: _Group, source, device: torch.device) -> torch.Tensor:
+        """``[T, *tile]``: the tiles of ``source(p)`` for every member of ``g``, copied once into one tensor."""
+        tiles = torch.empty((g.n_tiles, *g.tile), dtype=g.dtype, device=device)
         start = 0
         for p, _, n in g.members:
-            fn(p, _dct._from_tiles(tiles[start:start + n], p.shape))
+            x = source(p)
+            view = _dct._tile_view(x, g.tile)
+            if view is None:
+                tiles[start:start + n] = _dct._to_tiles(x, g.tile)
+            else:
+                tiles[start:start + n].view(view.shape).copy_(view)
+            start += n
+        return tiles
+
+    @staticmethod
+    def _scatter_back(g: _Group, tiles: torch.Tensor, target, fn) -> None:
+        """``fn(p, x, t)`` for every member ``p`` of ``g``: ``x`` is ``target(p)`` (or a view of it) and ``t`` its
+        tiles in the same layout, for an in-place update of ``x`` (elementwise, so the same numbers as on the
+        reassembled tensor)."""
+        start = 0
+        for p, _, n in g.members:
+            x = target(p)
+            view = _dct._tile_view(x, g.tile)
+            if view is None:
+                fn(p, x, _dct._from_tiles(tiles[start:start + n], x.shape))
+            else:
+                fn(p, view, tiles[start:start + n].view(view.shape))
             start += n
 
 
