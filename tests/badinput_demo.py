@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from badinput import Choice, Custom, Float, Int, NoArguments, Spec, Tensor, cli_spec
 from companion import demo
+from companion.demo.training import SCHEDULES
 from companion.lab.corpus import SPLITS
 
 _SHAPES = Custom(((0, 3), (-1, 3), (2.5, 3), (True, 3), "83", None, 5, torch.zeros(2)))
@@ -139,12 +140,13 @@ SPECS = {
     "TrainConfig": Spec(
         lambda **kw: demo.TrainConfig(**kw),
         lambda: dict(optimizer="demo", workers=1, steps=1, batch_size=2, seq_len=8, d_model=8, n_layers=1, n_heads=2,
-                     lr=1e-3, weight_decay=0.0, signsgd_momentum=0.9, demo={"compression_topk": 4}, train_bytes=1000,
+                     lr=1e-3, schedule="cosine", weight_decay=0.0, signsgd_momentum=0.9, demo={"compression_topk": 4},
+                     train_bytes=1000,
                      eval_every=0,
                      eval_batches=1, seed=0, timeout_s=60.0),
         {"optimizer": Choice(demo.OPTIMIZERS), "workers": Int(low=1), "steps": Int(low=1), "batch_size": Int(low=1),
          "seq_len": Int(low=1, high=998), "d_model": Int(low=1), "n_layers": Int(low=1), "n_heads": Int(low=1),
-         "lr": Float(low=0.0), "weight_decay": Float(low=0.0),
+         "lr": Float(low=0.0), "schedule": Choice(SCHEDULES), "weight_decay": Float(low=0.0),
          "signsgd_momentum": Float(low=0.0, high=1.0, high_open=True),
          "demo": Custom(({"compression_topk": 0}, {"topk": 3}, [1], None, {"transform": "fft"},
                          {"compression_decay": 1.0}, {"error_feedback": "no"}, {3: 1})),
@@ -247,9 +249,11 @@ SPECS = {
 CLI_SPECS = {
     "demo train": cli_spec(
         ["demo", "train"],
-        {"workers": "2", "steps": "0", "lr": "0.001", "topk": "32", "chunk": "64", "decay": "0.999", "seed": "0",
+        {"workers": "2", "steps": "0", "lr": "0.001", "schedule": "cosine", "topk": "32", "chunk": "64",
+         "decay": "0.999", "seed": "0",
          "timeout_s": "60"},
-        {"workers": Int(low=1), "steps": Int(low=0), "lr": Float(low=0.0), "topk": Int(low=1), "chunk": Int(low=1),
+        {"workers": Int(low=1), "steps": Int(low=0), "lr": Float(low=0.0), "schedule": Choice(SCHEDULES),
+         "topk": Int(low=1), "chunk": Int(low=1),
          "decay": Float(low=0.0, high=1.0, high_open=True), "seed": Int(low=0, high=2**32 - 1),
          "timeout_s": Float(low=0.0, low_open=True)}),
 }

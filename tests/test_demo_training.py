@@ -72,3 +72,67 @@ def test_cli_rejects_bad_numbers_at_parse_time(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "train", "--decay", "1.0"])
     assert "argument --decay" in capsys.readouterr().err
+
+
+def _reference_loop(optimizer, *, lr, steps, cosine, **sizes):
+    """train()'s one-worker loop written out (seeding, batches, held-out batches as documented), with torch's
+    CosineAnnealingLR stepped after every optimizer step when ``cosine``: the final held-out loss."""
+    import warnings
+
+    from companion.demo import DeMo
+    from companion.demo.training import ByteLM, _val_batches, corpus_bytes, lm_loss, sample_batch
+
+    cfg = TrainConfig(optimizer=optimizer, workers=1, steps=steps, lr=lr, **sizes)
+    torch.manual_seed(cfg.seed)
+    net = ByteLM(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seq_len=cfg.seq_len)
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt = DeMo(list(net.parameters()), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if cosine else None
+    data, gen = corpus_bytes(cfg.train_bytes), torch.Generator().manual_seed(cfg.seed * 1000)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        lm_loss(net, sample_batch(data, cfg.batch_size, cfg.seq_len, gen)).backward()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.step()
+        if sched is not None:
+            sched.step()
+    val = corpus_bytes(max(cfg.train_bytes // 10, 4 * (cfg.seq_len + 1)), "validation")
+    with torch.no_grad():
+        return float(torch.stack([lm_loss(net, b) for b in _val_batches(cfg, val)]).mean())
+
+
+SMALL = dict(batch_size=2, seq_len=16, d_model=16, n_layers=1, n_heads=2, train_bytes=20_000, eval_batches=2)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "demo"])
+def test_schedules_match_the_written_out_loop_bit_for_bit(optimizer):
+    lr = 3e-3
+    by = {s: train(optimizer=optimizer, workers=1, steps=6, lr=lr, schedule=s, **SMALL)["val_loss"][-1]
+          for s in ("constant", "cosine")}
+    # the constant schedule is the loop without a scheduler (the default, what train did before schedule existed)
+    assert by["constant"] == _reference_loop(optimizer, lr=lr, steps=6, cosine=False, **SMALL)
+    assert train(optimizer=optimizer, workers=1, steps=6, lr=lr, **SMALL)["val_loss"][-1] == by["constant"]
+    # cosine: torch's CosineAnnealingLR(T_max=steps), stepped after every optimizer step
+    assert by["cosine"] == _reference_loop(optimizer, lr=lr, steps=6, cosine=True, **SMALL)
+    assert by["cosine"] != by["constant"]
+
+
+def test_schedule_is_checked_and_on_the_command_line(capsys):
+    from companion.__main__ import build_parser
+
+    assert TrainConfig().schedule == "constant"
+    with pytest.raises(ValueError, match=r"schedule must be one of \['constant', 'cosine'\], got 'linear'"):
+        TrainConfig(schedule="linear")
+    with pytest.raises(TypeError, match="schedule must be one of"):
+        TrainConfig(schedule=None)
+    args = build_parser().parse_args(["demo", "train", "--schedule", "cosine"])
+    assert args.schedule == "cosine"
+    assert build_parser().parse_args(["demo", "train"]).schedule == "constant"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "train", "--schedule", "linear"])
+    assert "argument --schedule" in capsys.readouterr().err

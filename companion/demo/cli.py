@@ -1,10 +1,12 @@
 """``python -m companion demo <experiment>``: the chapter's multi-worker runs.
 
-- ``train --workers N [--optimizer demo|adamw|signsgd|lowcomms] [--full]``: N CPU worker processes (gloo) train a tiny
-  byte-level LM on the standard-library corpus; prints loss, bytes and wall time per step. ``--full`` trains
-  longer and writes ``results/demo/train_<optimizer>_w<N>.json``. Under ``torchrun --nproc-per-node N -m companion
-  demo train`` each process is one worker (env:// rendezvous; NCCL on CUDA, gloo otherwise; ``--workers``
-  defaults to N) and rank 0 prints and writes.
+- ``train --workers N [--optimizer demo|adamw|signsgd|lowcomms] [--schedule constant|cosine] [--full]``: N CPU
+  worker processes (gloo) train a tiny byte-level LM on the standard-library corpus (``--schedule cosine``: the
+  rate decays to 0 over the run, :class:`~companion.demo.TrainConfig`'s ``schedule``); prints loss, bytes and
+  wall time per step. ``--full`` trains longer and writes ``results/demo/train_<optimizer>_w<N>.json``
+  (``..._w<N>_cosine.json`` with the cosine schedule). Under ``torchrun --nproc-per-node N -m companion demo
+  train`` each process is one worker (env:// rendezvous; NCCL on CUDA, gloo otherwise; ``--workers`` defaults to
+  N) and rank 0 prints and writes.
 - ``sweep [--full] [--resume]``: the comparison of the chapter (:data:`companion.demo.experiments.SETTINGS`).
   Quick: AdamW, DeMo k = 32 and k = 1, 2 workers, 100 steps, printed only. Full (:data:`SWEEP`): a learning-rate
   search for AdamW, signSGD and DeMo k = 32 (2 workers, seed 0), then every setting at its family's best rate
@@ -24,6 +26,8 @@ import argparse
 import statistics
 
 from companion.lab.checks import cli_float, cli_int
+
+from .training import SCHEDULES
 
 #: steps of the quick and the full run
 QUICK_STEPS, FULL_STEPS = 30, 600
@@ -185,7 +189,8 @@ def _run(args: argparse.Namespace) -> int:
                 error_feedback=not args.no_error_feedback, transform="identity" if args.no_dct else "dct",
                 tiling="1d" if args.tiling_1d else "2d", wire_format=args.wire)
     lr = args.lr if args.lr is not None else (3e-3 if args.optimizer == "adamw" else 1e-3)
-    cfg = TrainConfig(optimizer=args.optimizer, workers=workers, lr=lr, seed=args.seed, timeout_s=args.timeout_s,
+    cfg = TrainConfig(optimizer=args.optimizer, workers=workers, lr=lr, schedule=args.schedule, seed=args.seed,
+                      timeout_s=args.timeout_s,
                       steps=args.steps or (FULL_STEPS if args.full else QUICK_STEPS),
                       demo=demo if args.optimizer == "demo" else {})
     r = train(cfg)
@@ -203,7 +208,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.full:
         from companion.lab import save_results
 
-        path = save_results("demo", f"train_{args.optimizer}_w{cfg.workers}",
+        suffix = "" if cfg.schedule == "constant" else f"_{cfg.schedule}"
+        path = save_results("demo", f"train_{args.optimizer}_w{cfg.workers}{suffix}",
                             {"experiment": "train", "mode": "full", **r}, seed=args.seed)
         print(f"wrote {path}")
     return 0
@@ -220,6 +226,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=cli_int(low=0), default=0,
                    help=f"0: the default, {QUICK_STEPS} (quick) / {FULL_STEPS} (--full)")
     p.add_argument("--lr", type=cli_float(low=0.0), default=None, help="default 1e-3 (sign updates), 3e-3 (AdamW)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                   help="learning rate: constant (default) or cosine decay to 0 over the run (CosineAnnealingLR)")
     p.add_argument("--topk", type=cli_int(low=1), default=32, help="DeMo compression_topk (default 32)")
     p.add_argument("--chunk", type=cli_int(low=1), default=64, help="DeMo compression_chunk (default 64)")
     p.add_argument("--decay", type=cli_float(low=0.0, high=1.0, high_open=True), default=0.999,

@@ -42,6 +42,8 @@ from .lowcomms import DeMoLowComms
 from .optimizer import COMPRESSION_OPTIONS, DeMo, _check_compression
 
 OPTIMIZERS = ("demo", "adamw", "signsgd", "lowcomms")
+#: learning-rate schedules of :class:`TrainConfig`
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -54,6 +56,11 @@ class TrainConfig:
         steps, batch_size, seq_len: training length, per-worker batch ``[batch_size, seq_len]`` of bytes.
         d_model, n_layers, n_heads: the tiny transformer.
         lr: learning rate (DeMo and signSGD use a sign update, so a smaller lr than AdamW).
+        schedule: ``"constant"`` (default: ``lr`` at every step) or ``"cosine"``: torch's
+            ``CosineAnnealingLR(opt, T_max=steps)`` (``η_t = lr · (1 + cos(π t / steps)) / 2`` at step ``t + 1``,
+            from ``lr`` down to 0 after the last step), stepped once per optimizer step in every worker. The
+            paper's OLMo runs decay the rate with a cosine schedule; the default keeps the chapter's constant
+            rate (the committed sweeps).
         weight_decay: decoupled weight decay of DeMo and AdamW (signSGD has none).
         signsgd_momentum: β of ``"signsgd"``'s momentum ``m ← β m + g``, in [0, 1) (default 0.9; 0.999 is
             DeMo's ``compression_decay``); ignored by the other optimizers.
@@ -79,6 +86,7 @@ class TrainConfig:
     n_layers: int = 2
     n_heads: int = 4
     lr: float = 1e-3
+    schedule: str = "constant"
     weight_decay: float = 0.0
     signsgd_momentum: float = 0.9
     demo: dict = field(default_factory=dict)
@@ -90,6 +98,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
         for name in ("workers", "steps", "batch_size", "seq_len", "d_model", "n_layers", "n_heads", "eval_batches"):
             setattr(self, name, check_int(name, getattr(self, name), low=1))
         self.eval_every = check_int("eval_every", self.eval_every, low=0)
@@ -291,6 +300,7 @@ def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int | None, o
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     else:
         opt = _SignSGD(params, lr=cfg.lr, momentum=cfg.signsgd_momentum)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps) if cfg.schedule == "cosine" else None
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     hist = dict(loss=[], bytes_sent=[], bytes_received=[], step_s=[], opt_s=[], val_step=[], val_loss=[])
     val_batches = _val_batches(cfg, val).to(device) if (rank == 0 and val is not None) else None
@@ -314,6 +324,8 @@ def _worker(rank: int, cfg: TrainConfig, data: torch.Tensor, port: int | None, o
                 torch.nn.utils.vector_to_parameters(flat, [p.grad for p in params])
             opt.step()
             sent = recv = round(allreduce_bytes(n_params, W))
+        if sched is not None:
+            sched.step()
         t2 = time.perf_counter()
         lv = loss.detach()
         if W > 1:
