@@ -42,6 +42,74 @@ def test_momentum_snapshot_zero_steps_is_lr_times_gradient():
         torch.testing.assert_close(snap["demo"][n], 0.5 * g)
 
 
+def _snapshot_loop(steps, beta, *, lr=1e-3, seed=0, **sizes):
+    """momentum_snapshot written out with DeMo built for ``compression_decay=beta``: {"momentum", "demo"}."""
+    import warnings
+
+    from companion.demo import DeMo
+    from companion.demo.training import ByteLM, corpus_bytes, lm_loss, sample_batch
+
+    cfg = TrainConfig(workers=1, seed=seed, **sizes)
+    torch.manual_seed(seed)
+    net = ByteLM(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seq_len=cfg.seq_len)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt = DeMo(net.parameters(), lr=lr, compression_decay=beta)
+    mats = {n: p for n, p in net.named_parameters() if p.dim() == 2}
+    plain = {n: torch.zeros_like(p) for n, p in mats.items()}
+    data, gen = corpus_bytes(cfg.train_bytes), torch.Generator().manual_seed(seed)
+    for step in range(steps + 1):
+        opt.zero_grad(set_to_none=True)
+        lm_loss(net, sample_batch(data, cfg.batch_size, cfg.seq_len, gen)).backward()
+        if step == steps:
+            break
+        with torch.no_grad():
+            for n, p in mats.items():
+                plain[n].mul_(beta).add_(p.grad, alpha=lr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.step()
+    with torch.no_grad():
+        return {"momentum": {n: beta * plain[n] + lr * p.grad for n, p in mats.items()},
+                "demo": {n: beta * opt.state[p]["delta"] + lr * p.grad for n, p in mats.items()}}
+
+
+SIZES = {k: TINY[k] for k in ("d_model", "n_layers", "n_heads", "seq_len")}
+
+
+def test_momentum_snapshot_default_decay_is_demos_and_matches_the_written_out_loop():
+    import inspect
+
+    from companion.demo import DeMo
+
+    default = inspect.signature(momentum_snapshot).parameters["compression_decay"].default
+    assert default == inspect.signature(DeMo).parameters["compression_decay"].default == 0.999
+    snap = momentum_snapshot(4, **SIZES)
+    for beta, got in ((0.999, snap), (0.9, momentum_snapshot(4, compression_decay=0.9, **SIZES))):
+        ref = _snapshot_loop(4, beta, **SIZES)
+        for kind in ("momentum", "demo"):
+            assert set(got[kind]) == set(ref[kind])
+            for n in ref[kind]:
+                assert torch.equal(got[kind][n], ref[kind][n]), (beta, kind, n)
+    other = momentum_snapshot(4, compression_decay=0.9, **SIZES)
+    assert not torch.equal(other["momentum"]["head.weight"], snap["momentum"]["head.weight"])
+
+
+def test_momentum_snapshot_without_decay_keeps_only_the_last_gradient():
+    # β = 0: both momenta are η g of the last batch, whatever came before
+    snap = momentum_snapshot(3, lr=0.5, compression_decay=0.0, **SIZES)
+    for n, g in snap["gradient"].items():
+        torch.testing.assert_close(snap["momentum"][n], 0.5 * g)
+        torch.testing.assert_close(snap["demo"][n], 0.5 * g)
+
+
+@pytest.mark.parametrize(("bad", "error"), [(1.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError),
+                                            ("0.9", TypeError), (None, TypeError), (True, TypeError)])
+def test_momentum_snapshot_rejects_a_bad_decay(bad, error):
+    with pytest.raises(error, match="compression_decay must be"):
+        momentum_snapshot(1, compression_decay=bad, **SIZES)
+
+
 def test_energy_curves_match_topk_energy_share_and_are_monotone():
     torch.manual_seed(0)
     x = {"a": torch.randn(64, 128)}

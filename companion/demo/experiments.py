@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from companion.lab.checks import check_int
+from companion.lab.checks import check_float, check_int
 
 from .compress import allgather_received_bytes, allreduce_bytes, model_wire_bytes, topk_energy_share
 from .optimizer import DeMo
@@ -46,7 +46,7 @@ SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
 SETTING_CONFIG: dict[str, dict[str, Any]] = {"signum β=0.999": dict(signsgd_momentum=0.999)}
 
 
-def momentum_snapshot(steps: int = 200, *, lr: float = 1e-3, seed: int = 0,
+def momentum_snapshot(steps: int = 200, *, lr: float = 1e-3, seed: int = 0, compression_decay: float = 0.999,
                       **model) -> dict[str, dict[str, torch.Tensor]]:
     """Real tensors DeMo could compress, from a ByteLM trained ``steps`` steps with single-worker DeMo (k = 32).
 
@@ -56,16 +56,26 @@ def momentum_snapshot(steps: int = 200, *, lr: float = 1e-3, seed: int = 0,
     - ``"momentum"``: ``β m + η g`` with ``m`` accumulated the same way but never compressed (no error feedback);
     - ``"gradient"``: ``g`` itself.
 
-    Returns ``{kind: {parameter name: tensor}}``. ``model`` overrides ByteLM's sizes (``d_model``, ``n_layers``,
-    ``n_heads``, ``seq_len``).
+    ``β`` is DeMo's ``compression_decay`` (default 0.999, the paper's and the official code's; :class:`DeMo`),
+    used by the optimizer and by the plain momentum alike; ``η`` is ``lr``. Batches ``[batch_size, seq_len + 1]``
+    of the corpus (:class:`TrainConfig`'s defaults: 8 x 65; :func:`~companion.demo.training.sample_batch`, its
+    generator seeded with ``seed``).
+
+    Returns ``{kind: {parameter name: tensor}}``, each tensor of its parameter's shape. ``model`` overrides
+    ByteLM's sizes (``d_model``, ``n_layers``, ``n_heads``, ``seq_len``).
+
+    Raises:
+        TypeError/ValueError: ``steps`` not an int >= 0, ``compression_decay`` not a number in [0, 1), or a bad
+            ``lr``, ``seed`` or model size (named in the message).
     """
     steps = check_int("steps", steps, low=0)
+    compression_decay = check_float("compression_decay", compression_decay, low=0.0, high=1.0, high_open=True)
     cfg = TrainConfig(workers=1, seed=seed, **model)
     torch.manual_seed(seed)
     net = ByteLM(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seq_len=cfg.seq_len)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        opt = DeMo(net.parameters(), lr=lr)
+        opt = DeMo(net.parameters(), lr=lr, compression_decay=compression_decay)
     beta = opt.compression_decay
     named = [(n, p) for n, p in net.named_parameters() if p.dim() == 2]
     plain = {n: torch.zeros_like(p) for n, p in named}
