@@ -47,6 +47,14 @@ def tiny_model() -> rb.ConformerModel:
     return rb.ConformerModel(tiny_config()).eval()
 
 
+def bonds_everywhere(model, batch, dist):
+    """A valid decoder_relations hook: the bond matrix in every relation slot of the decoder."""
+    return batch.adjacency[:, None].repeat(1, len(model.config.relations), 1, 1)
+
+
+_NOT_CALLABLE = Custom(("force_edges", 3, object(), [bonds_everywhere]))
+
+
 def methanol():
     """Methanol's distances, atomic numbers and bond adjacency, unbatched (fresh tensors)."""
     m = _mols()[0]
@@ -194,8 +202,9 @@ SPECS = {
          "encoder_layers": Int(low=1), "decoder_layers": Int(low=1), "released_code": FLAG,
          "beta_init": Float(optional=True), "recipe": Choice(rb.RECIPE_NAMES)}),
     "ConformerModel": Spec(
-        lambda **kw: rb.ConformerModel(**kw), lambda: {"config": tiny_config(), "d_ff": 8},
-        {"config": Obj(rb.ConformerConfig), "d_ff": Int(low=1)}),
+        lambda **kw: rb.ConformerModel(**kw)(rb.collate(mols())),
+        lambda: {"config": tiny_config(), "d_ff": 8, "decoder_relations": bonds_everywhere},
+        {"config": Obj(rb.ConformerConfig), "d_ff": Int(low=1), "decoder_relations": _NOT_CALLABLE}),
     "RelationAttention": Spec(
         lambda **kw: rb.RelationAttention(**kw),
         lambda: {"d_model": 8, "n_heads": 2, "n_relations": 2, "beta_init": None},
@@ -288,14 +297,16 @@ SPECS = {
         lambda **kw: rb.train(**kw),
         lambda: {"config": tiny_config(), "train_mols": mols(), "val_mols": mols()[:1], "epochs": 1, "batch_size": 2,
                  "lr": 1e-3, "weight_decay": 0.01, "warmup_fraction": 0.1, "grad_clip": 1.0, "patience": None,
-                 "seed": 0, "device": "cpu", "show_progress": False, "checkpoint": None, "stop_after": None},
+                 "seed": 0, "device": "cpu", "show_progress": False, "checkpoint": None, "stop_after": None,
+                 "decoder_relations": bonds_everywhere},
         {"config": Custom((3, None, "transformer", object(), rb.ConformerConfig(d_model=8, n_heads=2))),
          "train_mols": _NOT_MOLECULES, "val_mols": _NOT_MOLECULES, "epochs": Int(low=1),
          "batch_size": Int(low=1, optional=True), "lr": Float(low=0.0, low_open=True, optional=True),
          "weight_decay": Float(low=0.0, optional=True),
          "warmup_fraction": Float(low=0.0, high=1.0, high_open=True), "grad_clip": Float(low=0.0, low_open=True),
          "patience": Int(low=1, optional=True), "seed": SEED, "device": _BAD_DEVICE, "show_progress": FLAG,
-         "checkpoint": Custom((3, b"run.pt", ["run.pt"])), "stop_after": Custom((0, -1, 1.5, "1", True))}),
+         "checkpoint": Custom((3, b"run.pt", ["run.pt"])), "stop_after": Custom((0, -1, 1.5, "1", True)),
+         "decoder_relations": _NOT_CALLABLE}),
 }
 
 CLI_SPECS = {

@@ -209,3 +209,51 @@ def test_relation_attention_checks_the_head_split_at_construction():
         RelationAttention(30, 4, 1)
     with pytest.raises(ValueError, match="n_relations must be an int >= 1"):
         RelationAttention(32, 4, 0)
+
+
+def _builtin_rebind_relations(model, batch, dist):
+    """ReBind's own relations, rebuilt from public functions: bonds, attractive and repulsive force edges."""
+    from companion.rebind import force_edges
+
+    a_attr, a_rep = force_edges(dist, batch.z, batch.adjacency, batch.mask)
+    return torch.stack([batch.adjacency, a_attr, a_rep], 1)
+
+
+def test_decoder_relations_hook_replaces_the_variants_relations(mols):
+    b = collate(mols)
+    torch.manual_seed(0)
+    plain = ConformerModel(variant="rebind")
+    seen = {}
+
+    def spy(model, batch, dist):
+        seen.update(model=model, requires_grad=dist.requires_grad, shape=tuple(dist.shape))
+        return _builtin_rebind_relations(model, batch, dist)
+
+    torch.manual_seed(0)
+    hooked = ConformerModel(variant="rebind", decoder_relations=spy)
+    out_p, out_h = plain(b), hooked(b)
+    # the same relations through the hook: bit-identical outputs; the hook saw the model and detached distances
+    assert torch.equal(out_h.relations, out_p.relations) and torch.equal(out_h.coords, out_p.coords)
+    assert seen == {"model": hooked, "requires_grad": False, "shape": (4, 14, 14)}
+    assert out_h.relation_names == ("bond", "attractive", "repulsive")
+
+    def bonds_only(model, batch, dist):
+        z = torch.zeros_like(batch.adjacency)
+        return torch.stack([batch.adjacency, z, z], 1)
+
+    torch.manual_seed(0)
+    other = ConformerModel(variant="rebind", decoder_relations=bonds_only)(b)
+    assert not other.relations[:, 1:].any() and not torch.equal(other.coords, out_p.coords)
+
+
+def test_decoder_relations_hook_is_checked(mols):
+    b = collate(mols)
+    with pytest.raises(TypeError, match="decoder_relations must be None or a callable"):
+        ConformerModel(variant="rebind", decoder_relations="force_edges")
+    two = lambda model, batch, dist: torch.stack([batch.adjacency, batch.adjacency], 1)  # noqa: E731
+    with pytest.raises(ValueError, match=r"decoder_relations must return floating relations \[B, R, N, N\] = "
+                                         r"\[4, 3, 14, 14\]"):
+        ConformerModel(variant="rebind", decoder_relations=two)(b)
+    ints = lambda model, batch, dist: torch.zeros(4, 2, 14, 14, dtype=torch.int64)  # noqa: E731
+    with pytest.raises(ValueError, match="decoder_relations must return floating"):
+        ConformerModel(variant="near", decoder_relations=ints)(b)

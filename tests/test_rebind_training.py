@@ -302,3 +302,31 @@ def test_cli_numeric_options_are_checked_when_parsed(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["rebind", "compare", "--threads", "1.5"])
     assert "argument --threads: expected an int" in capsys.readouterr().err
+
+
+def test_train_with_decoder_relations_equals_patching_the_method(nci):
+    """The hook does what replacing ConformerModel.decoder_relations for the whole run did, and the model it
+    returns keeps using it (evaluation included)."""
+    from unittest import mock
+
+    from companion.rebind import ConformerModel, force_edges
+
+    def one_edge_each(model, batch, dist):
+        a_attr, a_rep = force_edges(dist.detach(), batch.z, batch.adjacency, batch.mask, k=1)
+        return torch.stack([batch.adjacency, a_attr, a_rep], 1)
+
+    tr, va, te = nci
+    cfg = ConformerConfig(variant="rebind", d_model=32, d_ff=64, encoder_layers=1, decoder_layers=1)
+    kw = dict(epochs=2, batch_size=8, seed=3, show_progress=False, patience=None)
+    with mock.patch.object(ConformerModel, "decoder_relations", one_edge_each):
+        patched = train(cfg, tr, va, **kw)
+        patched_test = evaluate(patched.model, te, with_rmsd=False)
+    hooked = train(cfg, tr, va, decoder_relations=one_edge_each, **kw)
+    assert hooked.records == patched.records
+    assert evaluate(hooked.model, te, with_rmsd=False) == patched_test
+    assert hooked.model.relations_fn is one_edge_each
+    assert hooked.settings["decoder_relations"].endswith("one_edge_each")
+    plain = train(cfg, tr, va, **kw)
+    assert "decoder_relations" not in plain.settings and plain.records != hooked.records
+    with pytest.raises(TypeError, match="decoder_relations must be None or a callable"):
+        train(cfg, tr, va, decoder_relations=3, **kw)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -230,6 +230,18 @@ def row_subtracted_distances(dist: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return torch.where(pair, row_max - dist, torch.zeros_like(dist))
 
 
+#: a replacement of the decoder's relations: ``(model, batch, dist [B, N, N]) -> relations [B, R, N, N]``
+RelationsFn = Callable[["ConformerModel", Batch, torch.Tensor], torch.Tensor]
+
+
+def _check_relations_fn(fn: RelationsFn | None, name: str = "decoder_relations") -> RelationsFn | None:
+    """``fn`` if it is ``None`` or callable; a ``TypeError`` naming ``name`` otherwise."""
+    if fn is not None and not callable(fn):
+        raise TypeError(f"{name} must be None or a callable (model, batch, dist) -> [B, R, N, N] relations, got "
+                        f"{describe(fn)}")
+    return fn
+
+
 @dataclass
 class ConformerOutput:
     """What :class:`ConformerModel` returns: ``enc_coords``/``coords`` ``[B, N, 3]`` (intermediate and final
@@ -244,9 +256,25 @@ class ConformerOutput:
 
 
 class ConformerModel(nn.Module):
-    """The encoder-decoder conformation model (ReBind and its variants), see the module docstring."""
+    """The encoder-decoder conformation model (ReBind and its variants), see the module docstring.
 
-    def __init__(self, config: ConformerConfig | None = None, **overrides):
+    Args:
+        config: a :class:`ConformerConfig` (``None``: the default one), fields overridden by ``overrides``.
+        decoder_relations: ``None`` (default): the decoder's relations are the variant's
+            (:meth:`decoder_relations`). A callable ``(model, batch, dist) -> relations`` replaces them, for
+            experiments with other relation graphs: it gets this model, the :class:`~companion.rebind.Batch` and
+            the *detached* pairwise distances ``[B, N, N]`` of ``X_enc``, and must return a floating tensor
+            ``[B, R, N, N]`` with ``R = len(config.relations)`` (one matrix per ``β`` row of the decoder; the
+            names in :attr:`ConformerOutput.relation_names` stay the variant's).
+
+    Raises:
+        TypeError: ``config`` is not a :class:`ConformerConfig`, or ``decoder_relations`` is neither ``None`` nor
+            callable; ValueError/TypeError from :class:`ConformerConfig` for bad ``overrides``.
+    """
+
+    def __init__(self, config: ConformerConfig | None = None, *,
+                 decoder_relations: RelationsFn | None = None, **overrides):
+        _check_relations_fn(decoder_relations)
         if config is None:
             config = ConformerConfig(**overrides)
         else:
@@ -257,6 +285,7 @@ class ConformerModel(nn.Module):
                 config = replace(config, **overrides)
         super().__init__()
         self.config = c = config
+        self.relations_fn = decoder_relations
         self.embeddings = nn.ModuleList(nn.Embedding(size, c.d_model) for _, size in ATOM_FEATURES)
         self.encoder = nn.ModuleList(RelationLayer(c.d_model, c.n_heads, c.d_ff, 1, beta_init=c.beta_init)
                                      for _ in range(c.encoder_layers))
@@ -284,8 +313,18 @@ class ConformerModel(nn.Module):
         return torch.sigmoid(self.gate(torch.cat([h_dec, h_enc], -1)))
 
     def decoder_relations(self, batch: Batch, dist: torch.Tensor) -> torch.Tensor:
-        """The decoder's relation matrices ``[B, R, N, N]`` from the (detached) intermediate distances."""
+        """The decoder's relation matrices ``[B, R, N, N]`` from the (detached) intermediate distances ``[B, N, N]``:
+        the variant's (module docstring), or those of the model's ``decoder_relations`` callable when it has one
+        (a ``ValueError`` when that returns anything but a floating ``[B, R, N, N]`` tensor)."""
         dist = dist.detach()
+        if self.relations_fn is not None:
+            rels = self.relations_fn(self, batch, dist)
+            want = [*batch.adjacency.shape[:1], len(self.config.relations), *batch.adjacency.shape[1:]]
+            if not isinstance(rels, torch.Tensor) or list(rels.shape) != want or not rels.is_floating_point():
+                raise ValueError(f"decoder_relations must return floating relations [B, R, N, N] = {want} (R = "
+                                 f"{len(self.config.relations)}: the decoder of variant {self.config.variant!r}), "
+                                 f"got {describe(rels)}")
+            return rels
         adj, mask = batch.adjacency, batch.mask
         rels, forces = [], None
         for name in self.config.relations:

@@ -50,7 +50,7 @@ from companion.lab.runtime import get_device, progress, seed_everything
 
 from .data import MAX_SEED, RDKIT_MAX_SEED, Molecule, check_molecules, collate, embed_conformer
 from .metrics import _as_array, _distance_errors, c_rmsd, distance_errors, per_degree_errors
-from .model import RECIPE_NAMES, ConformerConfig, ConformerModel, distance_loss
+from .model import RECIPE_NAMES, ConformerConfig, ConformerModel, RelationsFn, _check_relations_fn, distance_loss
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,7 @@ def train(config: ConformerConfig | str, train_mols: Sequence[Molecule], val_mol
           weight_decay: float | None = None, warmup_fraction: float = 0.1, grad_clip: float = 1.0,
           patience: int | None = 5, seed: int = 0, device: str | torch.device | None = None,
           show_progress: bool = True, checkpoint: str | os.PathLike | None = None,
-          stop_after: int | None = None) -> History:
+          stop_after: int | None = None, decoder_relations: RelationsFn | None = None) -> History:
     """Train a :class:`ConformerModel` and keep the epoch with the lowest validation D-MAE.
 
     Args:
@@ -253,10 +253,16 @@ def train(config: ConformerConfig | str, train_mols: Sequence[Molecule], val_mol
             sizes and settings (``ValueError`` otherwise). Delete it to start afresh.
         stop_after: train at most this many epochs in this call (``None``: to the end); ``History.complete``
             says whether the run finished. Needs ``checkpoint``.
+        decoder_relations: ``None`` (default): the variant's decoder relations. A callable ``(model, batch,
+            dist) -> [B, R, N, N]`` relations replaces them in the model it trains and returns (see
+            :class:`~companion.rebind.ConformerModel`; ``R = len(config.relations)``), e.g. ReBind's force edges
+            with another budget. Its ``__qualname__`` is recorded in ``settings["decoder_relations"]`` (so a
+            checkpoint of a run without it, or with another function, is refused); its code is not.
 
     Raises:
-        TypeError/ValueError: an argument of the wrong type or outside its range (named in the message); a
-            recipe that drops the last partial batch (official) with fewer training molecules than a batch.
+        TypeError/ValueError: an argument of the wrong type or outside its range (named in the message), e.g. a
+            ``decoder_relations`` that is not callable; a recipe that drops the last partial batch (official)
+            with fewer training molecules than a batch.
     """
     if isinstance(config, str):
         try:
@@ -285,6 +291,7 @@ def train(config: ConformerConfig | str, train_mols: Sequence[Molecule], val_mol
         stop_after = check_int("stop_after", stop_after, low=1)
         if checkpoint is None:
             raise ValueError("stop_after needs a checkpoint file to resume from (checkpoint=None was given)")
+    _check_relations_fn(decoder_relations)
     _check_fits(config, train_mols, val_mols)
     per_epoch = len(train_mols) // batch_size if recipe.drop_last else math.ceil(len(train_mols) / batch_size)
     if per_epoch == 0:
@@ -301,9 +308,11 @@ def train(config: ConformerConfig | str, train_mols: Sequence[Molecule], val_mol
                 "schedule": recipe.schedule, "min_lr": min_lr, "warmup_steps": warmup, "steps": steps,
                 "drop_last": recipe.drop_last, "grad_clip": grad_clip, "patience": patience, "seed": seed,
                 "n_train": len(train_mols), "n_val": len(val_mols)}
+    if decoder_relations is not None:
+        settings["decoder_relations"] = getattr(decoder_relations, "__qualname__", repr(decoder_relations))
     device = get_device(device)
     seed_everything(seed)
-    model = ConformerModel(config).to(device)
+    model = ConformerModel(config, decoder_relations=decoder_relations).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=recipe.betas,
                             eps=recipe.eps)
     gen = torch.Generator().manual_seed(seed)
