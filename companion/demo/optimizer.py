@@ -21,6 +21,8 @@ What differs from the official code (same numbers, different plumbing):
 - the payload of one step is one uint8 buffer: the indices of every tile-shape group (in first-seen parameter
   order, tiles row-major within a parameter, parameters concatenated), then their values; every worker
   contributes the same number of bytes, so a plain ``all_gather`` of equal-sized tensors carries it;
+- with one worker (fp32 / fp64, error feedback on) the update's sparse IDCT is the error feedback's: the mean
+  over one worker's picks is its own values, so the two decodes are the same numbers and one is skipped;
 - indices go on the wire in the smallest integer dtype (``wire_format="compact"``, default) or as int64
   (``"official"``); the update is identical, only the bytes differ;
 - the basis is the official one by default (``basis="official"``: torch-dct's FFT route on ``torch.eye(n)`` in
@@ -461,6 +463,9 @@ class DeMo(_Exchange):
 
         # 3.-4. encode, top-k, error feedback — batched per tile shape
         idx_parts, val_parts = [], []
+        # with one worker the aggregate is the worker's own (idx, val): the update's sparse IDCT is the error
+        # feedback's, bit for bit (a mean over one pick is val / 1), so it is computed once
+        own = {} if self.world_size == 1 and self.error_feedback else None
         for g in groups:
             tiles = self._gather_tiles(g, lambda p: self.state[p]["delta"], device)
             coeffs = self._encode(tiles).reshape(tiles.shape[0], -1)  # [T, L]
@@ -469,6 +474,8 @@ class DeMo(_Exchange):
             if self.error_feedback:  # δ ← δ − IDCT(scatter(idx, val))
                 sent = self._decode_sparse(idx, val, g, coeffs)
                 self._scatter_back(g, sent, lambda p: self.state[p]["delta"], lambda p, x, t: x.sub_(t))
+                if own is not None and self.transform == "dct" and _sparse_pays(g, g.k):
+                    own[id(g)] = sent
             idx_parts.append(idx.to(g.index_dtype).reshape(-1).view(torch.uint8))
             val_parts.append(val.contiguous().reshape(-1).view(torch.uint8))
         buf = torch.cat(idx_parts + val_parts)
@@ -495,14 +502,17 @@ class DeMo(_Exchange):
             offset += nb
             gidx = gidx.long().permute(1, 0, 2).reshape(g.n_tiles, W * g.k)  # [T, W·k], rank order
             gval = gval.permute(1, 0, 2).reshape(g.n_tiles, W * g.k)
-            if self.transform == "dct" and _sparse_pays(g, W * g.k):
+            if own is not None and id(g) in own:
+                q = own[id(g)]
+            elif self.transform == "dct" and _sparse_pays(g, W * g.k):
                 # mean over the workers that picked a coefficient = Σ val / count(idx), decoded sparsely
                 count = torch.zeros(g.n_tiles, g.length, dtype=gval.dtype, device=gval.device)
                 count.scatter_add_(-1, gidx, torch.ones_like(gval))
                 q = _dct._decode_sparse(gidx, gval / count.gather(-1, gidx), g.tile, self.basis)
             else:
                 q = self._decode(_aggregate(gidx, gval, g.length).reshape((g.n_tiles, *g.tile)))
-            self._scatter_back(g, q, lambda p: p, lambda p, x, t: x.add_(torch.sign(t), alpha=-lrs[id(p)]))
+            q.sign_()  # the update direction, ±1 or 0 (q is this step's own temporary)
+            self._scatter_back(g, q, lambda p: p, lambda p, x, t: x.add_(t, alpha=-lrs[id(p)]))
         return loss
 
     def _decode_sparse(self, idx, val, g: _Group, coeffs) -> torch.Tensor:
