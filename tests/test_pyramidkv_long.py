@@ -74,6 +74,14 @@ def test_the_survival_measurement_matches_what_each_method_keeps(tiny, run):
             kept = set(range(4)) | set(range(q - (r["capacity"] - 4), q))
             expected = len(kept & set(range(*p.needle_span)))
             assert r["needle_kept"] == [expected] * 2
+        if r["question"] == "after":
+            assert r["question_kept"] is None and r["question_tokens"] is None
+            continue
+        assert r["question_tokens"] == q_len - 8  # the question before the always-kept window of 8
+        if r["method"] == "full":
+            assert r["question_kept"] == [q_len - 8] * 2
+        if r["method"] == "streaming":  # the last C - 4 positions hold the whole question at these capacities
+            assert r["question_kept"] == [q_len - 8] * 2
     # at C = 24 of 160 tokens the selecting methods lose part of the needle somewhere
     small = [r for r in run["rows"] if r["capacity"] == 24 and r["method"] in ("snapkv", "h2o")]
     assert any(k < r["needle_tokens"] for r in small for k in r["needle_kept"])
@@ -100,6 +108,16 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny, run, tmp_path):
                              on_prompt=lambda p: ran.append((p["rows"][-1]["length"], p["rows"][-1]["prompt"])))
     assert ran == [(224, 0), (160, 1), (224, 1)]  # prompt by prompt across the lengths
     assert resumed["rows"] == run["rows"]
+    # rows from before the question's survival was recorded are run again, pair by pair, and replaced
+    old = {**saved, "rows": [{k: v for k, v in r.items() if not k.startswith("question_")} for r in run["rows"]]}
+    ran.clear()
+    refreshed = long_retrieval(*tiny, **{**QUICK, "lengths": [224]}, previous=old,
+                               on_prompt=lambda p: ran.append(len(p["rows"])))
+    assert ran == [len(run["rows"])] * 2  # each finished pair replaces its own rows; the 160-token rows stay
+    key = lambda r: (r["length"], r["prompt"], r["question"], r["method"], r["capacity"])  # noqa: E731
+    fresh = {key(r): r for r in run["rows"]}
+    for r in refreshed["rows"]:
+        assert r == (fresh[key(r)] if r["length"] == 224 else old["rows"][[key(o) for o in old["rows"]].index(key(r))])
     # other settings: nothing is kept
     other = long_retrieval(*tiny, lengths=[160], prompts=1, capacities=[32], methods=["streaming"], previous=saved)
     assert {r["capacity"] for r in other["rows"]} == {32}
@@ -122,6 +140,20 @@ def test_lengths_the_model_or_the_needle_cannot_hold_are_refused(tiny):
 def _row(found, needle_kept, digits_kept, *, method="snapkv", capacity=64):
     return {"length": 2048, "question": "inside", "method": method, "capacity": capacity, "found": found,
             "needle_tokens": 20, "digit_tokens": 10, "needle_kept": needle_kept, "digits_kept": digits_kept}
+
+
+def test_summary_gives_the_question_survival_over_the_rows_that_record_it():
+    from companion.pyramidkv.experiments import long_summary
+
+    rows = [{**_row(True, [20, 20, 20], [10, 10, 10]), "question_tokens": 8, "question_kept": [8, 4, 0]},
+            {**_row(False, [0, 0, 0], [0, 0, 0]), "question_tokens": 8, "question_kept": [2, 2, 2]},
+            _row(False, [0, 0, 0], [0, 0, 0])]  # a row from before the question was counted
+    (snap,) = long_summary(rows, layers=3)
+    assert snap["n"] == 3 and snap["question_n"] == 2
+    assert snap["question_share"] == pytest.approx([(1 + 0.25) / 2, (0.5 + 0.25) / 2, 0.25 / 2])
+    after = [{**r, "question": "after", "question_tokens": None, "question_kept": None} for r in rows[:2]]
+    (a,) = long_summary(after, layers=3)
+    assert a["question_n"] == 0 and a["question_share"] is None
 
 
 def test_summary_gives_wilson_intervals_and_survival_per_layer():

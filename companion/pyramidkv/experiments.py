@@ -181,6 +181,9 @@ def _prompt_rows(model, tokenizer, length: int, index: int, s: dict) -> list[dic
     needle = torch.arange(start, end)
     digits = torch.tensor([i for i in range(start, end) if tokenizer.decode([int(p.context[0, i])]).strip().isdigit()],
                           dtype=torch.long)
+    # the question's tokens that compression can drop: inside the prompt and before the always-kept window
+    n_ctx, n_q = p.context.shape[1], p.question.shape[1]
+    asked = torch.arange(n_ctx, max(n_ctx, n_ctx + n_q - s["window"]))
     rows = []
     for question in s["questions"]:
         pre = prefill(model, torch.cat([p.context, p.question], dim=1) if question == "inside" else p.context)
@@ -190,13 +193,16 @@ def _prompt_rows(model, tokenizer, length: int, index: int, s: dict) -> list[dic
                                        kernel=s["kernel"], pooling=s["pooling"], schedule=s["schedule"],
                                        granularity=s["granularity"])
                 needle_kept, digits_kept = kept_positions(pre.cache, cache, needle), kept_positions(pre.cache, cache, digits)
+                question_kept = kept_positions(pre.cache, cache, asked) if question == "inside" else None
                 out = greedy_continue(model, pre, cache, max_new_tokens=s["max_new_tokens"],
                                       suffix=p.question if question == "after" else None)
                 rows.append({"length": length, "prompt": index, "depth": round(p.depth, 4), "key": p.key,
                              "question": question, "method": method, "capacity": capacity,
                              "found": found(tokenizer, out, p.key), "answer": tokenizer.decode(out),
                              "kept_tokens": sum(kept) / len(kept), "needle_tokens": len(needle),
-                             "digit_tokens": len(digits), "needle_kept": needle_kept, "digits_kept": digits_kept})
+                             "digit_tokens": len(digits), "needle_kept": needle_kept, "digits_kept": digits_kept,
+                             "question_tokens": len(asked) if question == "inside" else None,
+                             "question_kept": question_kept})
             del cache
         del pre
     return rows
@@ -214,7 +220,10 @@ def long_retrieval(model, tokenizer, *, lengths=(2048, 4096, 8192), prompts: int
     selection (KVCache-Factory's KV-head scoring: group mean, then pooling) and decodes the answer. Besides
     found/not found each row records where the needle survived (:func:`kept_positions`): per layer, how many of
     the needle's ``needle_tokens`` positions and of its ``digit_tokens`` key-digit positions at least one KV head
-    kept (``needle_kept``, ``digits_kept``: lists of L ints).
+    kept (``needle_kept``, ``digits_kept``: lists of L ints). With the question inside the prompt it also
+    records, per layer, how many of the question's ``question_tokens`` tokens before the always-kept window of
+    ``window`` tokens some KV head kept (``question_kept``; both ``None`` with the question after the context,
+    which no method compresses).
 
     Args:
         lengths: tokens per prompt, question and answer included (each at most the model's
@@ -226,7 +235,9 @@ def long_retrieval(model, tokenizer, *, lengths=(2048, 4096, 8192), prompts: int
         window, kernel, pooling, schedule, max_new_tokens: as :func:`retrieval_sweep` (w = 8, max-pooling 7,
             the official PyramidKV schedule, 7 answer tokens).
         previous: a payload this function returned (or saved) before: its rows are kept when its settings are
-            the same, and the (length, prompt) pairs it holds are not run again — a resumed run.
+            the same, and the (length, prompt) pairs it holds are not run again — a resumed run. Pairs whose
+            rows predate ``question_kept`` are run again (within ``lengths`` and ``prompts``) and their rows
+            replaced, each pair as it finishes.
         on_prompt: called with the payload after every prompt (the CLI saves it there).
     Returns:
         ``{settings..., "rows": [...]}``: one row per (length, prompt, question, method, capacity).
@@ -263,14 +274,25 @@ def long_retrieval(model, tokenizer, *, lengths=(2048, 4096, 8192), prompts: int
         lengths_before, prompts_before = [], 0
     payload = {**settings, "lengths": sorted(set(lengths) | set(lengths_before)),
                "prompts": max(prompts, prompts_before), "rows": rows}
-    done = {(r["length"], r["prompt"]) for r in rows}
+    done = {(r["length"], r["prompt"]) for r in rows if "question_kept" in r}
     # prompt by prompt across the lengths, so that an interrupted run has about as many prompts at each length
     jobs = [(length, i) for i in range(prompts) for length in lengths if (length, i) not in done]
     for length, index in progress(jobs, desc="long-context pass keys"):
-        rows += _prompt_rows(model, tokenizer, length, index, payload)
+        new = _prompt_rows(model, tokenizer, length, index, payload)
+        rows[:] = [r for r in rows if (r["length"], r["prompt"]) != (length, index)] + new
         if on_prompt is not None:
             on_prompt(payload)
     return payload
+
+
+def _question_survival(cell: list[dict], layers: int) -> dict:
+    """``question_n`` and ``question_share`` of :func:`long_summary` for one cell's rows."""
+    part = [r for r in cell if r.get("question_kept") is not None]
+    if not part:
+        return {"question_n": 0, "question_share": None}
+    return {"question_n": len(part),
+            "question_share": [sum(r["question_kept"][layer] / max(r["question_tokens"], 1) for r in part) / len(part)
+                               for layer in range(layers)]}
 
 
 def long_summary(rows: list[dict], *, layers: int, confidence: float = 0.95) -> list[dict]:
@@ -282,7 +304,9 @@ def long_summary(rows: list[dict], *, layers: int, confidence: float = 0.95) -> 
     needle token, and the same over the prompts found and missed (``needle_layers_found``,
     ``needle_layers_missed``; ``None`` without such prompts); ``digit_layers`` likewise for the key's digits;
     ``needle_share`` and ``digit_share``, per layer, the share of the needle's (digits') tokens kept by at least
-    one KV head, averaged over prompts. Cells come sorted by length, question, method, capacity.
+    one KV head, averaged over prompts; ``question_n``, the prompts whose rows record the question's survival
+    (question inside only; 0 otherwise), and over them ``question_share``, per layer, the share of the question's
+    tokens before the window kept by some KV head (``None`` when ``question_n`` is 0). Cells come sorted by length, question, method, capacity.
     """
     layers = check_int("layers", layers, low=1)
     cells: dict = {}
@@ -308,5 +332,6 @@ def long_summary(rows: list[dict], *, layers: int, confidence: float = 0.95) -> 
                     "needle_layers_missed": mean_layers([r for r in cell if not r["found"]], "needle_kept"),
                     "digit_layers": mean_layers(cell, "digits_kept"),
                     "needle_share": share("needle_kept", "needle_tokens"),
-                    "digit_share": share("digits_kept", "digit_tokens")})
+                    "digit_share": share("digits_kept", "digit_tokens"),
+                    **_question_survival(cell, layers)})
     return out
