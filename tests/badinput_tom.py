@@ -135,12 +135,14 @@ SPECS = {
     "Surrogate": Spec(
         lambda **kw: _play(tom.Surrogate(**kw)), lambda: {"exploit": 0.5, "rule": "mirror"},
         {"exploit": Float(low=0, high=1), "rule": Choice(("random", "mirror"))}),
+    "Constant": Spec(
+        lambda **kw: _play(tom.Constant(**kw)), lambda: {"action": "Paper"}, {"action": _ACTION}),
     "CountPredictor": Spec(
         lambda **kw: tom.CountPredictor(**kw).predict(0), lambda: {"game": "bos", "backoff": True},
         {"game": _GAME, "backoff": _FLAG}),
     "make_agent": Spec(
         lambda **kw: tom.make_agent(**kw), lambda: {"name": "rmax"},
-        {"name": Custom((3, None, "llama", ""))}, message_names={"name": "agent"}),
+        {"name": Custom((3, None, "llama", "", "constant-"))}, message_names={"name": "agent"}),
     "best_response": Spec(
         lambda **kw: tom.best_response(**kw), lambda: {"game": "rps", "probs": [0.2, 0.3, 0.5]},
         {"game": _GAME,

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from companion.tom import (
     AGENTS,
     Adaptive,
+    Constant,
     Cyclic,
     Mixed,
     Oracle,
@@ -134,8 +135,11 @@ def test_no_agent_beats_the_oracle_and_metrics_stay_in_range(mats, partner, agen
          "mixed": lambda: Mixed(), "adaptive": lambda: Adaptive(), "tft-beat": lambda: TitForTat(mode="beat")}
     ep = play(g, agent, p[partner](), horizon=T, seed=seed)
     assert ep.regret >= -1e-9  # partners react only to our actions, so Σ expected rewards <= V*
-    assert ep.tom_regret >= -1e-9
-    assert 0.0 <= ep.accuracy <= 1.0
+    if agent == "constant":  # no literal probe: the metrics that need one are undefined
+        assert np.isnan(ep.tom_regret) and np.isnan(ep.accuracy)
+    else:
+        assert ep.tom_regret >= -1e-9
+        assert 0.0 <= ep.accuracy <= 1.0
     assert ep.regret_curve[-1] / T == pytest.approx(ep.regret)
     assert ep.oracle_rewards.sum() == pytest.approx(ep.oracle_value)
     assert set(ep.actions.tolist()) <= set(range(g.n_actions))
@@ -222,3 +226,41 @@ def test_best_response_rejects_nan_probabilities():
 
     with pytest.raises(ValueError, match="probs must be 3 finite numbers"):
         best_response("rps", [np.nan, 0, 1])  # was an all-False mask
+
+
+def test_constant_agent_scores_by_hand_in_ipd_against_tit_for_tat():
+    # IPD (R, S, T, P) = (3, 0, 5, 1) vs TFT over T = 10: cooperating throughout earns 10 x 3 = 30; defecting
+    # earns T once, then P: 5 + 9 x 1 = 14; the oracle cooperates and defects in the last round: 9 x 3 + 5 = 32
+    oracle = play("ipd", Oracle(), "tft", horizon=10, seed=0)
+    assert oracle.rewards.sum() == 32
+    for agent, action, total in ((Constant("cooperate"), 0, 30), (make_agent("constant", action="defect"), 1, 14)):
+        ep = play("ipd", agent, "tft", horizon=10, seed=0)
+        assert ep.actions.tolist() == [action] * 10 and ep.rewards.sum() == total
+        assert ep.regret == pytest.approx((32 - total) / 10)
+        assert np.isnan(ep.predictions).all()  # no literal probe
+    assert agent.name == "constant-defect"
+
+
+def test_constant_agent_by_name_index_or_shorthand():
+    for agent in (make_agent("constant-Paper"), make_agent("constant", action=1), Constant("PAPER"),
+                  make_agent("constant-1")):
+        ep = play("rps", agent, "single-rock", horizon=6, seed=3)
+        assert ep.actions.tolist() == [1] * 6 and ep.regret == 0.0  # paper beats rock: the best response
+        assert agent.name == "constant-paper"
+    assert make_agent("constant").name == "constant-0"  # the game's first action, named once reset
+    assert "constant" in AGENTS and AGENTS["constant"] is Constant
+
+
+def test_constant_agent_rejects_bad_actions():
+    with pytest.raises(ValueError, match="action must be a non-empty action word"):
+        Constant("")
+    with pytest.raises(ValueError, match="action must be an int >= 0, got -1"):
+        Constant(-1)
+    with pytest.raises(TypeError, match="action must be an action word"):
+        Constant(2.5)
+    with pytest.raises(ValueError, match="action: unknown action 'lizard' for rps"):
+        play("rps", Constant("lizard"), "tft", horizon=2, seed=0)
+    with pytest.raises(ValueError, match=r"action: action index must be in \[0, 2\)"):
+        play("ipd", Constant(2), "tft", horizon=2, seed=0)
+    with pytest.raises(ValueError, match="name the action after 'constant-'"):
+        make_agent("constant-")

@@ -10,7 +10,7 @@ No official code exists; matrices and baseline parameters are ours and stated wh
 - agents — :class:`Oracle` (exact DP over the partner's policy and the remaining horizon, :func:`oracle_plan`,
   its action gaps :func:`oracle_action_gaps`),
   :class:`RMax`, :class:`FictitiousPlay`, :class:`QLearning`, :class:`Random`, the "LLM-like"
-  :class:`Surrogate`; :func:`make_agent`;
+  :class:`Surrogate`, :class:`Constant` (one action every round); :func:`make_agent`;
 - :func:`play` → :class:`Episode` (literal accuracy, Δ_F/T, Δ_ToM/T by the paper's definition and the one-step
   one, regret curve) and :func:`arena` for grids;
   the metrics alone: :func:`literal_accuracy`, :func:`functional_regret`, :func:`rationalized_regret`,
@@ -28,6 +28,7 @@ No official code exists; matrices and baseline parameters are ours and stated wh
 from .agents import (
     AGENTS,
     Agent,
+    Constant,
     CountPredictor,
     FictitiousPlay,
     Oracle,
@@ -47,7 +48,8 @@ from .metrics import DEFINITIONS, Episode, functional_regret, literal_accuracy, 
 from .partners import PARTNERS, Adaptive, Cyclic, Mixed, Partner, SingleAction, Switching, TitForTat, make_partner
 
 __all__ = [
-    "action_orders", "Adaptive", "Agent", "AGENTS", "arena", "best_response", "CountPredictor", "Cyclic", "Episode",
+    "action_orders", "Adaptive", "Agent", "AGENTS", "arena", "best_response", "Constant", "CountPredictor", "Cyclic",
+    "Episode",
     "FictitiousPlay", "functional_regret", "GAMES", "get_game", "HTTPAgent", "HTTPBackend", "literal_accuracy",
     "LLMAgent", "make_agent", "make_game", "make_partner", "MatrixGame", "Mixed", "Oracle", "oracle_action_gaps",
     "oracle_plan", "DEFINITIONS",

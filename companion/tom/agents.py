@@ -1,4 +1,4 @@
-"""Agents: the oracle best response, the tabular baselines and an "LLM-like" surrogate.
+"""Agents: the oracle best response, the tabular baselines, an "LLM-like" surrogate and a constant player.
 
 Interface (driven by :func:`companion.tom.play`), rounds ``t = 0 .. T-1``, history ``h_t`` a list of
 ``(a, b)`` index pairs (our action, the partner's):
@@ -21,10 +21,10 @@ import numpy as np
 from ..lab.checks import (check_choice, check_float, check_int, check_probability, check_sequence, check_type,
                           describe)
 from .games import MatrixGame, get_game
-from .partners import Partner
+from .partners import Partner, _check_action
 
-__all__ = ["AGENTS", "Agent", "CountPredictor", "FictitiousPlay", "Oracle", "QLearning", "RMax", "Random",
-           "Surrogate", "best_response", "make_agent", "oracle_action_gaps", "oracle_plan"]
+__all__ = ["AGENTS", "Agent", "Constant", "CountPredictor", "FictitiousPlay", "Oracle", "QLearning", "RMax",
+           "Random", "Surrogate", "best_response", "make_agent", "oracle_action_gaps", "oracle_plan"]
 
 _TOL = 1e-9
 _PLANS: dict = {}  # oracle plans by (game, partner's plan_key, horizon), reused across episodes and seeds
@@ -389,6 +389,38 @@ class Random(Agent):
         return np.full(self.game.n_partner_actions, 1.0 / self.game.n_partner_actions)
 
 
+class Constant(Agent):
+    """Plays the same action every round, ``a_t = a₀``, whatever the partner does (the agent-side twin of the
+    :class:`~companion.tom.SingleAction` partner); it makes no prediction (its literal probe is empty).
+
+    A yardstick for Δ_F: in IPD against Tit-for-Tat, ``"defect"`` is what a myopic best response to the partner's
+    last move plays every round, ``"cooperate"`` what a planner plays until the last round.
+
+    Args:
+        action: our action ``a₀``, an int index >= 0 or a word of the game's ``actions`` (case-insensitive);
+            default 0, the game's first action. Whether the game has it is checked at :meth:`reset`.
+
+    Raises:
+        TypeError/ValueError: ``action`` is neither an int >= 0 nor a non-empty word (here), or not one of the
+            game's actions (at :meth:`reset`); the message names ``action``.
+    """
+
+    def __init__(self, action: int | str = 0) -> None:
+        self.action = _check_action("action", action)
+        self.name = f"constant-{action}"
+
+    def reset(self, game, *, horizon, rng, partner=None):
+        super().reset(game, horizon=horizon, rng=rng)
+        try:
+            self._k = self.game.action_index(self.action)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"action: {err}") from None
+        self.name = f"constant-{self.game.actions[self._k]}"
+
+    def act(self, history, t):
+        return self._k
+
+
 class FictitiousPlay(Agent):
     """Fictitious play: a myopic best response to the empirical frequency of the partner's actions,
     ``a_t ∈ argmax_a Σ_b (c_b + prior) A[a, b]`` (ties at random); the probe is that frequency."""
@@ -497,16 +529,29 @@ AGENTS = {
     "q-learning": QLearning,
     "random": Random,
     "surrogate": Surrogate,
+    "constant": Constant,
 }
 
 
 def make_agent(name: str | Agent, **kwargs) -> Agent:
     """An agent by name: one of ``AGENTS`` (``"oracle"``, ``"rmax"``, ``"fictitious-play"``, ``"q-learning"``,
-    ``"random"``, ``"surrogate"``), hyperparameters as keyword arguments; an :class:`Agent` passes through."""
+    ``"random"``, ``"surrogate"``, ``"constant"`` (kwarg ``action``)), hyperparameters as keyword arguments;
+    ``"constant-<action>"`` is short for ``make_agent("constant", action="<action>")`` (as ``"single-<action>"``
+    is for partners); an :class:`Agent` passes through.
+
+    Raises:
+        TypeError: ``name`` is neither a string nor an :class:`Agent`; ValueError: an unknown name; the agent's
+            own errors for bad keyword arguments."""
     if isinstance(name, Agent):
         return name
     if not isinstance(name, str):
         raise TypeError(f"agent must be a name {sorted(AGENTS)} or an Agent, got {describe(name)}")
-    if name.lower() not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; expected one of {sorted(AGENTS)}")
-    return AGENTS[name.lower()](**kwargs)
+    key = name.lower()
+    if key.startswith("constant-"):
+        action = name.split("-", 1)[1]
+        if not action:
+            raise ValueError(f"unknown agent {name!r}: name the action after 'constant-' (e.g. 'constant-rock')")
+        return Constant(int(action) if action.isdigit() else action, **kwargs)
+    if key not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; expected one of {sorted(AGENTS)} (or 'constant-<action>')")
+    return AGENTS[key](**kwargs)
