@@ -515,8 +515,8 @@ FINDINGS: tuple[Finding, ...] = (
             "(its HqqOptimizer) at 4 / 3 / 2 bits, groups of 64 along rows, float32 scale and zero",
             _bench_hqq_peers, "—", "", "", "our extension", ("hqq/bench_peers",)),
     Finding("pyramidkv", "pass key hidden in 2048 tokens of standard-library code, question inside the "
-            "compressed prompt, tokens kept per KV head (pool-first order, kvpress's, not KVCache-Factory's: the "
-            "official code's own path is the per-query-head row below); found at C = 64 / 128 / 256 tokens per layer",
+            "compressed prompt, tokens kept per KV head (KVCache-Factory's KV-head scoring; the official code's "
+            "own path is the per-query-head row below); found at C = 64 / 128 / 256 tokens per layer",
             _pyramidkv_inside, "needle in a haystack, Llama-3-70B, KV 64: full 100, PyramidKV 99.6, SnapKV 76.2, "
             "H2O 47.3", "cai2024pyramidkv",
             "the authors' needle figure (KVCache-Factory figs/Needle.png; a table in Appendix P of arXiv v4)",
@@ -526,9 +526,9 @@ FINDINGS: tuple[Finding, ...] = (
             _pyramidkv_fraction, "matches the full KV cache while retaining 12% of it (LongBench)",
             "cai2024pyramidkv", "abstract", "not testable at our scale", ("pyramidkv/retrieval",)),
     Finding("pyramidkv", "tokens selected per query head (the official code's GQA handling, cache stored at "
-            "query-head width) vs per KV head (pool-first), same prompts", _pyramidkv_granularity, "—", "", "",
+            "query-head width) vs per KV head, same prompts", _pyramidkv_granularity, "—", "", "",
             "our extension", ("pyramidkv/retrieval",)),
-    Finding("pyramidkv", "the same (per KV head, pool-first) with the question after the compressed context "
+    Finding("pyramidkv", "the same (per KV head) with the question after the compressed context "
             "(query-agnostic)",
             _pyramidkv_after, "kvpress's port: PyramidKV slightly below SnapKV on RULER-4k", "nvidia2024kvpress",
             "NVIDIA/kvpress pull request #66", "not testable at our scale", ("pyramidkv/retrieval",)),
