@@ -306,7 +306,8 @@ def long_summary(rows: list[dict], *, layers: int, confidence: float = 0.95) -> 
     ``needle_share`` and ``digit_share``, per layer, the share of the needle's (digits') tokens kept by at least
     one KV head, averaged over prompts; ``question_n``, the prompts whose rows record the question's survival
     (question inside only; 0 otherwise), and over them ``question_share``, per layer, the share of the question's
-    tokens before the window kept by some KV head (``None`` when ``question_n`` is 0). Cells come sorted by length, question, method, capacity.
+    tokens before the window kept by some KV head (``None`` when ``question_n`` is 0). Cells come sorted by
+    length, question, method, capacity.
     """
     layers = check_int("layers", layers, low=1)
     cells: dict = {}
