@@ -96,6 +96,7 @@ SPECS = {
     "NONFINITE": NoArguments("a constant (what DeMo does with a non-finite gradient)"),
     "WIRE_FORMATS": NoArguments("a constant (the wire formats)"),
     "OPTIMIZERS": NoArguments("a constant (the trainer's optimizers)"),
+    "SCHEDULES": NoArguments("a constant (the trainer's learning-rate schedules)"),
     "olmo_1b_shapes": NoArguments("a function without arguments (OLMo-1B's parameter shapes)"),
     "ByteLM": Spec(
         lambda x, **kw: demo.ByteLM(**kw)(x),

@@ -49,7 +49,7 @@ from .dct import (
 from .lowcomms import DeMoLowComms, lowcomms_topk, lowcomms_wire_bytes, pack, unpack
 from .optimizer import NONFINITE, TRANSFORMS, DeMo
 from .reference import official_step
-from .training import OPTIMIZERS, ByteLM, TrainConfig, corpus_bytes, lm_loss, sample_batch, train
+from .training import OPTIMIZERS, SCHEDULES, ByteLM, TrainConfig, corpus_bytes, lm_loss, sample_batch, train
 
 __all__ = [
     "TILINGS",
@@ -58,6 +58,7 @@ __all__ = [
     "BASES",
     "WIRE_FORMATS",
     "OPTIMIZERS",
+    "SCHEDULES",
     "ByteLM",
     "DeMo",
     "DeMoLowComms",
