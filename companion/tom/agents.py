@@ -21,7 +21,7 @@ import numpy as np
 from ..lab.checks import (check_choice, check_float, check_int, check_probability, check_sequence, check_type,
                           describe)
 from .games import MatrixGame, get_game
-from .partners import Partner, _check_action
+from .partners import Partner, _by_name, _check_action
 
 __all__ = ["AGENTS", "Agent", "Constant", "CountPredictor", "FictitiousPlay", "Oracle", "QLearning", "RMax",
            "Random", "Surrogate", "best_response", "make_agent", "oracle_action_gaps", "oracle_plan"]
@@ -542,16 +542,4 @@ def make_agent(name: str | Agent, **kwargs) -> Agent:
     Raises:
         TypeError: ``name`` is neither a string nor an :class:`Agent`; ValueError: an unknown name; the agent's
             own errors for bad keyword arguments."""
-    if isinstance(name, Agent):
-        return name
-    if not isinstance(name, str):
-        raise TypeError(f"agent must be a name {sorted(AGENTS)} or an Agent, got {describe(name)}")
-    key = name.lower()
-    if key.startswith("constant-"):
-        action = name.split("-", 1)[1]
-        if not action:
-            raise ValueError(f"unknown agent {name!r}: name the action after 'constant-' (e.g. 'constant-rock')")
-        return Constant(int(action) if action.isdigit() else action, **kwargs)
-    if key not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; expected one of {sorted(AGENTS)} (or 'constant-<action>')")
-    return AGENTS[key](**kwargs)
+    return _by_name(name, kwargs, table=AGENTS, base=Agent, constant=Constant, prefix="constant", kind="agent")

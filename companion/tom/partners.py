@@ -342,16 +342,25 @@ PARTNERS = {
 def make_partner(name: str | Partner, **kwargs) -> Partner:
     """A partner by name: ``"single"`` (kwarg ``action``), ``"tft"``, ``"cyclic"``, ``"switching"``, ``"mixed"``,
     ``"adaptive"``; ``"single-<action>"`` is short for ``make_partner("single", action="<action>")``."""
-    if isinstance(name, Partner):
+    return _by_name(name, kwargs, table=PARTNERS, base=Partner, constant=SingleAction, prefix="single",
+                    kind="partner")
+
+
+def _by_name(name, kwargs: dict, *, table: dict, base: type, constant: type, prefix: str, kind: str):
+    """What :func:`make_partner` and :func:`companion.tom.make_agent` share: an instance of ``base`` passes
+    through, ``"<prefix>-<action>"`` builds ``constant(action)`` (an action index or word), any other name is
+    looked up in ``table``; ``kwargs`` go to the constructor."""
+    if isinstance(name, base):
         return name
     if not isinstance(name, str):
-        raise TypeError(f"partner must be a name {sorted(PARTNERS)} or a Partner, got {describe(name)}")
+        raise TypeError(f"{kind} must be a name {sorted(table)} or a{'n' if kind[0] in 'aeiou' else ''} "
+                        f"{base.__name__}, got {describe(name)}")
     key = name.lower()
-    if key.startswith("single-"):
+    if key.startswith(f"{prefix}-"):
         action = name.split("-", 1)[1]
         if not action:
-            raise ValueError(f"unknown partner {name!r}: name the action after 'single-' (e.g. 'single-rock')")
-        return SingleAction(int(action) if action.isdigit() else action, **kwargs)
-    if key not in PARTNERS:
-        raise ValueError(f"unknown partner {name!r}; expected one of {sorted(PARTNERS)} (or 'single-<action>')")
-    return PARTNERS[key](**kwargs)
+            raise ValueError(f"unknown {kind} {name!r}: name the action after '{prefix}-' (e.g. '{prefix}-rock')")
+        return constant(int(action) if action.isdigit() else action, **kwargs)
+    if key not in table:
+        raise ValueError(f"unknown {kind} {name!r}; expected one of {sorted(table)} (or '{prefix}-<action>')")
+    return table[key](**kwargs)
