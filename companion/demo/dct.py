@@ -237,15 +237,20 @@ def encode(tiles: torch.Tensor) -> torch.Tensor:
     return _encode(tiles)
 
 
-def _encode(tiles: torch.Tensor, basis: str = "exact") -> torch.Tensor:
-    """:func:`encode` without the checks, with the ``"exact"`` or the ``"official"`` forward basis."""
+def _encode(tiles: torch.Tensor, basis: str = "exact", out: torch.Tensor | None = None,
+            tmp: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`encode` without the checks, with the ``"exact"`` or the ``"official"`` forward basis. ``out`` (may be
+    ``tiles`` itself) and, for 2-D tiles, ``tmp`` (the product ``D_{n1} X``): preallocated tensors of ``tiles``'s
+    shape to write into (the optimizer reuses them every step; the numbers are the same)."""
     kw = (tiles.dtype, tiles.device, "exact" if basis == "exact" else "forward")
     if tiles.dim() == 2:
         if tiles.shape[1] > FFT_MIN and tiles.dtype in (torch.float32, torch.float64):
             return _dct_fft(tiles)
-        return tiles @ _basis(tiles.shape[1], *kw).T
+        return torch.matmul(tiles, _basis(tiles.shape[1], *kw).T, out=out)
     d1, d2 = _basis(tiles.shape[1], *kw), _basis(tiles.shape[2], *kw)
-    return d1 @ tiles @ d2.T
+    if out is None or tmp is None:
+        return d1 @ tiles @ d2.T
+    return torch.matmul(torch.matmul(d1, tiles, out=tmp), d2.T, out=out)
 
 
 #: 1-D chunks longer than this are encoded with an FFT (O(n log n)) instead of the n x n matrix
@@ -333,15 +338,30 @@ def decode_sparse(idx: torch.Tensor, val: torch.Tensor, tile: tuple[int, ...]) -
     return _decode_sparse(idx, val, tile)
 
 
-def _decode_sparse(idx: torch.Tensor, val: torch.Tensor, tile: tuple[int, ...], basis: str = "exact") -> torch.Tensor:
-    """:func:`decode_sparse` without the argument checks (the optimizer's per-step path)."""
+def _decode_sparse(idx: torch.Tensor, val: torch.Tensor, tile: tuple[int, ...], basis: str = "exact",
+                   out: torch.Tensor | None = None, scratch: tuple | None = None) -> torch.Tensor:
+    """:func:`decode_sparse` without the argument checks (the optimizer's per-step path). ``out`` (``[T, *tile]``)
+    and ``scratch`` (``[T, m, n1]`` and ``[T, m, n2]`` for 2-D tiles, ``[T, m, n]`` for 1-D ones): preallocated
+    tensors to write into; the numbers are the same."""
     kw = (val.dtype, val.device, "exact" if basis == "exact" else "inverse")
     idx = idx.long()
     flat = idx.reshape(-1)  # index_select: the same rows as basis[idx], ~3x faster on CPU than advanced indexing
+    s1, s2 = scratch if scratch is not None else (None, None)
     if len(tile) == 1:
-        rows = torch.index_select(_basis(tile[0], *kw), 0, flat).view(*idx.shape, tile[0])  # [T, m, n]
-        return (val.unsqueeze(1) @ rows).squeeze(1)
+        rows = _rows(_basis(tile[0], *kw), flat, s1).view(*idx.shape, tile[0])  # [T, m, n]
+        if out is None:
+            return (val.unsqueeze(1) @ rows).squeeze(1)
+        return torch.matmul(val.unsqueeze(1), rows, out=out.unsqueeze(1)).squeeze(1)
     n1, n2 = tile
-    r1 = torch.index_select(_basis(n1, *kw), 0, flat // n2).view(*idx.shape, n1)  # [T, m, n1]
-    r2 = torch.index_select(_basis(n2, *kw), 0, flat % n2).view(*idx.shape, n2)  # [T, m, n2]
-    return (r1 * val.unsqueeze(-1)).transpose(1, 2) @ r2
+    r1 = _rows(_basis(n1, *kw), flat // n2, s1).view(*idx.shape, n1)  # [T, m, n1]
+    r2 = _rows(_basis(n2, *kw), flat % n2, s2).view(*idx.shape, n2)  # [T, m, n2]
+    if s1 is None:
+        return (r1 * val.unsqueeze(-1)).transpose(1, 2) @ r2
+    return torch.bmm(r1.mul_(val.unsqueeze(-1)).transpose(1, 2), r2, out=out)
+
+
+def _rows(basis: torch.Tensor, which: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """``basis[which]`` (``[len(which), n]``), written into ``out`` (any tensor with that many entries) if given."""
+    if out is None:
+        return torch.index_select(basis, 0, which)
+    return torch.index_select(basis, 0, which, out=out.view(which.shape[0], basis.shape[1]))

@@ -283,8 +283,8 @@ class _Exchange(torch.optim.Optimizer):
         if self.nonfinite != "official" and params:
             # a sum is finite only if every entry is (15x cheaper than isfinite().all() on one CPU thread); a sum
             # that overflowed, or a real NaN / inf, is then decided entry by entry
-            finite = torch.stack([torch.isfinite(p.grad.sum(dtype=torch.float64 if p.grad.dtype == torch.float64
-                                                            else torch.float32)) for p in params])
+            finite = torch.stack([p.grad.sum(dtype=torch.float64 if p.grad.dtype == torch.float64 else torch.float32)
+                                  for p in params]).isfinite()
             if not bool(finite.all()):
                 finite = torch.stack([torch.isfinite(p.grad).all() for p in params])
             pos = torch.tensor(positions, device=finite.device)
@@ -400,6 +400,7 @@ class DeMo(_Exchange):
         self._warned: set = set()
         self._layout_key = None
         self._groups: list[_Group] = []
+        self._work: dict = {}
 
     def _settings_key(self) -> tuple:
         return (self.compression_decay, self.compression_topk, self.compression_chunk, self.error_feedback,
@@ -426,6 +427,7 @@ class DeMo(_Exchange):
             mshape = _dct.matrix_shape(p.shape)
             groups[gk].members.append((p, mshape, math.prod(mshape) // length))
         self._layout_key, self._groups = key, list(groups.values())
+        self._work = {}  # the scratch tensors of the old layout go
         desc = ([(i, tuple(p.shape), str(p.dtype)) for i, p in zip(positions, params)],
                 [(g.tile, str(g.dtype), g.k, str(g.index_dtype), g.n_tiles) for g in self._groups])
         self._layout_crc = zlib.crc32(repr(desc).encode())
@@ -434,8 +436,9 @@ class DeMo(_Exchange):
     def _payload_bytes(self, layout: list[_Group]) -> int:
         return sum(sum(g.nbytes()) for g in layout)
 
-    def _encode(self, tiles: torch.Tensor) -> torch.Tensor:
-        return _dct._encode(tiles, self.basis) if self.transform == "dct" else tiles
+    def _encode(self, tiles: torch.Tensor, out: torch.Tensor | None = None,
+                tmp: torch.Tensor | None = None) -> torch.Tensor:
+        return _dct._encode(tiles, self.basis, out=out, tmp=tmp) if self.transform == "dct" else tiles
 
     def _decode(self, coeffs: torch.Tensor) -> torch.Tensor:
         return _dct._decode(coeffs, self.basis) if self.transform == "dct" else coeffs
@@ -448,8 +451,7 @@ class DeMo(_Exchange):
         if work is None:
             return loss
         params, hyper, groups, device = work
-        beta = self.compression_decay
-        lrs = {}
+        lrs, by_lr = {}, {}
         for p, (lr, wd) in zip(params, hyper):
             state = self.state[p]
             if not state:
@@ -458,8 +460,19 @@ class DeMo(_Exchange):
             state["step"] += 1
             if wd != 0.0:
                 p.mul_(1.0 - lr * wd)  # 1. decoupled weight decay
-            state["delta"].mul_(beta).add_(p.grad, alpha=lr)  # 2. δ ← β δ + η g
             lrs[id(p)] = lr
+            by_lr.setdefault(lr, []).append(p)
+        # 2. δ ← β δ + η g, as δ.mul_(β).add_(g, alpha=η) per parameter, in one call per lr (the same numbers; in
+        # bf16 / fp16 torch's foreach product with a scalar rounds differently, so those go one by one)
+        deltas = [self.state[p]["delta"] for p in params]
+        full = [d for d in deltas if d.dtype in (torch.float32, torch.float64)]
+        if full:
+            torch._foreach_mul_(full, self.compression_decay)
+        for d in deltas:
+            if d.dtype not in (torch.float32, torch.float64):
+                d.mul_(self.compression_decay)
+        for lr, ps in by_lr.items():
+            torch._foreach_add_([self.state[p]["delta"] for p in ps], [p.grad for p in ps], alpha=lr)
 
         # 3.-4. encode, top-k, error feedback — batched per tile shape
         idx_parts, val_parts = [], []
@@ -467,13 +480,20 @@ class DeMo(_Exchange):
         # feedback's, bit for bit (a mean over one pick is val / 1), so it is computed once
         own = {} if self.world_size == 1 and self.error_feedback else None
         for g in groups:
-            tiles = self._gather_tiles(g, lambda p: self.state[p]["delta"], device)
-            coeffs = self._encode(tiles).reshape(tiles.shape[0], -1)  # [T, L]
-            idx = torch.topk(coeffs.abs(), g.k, dim=-1, largest=True, sorted=False).indices  # [T, k]
+            a, b = self._scratch(g, "a", device), self._scratch(g, "b", device)
+            tiles = self._gather_tiles(g, lambda p: self.state[p]["delta"], device, out=a)
+            if self.transform == "dct" and len(g.tile) == 2:
+                coeffs = self._encode(tiles, out=a, tmp=b)  # the coefficients overwrite the tiles
+            else:
+                coeffs = self._encode(tiles)
+            coeffs = coeffs.reshape(g.n_tiles, -1)  # [T, L]
+            mags = torch.abs(coeffs, out=b.view(g.n_tiles, -1))
+            idx = torch.topk(mags, g.k, dim=-1, largest=True, sorted=False).indices  # [T, k]
             val = coeffs.gather(-1, idx)
             if self.error_feedback:  # δ ← δ − IDCT(scatter(idx, val))
-                sent = self._decode_sparse(idx, val, g, coeffs)
-                self._scatter_back(g, sent, lambda p: self.state[p]["delta"], lambda p, x, t: x.sub_(t))
+                sent = self._decode_sparse(idx, val, g, coeffs, out=b, free=a if coeffs.data_ptr() == a.data_ptr()
+                                           else None)
+                torch._foreach_sub_(*self._pairs(g, sent, lambda p: self.state[p]["delta"]))
                 if own is not None and self.transform == "dct" and _sparse_pays(g, g.k):
                     own[id(g)] = sent
             idx_parts.append(idx.to(g.index_dtype).reshape(-1).view(torch.uint8))
@@ -512,19 +532,42 @@ class DeMo(_Exchange):
             else:
                 q = self._decode(_aggregate(gidx, gval, g.length).reshape((g.n_tiles, *g.tile)))
             q.sign_()  # the update direction, ±1 or 0 (q is this step's own temporary)
-            self._scatter_back(g, q, lambda p: p, lambda p, x, t: x.add_(t, alpha=-lrs[id(p)]))
+            targets, parts = self._pairs(g, q, lambda p: p)
+            for lr in {lrs[id(p)] for p, _, _ in g.members}:  # p ← p − η sign(Q), one call per lr
+                pick = [i for i, (p, _, _) in enumerate(g.members) if lrs[id(p)] == lr]
+                torch._foreach_add_([targets[i] for i in pick], [parts[i] for i in pick], alpha=-lr)
         return loss
 
-    def _decode_sparse(self, idx, val, g: _Group, coeffs) -> torch.Tensor:
+    def _decode_sparse(self, idx, val, g: _Group, coeffs, out: torch.Tensor, free: torch.Tensor | None):
+        """The IDCT of the tiles' picked coefficients ``[T, *tile]``, written into ``out`` on the sparse path;
+        ``free``: a scratch tensor of ``[T, *tile]`` whose contents are no longer needed (it holds the rows of the
+        basis that the sparse decode multiplies), or None."""
         if self.transform == "dct" and _sparse_pays(g, idx.shape[1]):
-            return _dct._decode_sparse(idx, val, g.tile, self.basis)
+            rows = None
+            n_rows = g.n_tiles * idx.shape[1] * sum(g.tile)  # [T, k, n1] and [T, k, n2] (1-D: [T, k, n])
+            if free is not None and len(g.tile) == 2 and n_rows <= free.numel():
+                flat = free.view(-1)
+                split = g.n_tiles * idx.shape[1] * g.tile[0]
+                rows = (flat[:split], flat[split:n_rows])
+            return _dct._decode_sparse(idx, val, g.tile, self.basis, out=out if rows else None, scratch=rows)
         dense = torch.zeros_like(coeffs).scatter_(-1, idx, val).reshape((g.n_tiles, *g.tile))
         return self._decode(dense)
 
+    def _scratch(self, g: _Group, name: str, device: torch.device) -> torch.Tensor:
+        """A ``[T, *tile]`` tensor of the group's dtype kept between steps (rebuilt when the layout changes): the step
+        writes its tiles, products and decodes into these instead of allocating new ones; on the CPU a fresh
+        tensor this large costs page faults on every step (a third of the step on the benchmark's model)."""
+        key = (id(g), name, device)
+        buf = self._work.get(key)
+        if buf is None:
+            buf = self._work[key] = torch.empty((g.n_tiles, *g.tile), dtype=g.dtype, device=device)
+        return buf
+
     @staticmethod
-    def _gather_tiles(g: _Group, source, device: torch.device) -> torch.Tensor:
-        """``[T, *tile]``: the tiles of ``source(p)`` for every member of ``g``, copied once into one tensor."""
-        tiles = torch.empty((g.n_tiles, *g.tile), dtype=g.dtype, device=device)
+    def _gather_tiles(g: _Group, source, device: torch.device, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``[T, *tile]``: the tiles of ``source(p)`` for every member of ``g``, copied once into one tensor (``out``
+        if given)."""
+        tiles = torch.empty((g.n_tiles, *g.tile), dtype=g.dtype, device=device) if out is None else out
         start = 0
         for p, _, n in g.members:
             x = source(p)
@@ -537,19 +580,23 @@ class DeMo(_Exchange):
         return tiles
 
     @staticmethod
-    def _scatter_back(g: _Group, tiles: torch.Tensor, target, fn) -> None:
-        """``fn(p, x, t)`` for every member ``p`` of ``g``: ``x`` is ``target(p)`` (or a view of it) and ``t`` its
-        tiles in the same layout, for an in-place update of ``x`` (elementwise, so the same numbers as on the
-        reassembled tensor)."""
+    def _pairs(g: _Group, tiles: torch.Tensor, target) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(xs, ts)``: for every member ``p`` of ``g``, ``x`` is ``target(p)`` (or a view of it) and ``t`` its tiles
+        of ``tiles`` in the same layout, for an in-place elementwise update of each ``x`` (the same numbers as on
+        the reassembled tensor)."""
+        xs, ts = [], []
         start = 0
         for p, _, n in g.members:
             x = target(p)
             view = _dct._tile_view(x, g.tile)
             if view is None:
-                fn(p, x, _dct._from_tiles(tiles[start:start + n], x.shape))
+                xs.append(x)
+                ts.append(_dct._from_tiles(tiles[start:start + n], x.shape))
             else:
-                fn(p, view, tiles[start:start + n].view(view.shape))
+                xs.append(view)
+                ts.append(tiles[start:start + n].view(view.shape))
             start += n
+        return xs, ts
 
 
 def _take(buf: torch.Tensor, offset: int, nbytes: int, dtype: torch.dtype) -> torch.Tensor:
