@@ -153,18 +153,25 @@ def _basis(dtype: torch.dtype, device: torch.device, inverse: bool) -> torch.Ten
 _BASES: dict = {}
 
 
-def _encode(flat: torch.Tensor) -> torch.Tensor:
+def _encode(flat: torch.Tensor, out: torch.Tensor | None = None, tmp: torch.Tensor | None = None) -> torch.Tensor:
     """``[P] -> [P]``: the 2-D DCT of every 64 x 64 chunk (``P`` a multiple of 4096): the code's
     ``einsum("...ab, an, bo -> ...no", x, f, f)`` as two batched matmuls ``fᵀ X f`` (the same bits in fp32, fp64
-    and bf16, tests/test_demo_lowcomms.py; 2.7x faster in fp32 on one CPU thread: no permuted copies)."""
-    f = _basis(flat.dtype, flat.device, False)
-    return (f.T @ flat.reshape(-1, CHUNK, CHUNK) @ f).reshape(-1)
+    and bf16, tests/test_demo_lowcomms.py; 2.7x faster in fp32 on one CPU thread: no permuted copies). ``out``
+    (may be ``flat``) and ``tmp`` (``fᵀ X``): preallocated ``[P]`` tensors to write into; the same numbers."""
+    return _transform(flat, _basis(flat.dtype, flat.device, False), out, tmp)
 
 
-def _decode(flat: torch.Tensor) -> torch.Tensor:
+def _decode(flat: torch.Tensor, out: torch.Tensor | None = None, tmp: torch.Tensor | None = None) -> torch.Tensor:
     """Inverse of :func:`_encode` with the code's ``b``: ``bᵀ X̂ b``."""
-    b = _basis(flat.dtype, flat.device, True)
-    return (b.T @ flat.reshape(-1, CHUNK, CHUNK) @ b).reshape(-1)
+    return _transform(flat, _basis(flat.dtype, flat.device, True), out, tmp)
+
+
+def _transform(flat: torch.Tensor, m: torch.Tensor, out: torch.Tensor | None, tmp: torch.Tensor | None):
+    x = flat.reshape(-1, CHUNK, CHUNK)
+    if out is None or tmp is None:
+        return (m.T @ x @ m).reshape(-1)
+    t = torch.matmul(m.T, x, out=tmp.view(x.shape))
+    return torch.matmul(t, m, out=out.view(x.shape)).view(-1)
 
 
 @dataclass
@@ -229,6 +236,7 @@ class DeMoLowComms(_Exchange):
         self._layout_key = None
         self._blocks: list[_Block] = []
         self._pending = None  # overlapped: (layout key, gathered payload of the previous step)
+        self._work: dict = {}
 
     def _settings_key(self) -> tuple:
         return (self.momentum, self.compression_ratio, self.feedback_strength, self.nesterov, self.overlapped,
@@ -249,6 +257,7 @@ class DeMoLowComms(_Exchange):
             b.length += padded_numel(p.numel())
         self._blocks = list(blocks.values())
         self._layout_key = key
+        self._work = {}  # the scratch tensors of the old layout go
         desc = ([(i, tuple(p.shape), str(p.dtype)) for i, p in zip(positions, params)],
                 [(str(b.dtype), b.k, b.length) for b in self._blocks])
         self._layout_crc = zlib.crc32(repr(desc).encode())
@@ -285,11 +294,13 @@ class DeMoLowComms(_Exchange):
         beta, fs = self.momentum, self.feedback_strength
         parts = []
         for b in blocks:
-            grads = torch.empty(b.length, dtype=b.dtype, device=device)
+            # two [length] scratch tensors kept between steps (a fresh tensor this large costs page faults on the
+            # CPU every step): the padded gradients, then their coefficients, then the aggregate; and the products
+            grads, work = self._scratch(b, "grads", device), self._scratch(b, "work", device)
             for p, off, n in b.members:
                 grads[off:off + n].copy_(p.grad.reshape(-1))
                 grads[off + n:off + padded_numel(n)].zero_()  # only the padding needs zeros
-            encoded = _encode(grads)
+            encoded = _encode(grads, out=grads, tmp=work)
             started = {id(p) for p, _, _ in b.members if "momentum_started" in self.state[p]}
             if self.nesterov and started:  # undo the look-ahead of the previous step
                 self._each(b, _decode(b.momentum_buffer),
@@ -300,13 +311,22 @@ class DeMoLowComms(_Exchange):
                 lr, wd = lrs[id(p)]
                 if wd != 0.0:
                     p.mul_(1.0 - lr * wd)
-                if beta != 0:
-                    self.state[p]["momentum_buffer"].mul_(beta).add_(encoded[off:off + padded_numel(n)], alpha=lr)
-                    self.state[p]["momentum_started"] = True
             if beta != 0:
+                # m ← β m + η Ĝ per parameter; one call for the whole block when every member has the same lr
+                # (elementwise, so the same numbers)
+                b.momentum_buffer.mul_(beta)
+                if len({lrs[id(p)][0] for p, _, _ in b.members}) == 1:
+                    b.momentum_buffer.add_(encoded, alpha=lrs[id(b.members[0][0])][0])
+                else:
+                    for p, off, n in b.members:
+                        self.state[p]["momentum_buffer"].add_(encoded[off:off + padded_numel(n)],
+                                                              alpha=lrs[id(p)][0])
+                for p, _, _ in b.members:
+                    self.state[p]["momentum_started"] = True
                 encoded = b.momentum_buffer
             rows = encoded.view(-1, GROUP)
-            idx = torch.topk(rows.abs(), b.k, dim=-1, largest=True, sorted=False).indices
+            idx = torch.topk(torch.abs(rows, out=work.view(-1, GROUP)), b.k, dim=-1, largest=True,
+                             sorted=False).indices
             val = rows.gather(-1, idx)
             if beta != 0:
                 if self.nesterov and self.overlapped:
@@ -342,10 +362,18 @@ class DeMoLowComms(_Exchange):
             packed = gathered[:, offset:offset + n].reshape(W, b.n_groups, b.k).permute(1, 0, 2)
             offset += n
             idx, sign = _unpack(packed.reshape(b.n_groups, W * b.k))
-            agg = torch.zeros(b.n_groups, GROUP, dtype=b.dtype, device=device)
-            agg.scatter_reduce_(-1, idx, sign.to(b.dtype), reduce="mean", include_self=False)
-            self._each(b, _decode(agg.view(-1)), lambda p, t: p.add_(t.sign_(), alpha=-lrs[id(p)][0]))
+            agg, work = self._scratch(b, "grads", device).zero_(), self._scratch(b, "work", device)
+            agg.view(b.n_groups, GROUP).scatter_reduce_(-1, idx, sign.to(b.dtype), reduce="mean", include_self=False)
+            self._each(b, _decode(agg, out=agg, tmp=work), lambda p, t: p.add_(t.sign_(), alpha=-lrs[id(p)][0]))
         return loss
+
+    def _scratch(self, b: _Block, name: str, device: torch.device) -> torch.Tensor:
+        """A ``[length]`` tensor of the block's dtype kept between steps (rebuilt when the layout changes)."""
+        key = (id(b), name, device)
+        buf = self._work.get(key)
+        if buf is None:
+            buf = self._work[key] = torch.empty(b.length, dtype=b.dtype, device=device)
+        return buf
 
     @staticmethod
     def _each(b: _Block, flat: torch.Tensor, fn) -> None:
