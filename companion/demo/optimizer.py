@@ -32,6 +32,9 @@ What differs from the official code (same numbers, different plumbing):
   step equals the official one bit for bit (tests/test_demo_precision.py); in fp32 / fp64 a sparse decode is used
   when cheaper (the updates agree; δ differs in the last bits);
 - it runs without a process group (one worker: the "gather" is the local payload);
+- the step writes its tiles, coefficients, magnitudes and decodes into two scratch tensors per tile shape that it
+  keeps between steps (together twice the parameters' size, besides δ), as a GPU's caching allocator would: on
+  the CPU, allocating them afresh cost page faults worth a third of the step (benchmarks/demo_step_time.py);
 - parameters whose ``.grad`` is ``None`` are skipped (the official code crashes on them); ``p.grad`` is not
   overwritten with the sign (the official code does, then calls ``SGD.step``);
 - ``k`` larger than a chunk is clipped with a warning (the official code clips silently); >= 3-D tensors are
@@ -526,7 +529,7 @@ class DeMo(_Exchange):
                 q = own[id(g)]
             elif self.transform == "dct" and _sparse_pays(g, W * g.k):
                 # mean over the workers that picked a coefficient = Σ val / count(idx), decoded sparsely
-                count = torch.zeros(g.n_tiles, g.length, dtype=gval.dtype, device=gval.device)
+                count = self._scratch(g, "a", device).view(g.n_tiles, g.length).zero_()  # the tiles are spent
                 count.scatter_add_(-1, gidx, torch.ones_like(gval))
                 q = _dct._decode_sparse(gidx, gval / count.gather(-1, gidx), g.tile, self.basis)
             else:
