@@ -34,7 +34,7 @@ What differs from the official code (same numbers, different plumbing):
 - it runs without a process group (one worker: the "gather" is the local payload);
 - the step writes its tiles, coefficients, magnitudes and decodes into two scratch tensors per tile shape that it
   keeps between steps (together twice the parameters' size, besides δ), as a GPU's caching allocator would: on
-  the CPU, allocating them afresh cost page faults worth a third of the step (benchmarks/demo_step_time.py);
+  the CPU, tensors this large allocated afresh cost page faults in every step;
 - parameters whose ``.grad`` is ``None`` are skipped (the official code crashes on them); ``p.grad`` is not
   overwritten with the sign (the official code does, then calls ``SGD.step``);
 - ``k`` larger than a chunk is clipped with a warning (the official code clips silently); >= 3-D tensors are
@@ -559,7 +559,7 @@ class DeMo(_Exchange):
     def _scratch(self, g: _Group, name: str, device: torch.device) -> torch.Tensor:
         """A ``[T, *tile]`` tensor of the group's dtype kept between steps (rebuilt when the layout changes): the step
         writes its tiles, products and decodes into these instead of allocating new ones; on the CPU a fresh
-        tensor this large costs page faults on every step (a third of the step on the benchmark's model)."""
+        tensor this large costs page faults in every step."""
         key = (id(g), name, device)
         buf = self._work.get(key)
         if buf is None:
