@@ -190,7 +190,8 @@ def _demo_baselines() -> str:
 
     return (f"DeMo k = 32 − signum β = 0.999 {diff('signum β=0.999', 'DeMo k=32')}; DeMo k = 32 − DeMo k = whole tile "
             f"{diff('DeMo k=4096 (whole tile)', 'DeMo k=32')}; DeMo k = 32 − raw top-k without the DCT (its own rate) "
-            f"{diff('k=32, no DCT', 'DeMo k=32')}; paired by seed, 95% intervals")
+            f"{diff('k=32, no DCT', 'DeMo k=32')}; DeMo k = 32 − the author's later design (DeMoLowComms, its own "
+            f"rate) {diff('DeMoLowComms (later design)', 'DeMo k=32')}; paired by seed, 95% intervals")
 
 
 def _demo_olmo() -> str:
@@ -494,7 +495,8 @@ FINDINGS: tuple[Finding, ...] = (
             "peng2024demo", "abstract of arXiv 2411.19870v1; the setup from the official configs (bloc97/DeMo)",
             "not reproduced", ("demo/sweep", "demo/seeds")),
     Finding("demo", "the same setup, baselines that isolate DeMo's parts, each at its own tuned rate: signum "
-            "with DeMo's β, DeMo sending the whole tile, top-k without the DCT", _demo_baselines, "—", "", "",
+            "with DeMo's β, DeMo sending the whole tile, top-k without the DCT; and the author's later design",
+            _demo_baselines, "—", "", "",
             "our extension", ("demo/sweep", "demo/seeds", "demo/baselines")),
     Finding("demo", "bytes sent per step for OLMo-1B's shapes (computed from the shapes, no run)", _demo_olmo,
             "110.32 MB per step at k = 32", "peng2024demo",

@@ -13,8 +13,9 @@
   with 2 workers and two seeds, then AdamW / DeMo k = 32 / k = 1 with 4 workers; written to
   ``results/demo/sweep.json`` after every run (``--resume`` keeps finished runs).
 - ``baselines --full [--resume]``: the baselines that isolate DeMo's parts, DeMo with k = a whole 64 x 64 tile
-  and signum with DeMo's β = 0.999, and the no-DCT ablation, each with its own learning-rate search (seed 0,
-  :data:`BASELINES`), then five seeds at the best rate; written to ``results/demo/baselines.json``.
+  and signum with DeMo's β = 0.999, the no-DCT ablation and the author's later design (DeMoLowComms), each with
+  its own learning-rate search (seed 0, :data:`BASELINES`), then five seeds at the best rate; written to
+  ``results/demo/baselines.json``.
 - ``seeds --full [--resume]``: more seeds (:data:`SEEDS`) of AdamW, signSGD and DeMo k = 32 at the learning
   rates the committed sweep tuned, so that their paired differences have a spread worth the name; written to
   ``results/demo/seeds.json`` (its own provenance: the runs of ``sweep.json`` are not touched).
@@ -41,12 +42,13 @@ SWEEP = dict(steps=1000, eval_every=50,
              seeds=[0, 1], wide=dict(workers=4, settings=["AdamW", "DeMo k=32", "DeMo k=1"]))
 #: the extra seeds of the main comparison (``demo seeds --full``), at the sweep's tuned rates
 SEEDS = dict(steps=1000, eval_every=50, workers=2, seeds=[2, 3, 4], settings=["AdamW", "signSGD", "DeMo k=32"])
-#: the baselines that isolate DeMo's parts, and the no-DCT ablation's own rate (``demo baselines --full``): a
-#: rate search per setting (seed 0), then ``seeds`` at each one's best rate; same model, data, workers and length
-#: as the sweep
+#: the baselines that isolate DeMo's parts, the no-DCT ablation's own rate and the later design (``demo baselines
+#: --full``): a rate search per setting (seed 0), then ``seeds`` at each one's best rate; same model, data, workers
+#: and length as the sweep
 BASELINES = dict(steps=1000, eval_every=50, workers=2, seeds=[0, 1, 2, 3, 4],
-                 lr_grid={"DeMo k=4096 (whole tile)": [1e-3, 3e-3, 1e-2, 3e-2], "signum β=0.999": [3e-4, 1e-3, 3e-3, 1e-2],
-                          "k=32, no DCT": [1e-2, 3e-2, 1e-1]})
+                 lr_grid={"DeMo k=4096 (whole tile)": [1e-3, 3e-3, 1e-2, 3e-2],
+                          "signum β=0.999": [3e-4, 1e-3, 3e-3, 1e-2], "k=32, no DCT": [1e-2, 3e-2, 1e-1],
+                          "DeMoLowComms (later design)": [1e-3, 3e-3, 1e-2, 3e-2]})
 #: the quick version
 QUICK_SWEEP = dict(steps=100, eval_every=25, settings=["AdamW", "DeMo k=32", "DeMo k=1"])
 

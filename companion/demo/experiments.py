@@ -6,7 +6,8 @@
 - :func:`energy_curves` — share of each tensor's energy held by the top-k coefficients per chunk, DCT vs raw;
 - :data:`SETTINGS` / :func:`run_setting` / :func:`sweep` — AdamW + all-reduce, signSGD-momentum + all-reduce, DeMo
   at k = 32, 8, 1, the three ablations, and the two baselines that isolate DeMo's parts (k = a whole tile; signum
-  with DeMo's β = 0.999), each trained by N gloo workers (:func:`companion.demo.train`);
+  with DeMo's β = 0.999), and the author's later design (:class:`companion.demo.DeMoLowComms`), each trained by N
+  gloo workers (:func:`companion.demo.train`);
 - :func:`received_vs_workers` — bytes a worker receives per step: DeMo's all-gather vs a ring all-reduce of fp32
   or bf16 gradients, for W workers, and the break-even W.
 """
@@ -41,6 +42,9 @@ SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
     # step, so the update is sign(mean of the workers' g) without momentum), and signum with DeMo's β
     "DeMo k=4096 (whole tile)": ("demo", dict(compression_topk=4096)),
     "signum β=0.999": ("signsgd", {}),
+    # the author's later design (DeMoLowComms with its defaults: momentum 0.99 in the DCT domain, k = 5 of 128,
+    # 1 byte per coefficient), at the run's lr and weight decay
+    "DeMoLowComms (later design)": ("lowcomms", {}),
 }
 #: :class:`TrainConfig` settings of a setting besides its optimizer and DeMo options
 SETTING_CONFIG: dict[str, dict[str, Any]] = {"signum β=0.999": dict(signsgd_momentum=0.999)}
