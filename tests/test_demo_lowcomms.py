@@ -232,3 +232,25 @@ def test_two_gloo_workers_stay_identical_and_equal_the_official_code(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(r0["plain"]["ours"], r1["plain"]["ours"]))
     assert any(not torch.equal(a, b) for a, b in zip(r0["nesterov"]["ours"], r1["nesterov"]["ours"]))
     assert max(float((a - b).abs().max()) for a, b in zip(r0["nesterov"]["base"], r1["nesterov"]["base"])) < 1e-6
+
+
+def test_parameter_groups_with_their_own_lr_equal_one_optimizer_per_group():
+    # the code allows one group; ours honours per-group lr and weight decay. With one worker nothing couples the
+    # parameters, so two groups in one optimizer step as two optimizers would, bit for bit (the momentum update
+    # goes member by member when the lrs differ, as one block call when they agree)
+    g = torch.Generator().manual_seed(3)
+    init = [torch.randn(s, generator=g) for s in SHAPES]
+    both = [torch.nn.Parameter(t.clone()) for t in init]
+    apart = [torch.nn.Parameter(t.clone()) for t in init]
+    one = DeMoLowComms([{"params": both[:3], "lr": 1e-2}, {"params": both[3:], "lr": 3e-3, "weight_decay": 0.1}])
+    two = [DeMoLowComms(apart[:3], lr=1e-2), DeMoLowComms(apart[3:], lr=3e-3, weight_decay=0.1)]
+    for _ in range(4):
+        for a, b in zip(both, apart):
+            a.grad = torch.randn(a.shape, generator=g)
+            b.grad = a.grad.clone()
+        one.step()
+        for o in two:
+            o.step()
+    for a, b in zip(both, apart):
+        assert torch.equal(a, b)
+    assert all(not torch.equal(a.detach(), t) for a, t in zip(both, init))

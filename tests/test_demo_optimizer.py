@@ -97,6 +97,33 @@ def test_compact_and_official_wire_give_identical_updates():
         assert torch.equal(a, b)
 
 
+def test_scratch_tensors_live_across_steps_and_are_rebuilt_when_the_layout_changes():
+    # the step writes into scratch tensors it keeps (a fresh tensor per step costs page faults on the CPU): the same
+    # tensors in every step, new ones when a parameter drops out; each step still equals the official one
+    init = _model_params(0, torch.float32)
+    ps = [torch.nn.Parameter(t.clone()) for t in init]
+    ref_p, ref_d = [t.clone() for t in init], [torch.zeros_like(t) for t in init]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # k is clipped on the small tensors
+        opt = DeMo(ps, lr=1e-2, compression_topk=8, compression_chunk=16)
+        seen = []
+        for step in range(4):
+            live = range(len(ps)) if step < 3 else [0, 2, 3, 4]  # in step 3 the bias has no gradient
+            grads = _model_params(100 + step, torch.float32)
+            official_step([[ref_p[i] for i in live]], [[grads[i] for i in live]], [[ref_d[i] for i in live]],
+                          lr=1e-2, topk=8, chunk=16)
+            for i, p in enumerate(ps):
+                p.grad = grads[i].clone() if i in live else None
+            opt.step()
+            seen.append((opt._work, [id(t) for t in opt._work.values()]))
+            for p, r, d in zip(ps, ref_p, ref_d):
+                assert torch.equal(p.detach(), r)
+                assert torch.allclose(opt.state[p]["delta"], d, atol=1e-6)
+    (w0, ids0), (w1, ids1), (w2, ids2), (w3, _) = seen
+    assert len(ids0) >= 2 and w0 is w1 is w2 and ids0 == ids1 == ids2  # the same tensors, steps 0-2
+    assert w3 is not w2  # rebuilt for the new layout
+
+
 def test_params_without_grad_are_skipped_and_high_rank_tensors_work():
     conv = torch.nn.Parameter(torch.randn(8, 4, 3, 3))
     frozen = torch.nn.Parameter(torch.randn(5))
