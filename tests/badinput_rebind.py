@@ -104,6 +104,8 @@ SPECS = {
     "ATOM_FEATURES": NoArguments("a constant (the 9 atom features and their class counts)"),
     "LJ_PARAMETERS": NoArguments("a constant (the Lennard-Jones table)"),
     "VARIANTS": NoArguments("a constant (the decoder relations of each variant)"),
+    "RelationsFn": NoArguments("a type alias (the decoder_relations hook of ConformerModel and train, whose checks "
+                               "are the entries of those two)"),
     "NUM_HS_MODES": NoArguments("a constant (how the num_hs feature counts hydrogens)"),
     "RECIPE_NAMES": NoArguments("a constant (the recipe names)"),
     "RECIPES": NoArguments("a constant (the two recipes' optimiser settings)"),

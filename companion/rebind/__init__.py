@@ -67,6 +67,7 @@ from .model import (
     ConformerModel,
     ConformerOutput,
     RelationAttention,
+    RelationsFn,
     distance_loss,
     modulated_scores,
     pairwise_distances,
@@ -87,7 +88,8 @@ from .viewer import align_to_reference, conformer_view, selector_html, view_html
 
 __all__ = [
     "ATOM_FEATURES", "Batch", "ConformerConfig", "ConformerModel", "ConformerOutput", "History", "LJ_PARAMETERS",
-    "Molecule", "NUM_HS_MODES", "RECIPES", "RECIPE_NAMES", "Recipe", "RelationAttention", "VARIANTS",
+    "Molecule", "NUM_HS_MODES", "RECIPES", "RECIPE_NAMES", "Recipe", "RelationAttention", "RelationsFn",
+    "VARIANTS",
     "atom_features", "bond_adjacency", "c_rmsd", "c_rmsd_one",
     "collate", "d_mae", "d_rmse", "degrees", "distance_errors", "distance_loss", "edge_statistics",
     "embed_conformer", "etkdg_predict", "evaluate", "evaluate_coordinates", "extra_edge_counts", "force_edges",
