@@ -340,22 +340,20 @@ def decode_sparse(idx: torch.Tensor, val: torch.Tensor, tile: tuple[int, ...]) -
 
 def _decode_sparse(idx: torch.Tensor, val: torch.Tensor, tile: tuple[int, ...], basis: str = "exact",
                    out: torch.Tensor | None = None, scratch: tuple | None = None) -> torch.Tensor:
-    """:func:`decode_sparse` without the argument checks (the optimizer's per-step path). ``out`` (``[T, *tile]``)
-    and ``scratch`` (``[T, m, n1]`` and ``[T, m, n2]`` for 2-D tiles, ``[T, m, n]`` for 1-D ones): preallocated
-    tensors to write into; the numbers are the same."""
+    """:func:`decode_sparse` without the argument checks (the optimizer's per-step path). For 2-D tiles, ``out``
+    (``[T, n1, n2]``) and ``scratch`` (two tensors with ``T·m·n1`` and ``T·m·n2`` entries, for the basis rows):
+    preallocated tensors to write into, both or neither; the numbers are the same."""
     kw = (val.dtype, val.device, "exact" if basis == "exact" else "inverse")
     idx = idx.long()
     flat = idx.reshape(-1)  # index_select: the same rows as basis[idx], ~3x faster on CPU than advanced indexing
-    s1, s2 = scratch if scratch is not None else (None, None)
     if len(tile) == 1:
-        rows = _rows(_basis(tile[0], *kw), flat, s1).view(*idx.shape, tile[0])  # [T, m, n]
-        if out is None:
-            return (val.unsqueeze(1) @ rows).squeeze(1)
-        return torch.matmul(val.unsqueeze(1), rows, out=out.unsqueeze(1)).squeeze(1)
+        rows = torch.index_select(_basis(tile[0], *kw), 0, flat).view(*idx.shape, tile[0])  # [T, m, n]
+        return (val.unsqueeze(1) @ rows).squeeze(1)
     n1, n2 = tile
+    s1, s2 = scratch if scratch is not None else (None, None)
     r1 = _rows(_basis(n1, *kw), flat // n2, s1).view(*idx.shape, n1)  # [T, m, n1]
     r2 = _rows(_basis(n2, *kw), flat % n2, s2).view(*idx.shape, n2)  # [T, m, n2]
-    if s1 is None:
+    if scratch is None:
         return (r1 * val.unsqueeze(-1)).transpose(1, 2) @ r2
     return torch.bmm(r1.mul_(val.unsqueeze(-1)).transpose(1, 2), r2, out=out)
 

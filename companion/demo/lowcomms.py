@@ -40,9 +40,9 @@ What differs from that code (same numbers otherwise, tested against the port in
   sign +1. Here the top bit is ``v > 0`` and the index is left alone (what the code's own general 1-bit path
   does: a zero travels as −1 at its own index); ``faithful=True`` packs as the fast path does;
 - parameters are batched (one DCT, one top-k, one scatter per dtype for all of them), and the step writes into two
-  scratch tensors of the padded parameters' size that it keeps between steps (as :class:`companion.demo.DeMo`); several parameter groups
-  (per-group ``lr`` / ``weight_decay``) and mixed dtypes are allowed (the code asserts one group, and its collate
-  needs one ``k``, i.e. one dtype); ``p.grad`` is not modified;
+  scratch tensors of the padded parameters' size that it keeps between steps (as :class:`companion.demo.DeMo`);
+  several parameter groups (per-group ``lr`` / ``weight_decay``) and mixed dtypes are allowed (the code asserts
+  one group, and its collate needs one ``k``, i.e. one dtype); ``p.grad`` is not modified;
 - ``overlapped`` runs the all-gather synchronously and keeps its result for the next step (the same numbers;
   the overlap itself is not reproduced);
 - the fault checks of :class:`companion.demo.DeMo` (non-finite gradients, layout mismatches, timeouts; module

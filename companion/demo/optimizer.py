@@ -542,9 +542,9 @@ class DeMo(_Exchange):
         return loss
 
     def _decode_sparse(self, idx, val, g: _Group, coeffs, out: torch.Tensor, free: torch.Tensor | None):
-        """The IDCT of the tiles' picked coefficients ``[T, *tile]``, written into ``out`` on the sparse path;
-        ``free``: a scratch tensor of ``[T, *tile]`` whose contents are no longer needed (it holds the rows of the
-        basis that the sparse decode multiplies), or None."""
+        """The IDCT of the tiles' picked coefficients, ``[T, *tile]``. ``free``: a scratch tensor of ``[T, *tile]``
+        whose contents are spent, or None; when the sparse decode's basis rows fit in it (2-D tiles, ``k·(n1 + n2)
+        <= n1·n2``), the rows go there and the result into ``out``, otherwise new tensors are made."""
         if self.transform == "dct" and _sparse_pays(g, idx.shape[1]):
             rows = None
             n_rows = g.n_tiles * idx.shape[1] * sum(g.tile)  # [T, k, n1] and [T, k, n2] (1-D: [T, k, n])
