@@ -3,6 +3,7 @@
 for bit in fp32 / fp64 / bf16 with and without nesterov / overlapped; the 1-byte wire format; bytes per step; the
 DCT-domain momentum against the paper design's spatial one where the two coincide; 2 gloo workers."""
 
+import copy
 import datetime
 import itertools
 import os
@@ -254,3 +255,36 @@ def test_parameter_groups_with_their_own_lr_equal_one_optimizer_per_group():
     for a, b in zip(both, apart):
         assert torch.equal(a, b)
     assert all(not torch.equal(a.detach(), t) for a, t in zip(both, init))
+
+
+@pytest.mark.parametrize("nesterov,overlapped", [(False, False), (True, False), (True, True)])
+def test_loading_a_state_into_a_stepped_optimizer_equals_loading_it_into_a_fresh_one(nesterov, overlapped):
+    # the step reads the momentum through one buffer per dtype; a load must replace what that buffer holds
+    g = torch.Generator().manual_seed(5)
+    init = [torch.randn(s, generator=g) for s in SHAPES]
+    grads = [[torch.randn(s, generator=g) for s in SHAPES] for _ in range(5)]
+
+    def run(ps, opt, steps):
+        for gs in steps:
+            for p, x in zip(ps, gs):
+                p.grad = x.clone()
+            opt.step()
+
+    same = [torch.nn.Parameter(t.clone()) for t in init]
+    opt = DeMoLowComms(same, lr=1e-2, nesterov=nesterov, overlapped=overlapped)
+    run(same, opt, grads[:2])
+    saved, weights = copy.deepcopy(opt.state_dict()), [p.detach().clone() for p in same]
+    run(same, opt, grads[2:3])  # moves on, then goes back to the saved point
+    opt.load_state_dict(saved)
+    with torch.no_grad():
+        for p, w in zip(same, weights):
+            p.copy_(w)
+    fresh = [torch.nn.Parameter(w.clone()) for w in weights]
+    fresh_opt = DeMoLowComms(fresh, lr=1e-2, nesterov=nesterov, overlapped=overlapped)
+    fresh_opt.load_state_dict(copy.deepcopy(saved))
+    run(same, opt, grads[3:])
+    run(fresh, fresh_opt, grads[3:])
+    for a, b in zip(same, fresh):
+        assert torch.equal(a, b)
+        assert torch.equal(opt.state[a]["momentum_buffer"], fresh_opt.state[b]["momentum_buffer"])
+    assert not torch.equal(opt.state[same[0]]["momentum_buffer"], saved["state"][0]["momentum_buffer"])

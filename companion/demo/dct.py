@@ -241,7 +241,8 @@ def _encode(tiles: torch.Tensor, basis: str = "exact", out: torch.Tensor | None 
             tmp: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`encode` without the checks, with the ``"exact"`` or the ``"official"`` forward basis. ``out`` (may be
     ``tiles`` itself) and, for 2-D tiles, ``tmp`` (the product ``D_{n1} X``): preallocated tensors of ``tiles``'s
-    shape to write into (the optimizer reuses them every step; the numbers are the same)."""
+    shape to write into, for 2-D tiles both or neither (the optimizer reuses them every step; the numbers are the
+    same)."""
     kw = (tiles.dtype, tiles.device, "exact" if basis == "exact" else "forward")
     if tiles.dim() == 2:
         if tiles.shape[1] > FFT_MIN and tiles.dtype in (torch.float32, torch.float64):

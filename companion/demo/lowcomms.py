@@ -239,6 +239,14 @@ class DeMoLowComms(_Exchange):
         self._pending = None  # overlapped: (layout key, gathered payload of the previous step)
         self._work: dict = {}
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """``torch.optim.Optimizer.load_state_dict``; the next step lays the loaded buffers out again as views of
+        one buffer per dtype, and a pending ``overlapped`` payload is dropped — as in an optimizer built afresh and
+        loaded (the payload is not part of the state)."""
+        super().load_state_dict(state_dict)
+        self._layout_key = None
+        self._pending = None
+
     def _settings_key(self) -> tuple:
         return (self.momentum, self.compression_ratio, self.feedback_strength, self.nesterov, self.overlapped,
                 self.faithful)

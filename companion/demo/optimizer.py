@@ -32,9 +32,9 @@ What differs from the official code (same numbers, different plumbing):
   step equals the official one bit for bit (tests/test_demo_precision.py); in fp32 / fp64 a sparse decode is used
   when cheaper (the updates agree; δ differs in the last bits);
 - it runs without a process group (one worker: the "gather" is the local payload);
-- the step writes its tiles, coefficients, magnitudes and decodes into two scratch tensors per tile shape that it
-  keeps between steps (together twice the parameters' size, besides δ), as a GPU's caching allocator would: on
-  the CPU, tensors this large allocated afresh cost page faults in every step;
+- the step writes its tiles, coefficients, magnitudes and decodes into two scratch tensors per tile shape and
+  dtype that it keeps between steps (together twice the parameters' size, besides δ), as a GPU's caching
+  allocator would: on the CPU, tensors this large allocated afresh cost page faults in every step;
 - parameters whose ``.grad`` is ``None`` are skipped (the official code crashes on them); ``p.grad`` is not
   overwritten with the sign (the official code does, then calls ``SGD.step``);
 - ``k`` larger than a chunk is clipped with a warning (the official code clips silently); >= 3-D tensors are
